@@ -1,1 +1,323 @@
-//! placeholder
+//! A typed HTTP client for the Mandate API, used by the CLI and the end-to-end tests.
+
+use mandate_proto::admin::{
+    AddIssuerRequest, AgentStatusChange, AgentView, AuditEventsResponse, AuditVerifyResponse, CreateTokenRequest, CreateTokenResponse,
+    EndTaskRequest, EndTaskResponse, EntitiesLoadResponse, IssuerView, KeyRotateResponse, PolicyStatus, RegisterAgentRequest, ReloadResponse,
+    ServerInfo, TaskView, TokenView,
+};
+use mandate_proto::authzen::{EvaluationRequest, EvaluationResponse, EvaluationsRequest, EvaluationsResponse};
+use mandate_proto::oauth::{GRANT_TOKEN_EXCHANGE, IntrospectionResponse, OAuthError, TOKEN_TYPE_JWT, TokenExchangeResponse};
+use mandate_proto::{ApiErrorBody, ErrorDetail};
+use reqwest::{Method, RequestBuilder, Response, StatusCode};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use serde_json::Value;
+
+/// What went wrong talking to the server.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ClientError {
+    #[error("cannot reach the server at `{url}`: {source}")]
+    Connect { url: String, source: reqwest::Error },
+    #[error("{message} ({code}, HTTP {status})")]
+    Api { status: u16, code: String, message: String },
+    #[error("unexpected answer from the server (HTTP {status}): {body}")]
+    Unexpected { status: u16, body: String },
+    #[error("`{0}` is not a valid server URL")]
+    BadUrl(String),
+}
+
+impl ClientError {
+    /// The server's stable error code, if the server answered with one.
+    pub fn code(&self) -> Option<&str> {
+        match self {
+            ClientError::Api { code, .. } => Some(code),
+            _ => None,
+        }
+    }
+}
+
+pub type Result<T> = std::result::Result<T, ClientError>;
+
+#[derive(Clone)]
+pub struct Client {
+    base: String,
+    token: Option<String>,
+    http: reqwest::Client,
+}
+
+impl Client {
+    pub fn new(base_url: &str, token: Option<String>) -> Result<Self> {
+        let parsed = url::Url::parse(base_url).map_err(|_| ClientError::BadUrl(base_url.to_owned()))?;
+        if !matches!(parsed.scheme(), "http" | "https") {
+            return Err(ClientError::BadUrl(base_url.to_owned()));
+        }
+        let http = reqwest::Client::builder()
+            .timeout(std::time::Duration::from_secs(30))
+            .build()
+            .map_err(|source| ClientError::Connect { url: base_url.to_owned(), source })?;
+        Ok(Client { base: base_url.trim_end_matches('/').to_owned(), token, http })
+    }
+
+    pub fn base_url(&self) -> &str {
+        &self.base
+    }
+
+    /// The same client with another bearer credential.
+    pub fn with_token(&self, token: Option<String>) -> Self {
+        Client { base: self.base.clone(), token, http: self.http.clone() }
+    }
+
+    fn req(&self, method: Method, path: &str) -> RequestBuilder {
+        let b = self.http.request(method, format!("{}{}", self.base, path));
+        match &self.token {
+            Some(t) => b.bearer_auth(t),
+            None => b,
+        }
+    }
+
+    async fn send(&self, b: RequestBuilder) -> Result<Response> {
+        b.send().await.map_err(|source| ClientError::Connect { url: self.base.clone(), source })
+    }
+
+    async fn json<T: DeserializeOwned>(&self, b: RequestBuilder) -> Result<T> {
+        let resp = self.send(b).await?;
+        decode(resp).await
+    }
+
+    async fn empty(&self, b: RequestBuilder) -> Result<()> {
+        let resp = self.send(b).await?;
+        if resp.status().is_success() {
+            return Ok(());
+        }
+        Err(error_of(resp).await)
+    }
+
+    // ---- discovery ----
+
+    pub async fn info(&self) -> Result<ServerInfo> {
+        self.json(self.req(Method::GET, "/v1/info")).await
+    }
+
+    pub async fn oauth_metadata(&self) -> Result<Value> {
+        self.json(self.req(Method::GET, "/.well-known/oauth-authorization-server")).await
+    }
+
+    pub async fn jwks(&self) -> Result<Value> {
+        self.json(self.req(Method::GET, "/.well-known/jwks.json")).await
+    }
+
+    // ---- agents ----
+
+    pub async fn register_agent(&self, r: &RegisterAgentRequest) -> Result<AgentView> {
+        self.json(self.req(Method::POST, "/v1/agents").json(r)).await
+    }
+
+    pub async fn list_agents(&self) -> Result<Vec<AgentView>> {
+        self.json(self.req(Method::GET, "/v1/agents")).await
+    }
+
+    pub async fn get_agent(&self, name: &str) -> Result<AgentView> {
+        self.json(self.req(Method::GET, &format!("/v1/agents/{}", seg(name)))).await
+    }
+
+    pub async fn disable_agent(&self, name: &str) -> Result<AgentStatusChange> {
+        self.json(self.req(Method::POST, &format!("/v1/agents/{}/disable", seg(name)))).await
+    }
+
+    pub async fn enable_agent(&self, name: &str) -> Result<AgentStatusChange> {
+        self.json(self.req(Method::POST, &format!("/v1/agents/{}/enable", seg(name)))).await
+    }
+
+    // ---- tasks ----
+
+    /// RFC 8693 token exchange: an attestation and an intent for a task mandate.
+    pub async fn exchange(&self, attestation: &str, intent: &Value) -> Result<TokenExchangeResponse> {
+        let details = serde_json::to_string(&[intent]).unwrap_or_default();
+        let form = [
+            ("grant_type", GRANT_TOKEN_EXCHANGE),
+            ("subject_token", attestation),
+            ("subject_token_type", TOKEN_TYPE_JWT),
+            ("authorization_details", details.as_str()),
+        ];
+        let resp = self.send(self.http.post(format!("{}/oauth2/token", self.base)).form(&form)).await?;
+        decode_oauth(resp).await
+    }
+
+    pub async fn list_tasks(&self, agent: Option<&str>, status: Option<&str>, limit: Option<usize>) -> Result<Vec<TaskView>> {
+        let mut q: Vec<(&str, String)> = Vec::new();
+        if let Some(a) = agent {
+            q.push(("agent", a.to_owned()));
+        }
+        if let Some(s) = status {
+            q.push(("status", s.to_owned()));
+        }
+        if let Some(l) = limit {
+            q.push(("limit", l.to_string()));
+        }
+        self.json(self.req(Method::GET, "/v1/tasks").query(&q)).await
+    }
+
+    pub async fn get_task(&self, id: &str) -> Result<TaskView> {
+        self.json(self.req(Method::GET, &format!("/v1/tasks/{}", seg(id)))).await
+    }
+
+    pub async fn revoke_task(&self, id: &str, reason: Option<String>) -> Result<EndTaskResponse> {
+        self.json(self.req(Method::POST, &format!("/v1/tasks/{}/revoke", seg(id))).json(&EndTaskRequest { reason })).await
+    }
+
+    pub async fn complete_task(&self, id: &str, reason: Option<String>) -> Result<EndTaskResponse> {
+        self.json(self.req(Method::POST, &format!("/v1/tasks/{}/complete", seg(id))).json(&EndTaskRequest { reason })).await
+    }
+
+    // ---- decisions ----
+
+    pub async fn evaluate(&self, r: &EvaluationRequest) -> Result<EvaluationResponse> {
+        self.json(self.req(Method::POST, "/access/v1/evaluation").json(r)).await
+    }
+
+    pub async fn evaluate_batch(&self, r: &EvaluationsRequest) -> Result<EvaluationsResponse> {
+        self.json(self.req(Method::POST, "/access/v1/evaluations").json(r)).await
+    }
+
+    pub async fn introspect(&self, token: &str) -> Result<IntrospectionResponse> {
+        let resp = self.send(self.req(Method::POST, "/oauth2/introspect").form(&[("token", token)])).await?;
+        decode_oauth(resp).await
+    }
+
+    pub async fn revoke_token(&self, token: &str) -> Result<()> {
+        let resp = self.send(self.http.post(format!("{}/oauth2/revoke", self.base)).form(&[("token", token)])).await?;
+        if resp.status().is_success() { Ok(()) } else { Err(error_of(resp).await) }
+    }
+
+    // ---- API tokens ----
+
+    pub async fn create_token(&self, role: &str, label: &str) -> Result<CreateTokenResponse> {
+        self.json(self.req(Method::POST, "/v1/tokens").json(&CreateTokenRequest { role: role.to_owned(), label: label.to_owned() })).await
+    }
+
+    pub async fn list_tokens(&self) -> Result<Vec<TokenView>> {
+        self.json(self.req(Method::GET, "/v1/tokens")).await
+    }
+
+    pub async fn revoke_api_token(&self, id: &str) -> Result<()> {
+        self.empty(self.req(Method::POST, &format!("/v1/tokens/{}/revoke", seg(id)))).await
+    }
+
+    // ---- issuers ----
+
+    pub async fn add_issuer(&self, r: &AddIssuerRequest) -> Result<IssuerView> {
+        self.json(self.req(Method::POST, "/v1/issuers").json(r)).await
+    }
+
+    pub async fn list_issuers(&self) -> Result<Vec<IssuerView>> {
+        self.json(self.req(Method::GET, "/v1/issuers")).await
+    }
+
+    pub async fn remove_issuer(&self, issuer: &str) -> Result<()> {
+        self.empty(self.req(Method::DELETE, "/v1/issuers").query(&[("issuer", issuer)])).await
+    }
+
+    // ---- policies, entities, keys ----
+
+    pub async fn policy_status(&self) -> Result<PolicyStatus> {
+        self.json(self.req(Method::GET, "/v1/policies")).await
+    }
+
+    pub async fn reload_policies(&self) -> Result<ReloadResponse> {
+        self.json(self.req(Method::POST, "/v1/policies/reload")).await
+    }
+
+    pub async fn load_entities(&self, json: String) -> Result<EntitiesLoadResponse> {
+        self.json(self.req(Method::POST, "/v1/entities").header("content-type", "application/json").body(json)).await
+    }
+
+    pub async fn rotate_key(&self) -> Result<KeyRotateResponse> {
+        self.json(self.req(Method::POST, "/v1/keys/rotate")).await
+    }
+
+    // ---- audit ----
+
+    pub async fn audit_verify(&self) -> Result<AuditVerifyResponse> {
+        self.json(self.req(Method::GET, "/v1/audit/verify")).await
+    }
+
+    pub async fn audit_trail(&self, task: &str) -> Result<AuditEventsResponse> {
+        self.json(self.req(Method::GET, "/v1/audit/trail").query(&[("task", task)])).await
+    }
+
+    pub async fn audit_events(&self, query: &[(&str, String)]) -> Result<AuditEventsResponse> {
+        self.json(self.req(Method::GET, "/v1/audit/events").query(query)).await
+    }
+
+    /// The whole trail as JSON lines (`jsonl` or `ocsf`).
+    pub async fn audit_export(&self, format: &str) -> Result<String> {
+        let resp = self.send(self.req(Method::GET, "/v1/audit/export").query(&[("format", format)])).await?;
+        if !resp.status().is_success() {
+            return Err(error_of(resp).await);
+        }
+        let status = resp.status().as_u16();
+        resp.text().await.map_err(|e| ClientError::Unexpected { status, body: e.to_string() })
+    }
+
+    /// A raw GET, for health endpoints.
+    pub async fn get_text(&self, path: &str) -> Result<(u16, String)> {
+        let resp = self.send(self.req(Method::GET, path)).await?;
+        let status = resp.status().as_u16();
+        Ok((status, resp.text().await.unwrap_or_default()))
+    }
+
+    /// A raw JSON POST, for tests that send what the typed methods would not.
+    pub async fn post_json<B: Serialize + ?Sized>(&self, path: &str, body: &B) -> Result<(u16, Value)> {
+        let resp = self.send(self.req(Method::POST, path).json(body)).await?;
+        let status = resp.status().as_u16();
+        let v = resp.json().await.unwrap_or(Value::Null);
+        Ok((status, v))
+    }
+}
+
+fn seg(s: &str) -> String {
+    url::form_urlencoded::byte_serialize(s.as_bytes()).collect()
+}
+
+async fn decode<T: DeserializeOwned>(resp: Response) -> Result<T> {
+    let status = resp.status();
+    if !status.is_success() {
+        return Err(error_of(resp).await);
+    }
+    let text = resp.text().await.unwrap_or_default();
+    serde_json::from_str(&text).map_err(|_| ClientError::Unexpected { status: status.as_u16(), body: truncate(&text) })
+}
+
+async fn decode_oauth<T: DeserializeOwned>(resp: Response) -> Result<T> {
+    let status = resp.status();
+    let text = resp.text().await.unwrap_or_default();
+    if status.is_success() {
+        return serde_json::from_str(&text).map_err(|_| ClientError::Unexpected { status: status.as_u16(), body: truncate(&text) });
+    }
+    if let Ok(e) = serde_json::from_str::<OAuthError>(&text) {
+        return Err(ClientError::Api {
+            status: status.as_u16(),
+            code: e.mandate_error.unwrap_or(e.error),
+            message: e.error_description.unwrap_or_default(),
+        });
+    }
+    if let Ok(ApiErrorBody { error: ErrorDetail { code, message, .. } }) = serde_json::from_str(&text) {
+        return Err(ClientError::Api { status: status.as_u16(), code, message });
+    }
+    Err(ClientError::Unexpected { status: status.as_u16(), body: truncate(&text) })
+}
+
+async fn error_of(resp: Response) -> ClientError {
+    let status = resp.status();
+    let text = resp.text().await.unwrap_or_default();
+    match serde_json::from_str::<ApiErrorBody>(&text) {
+        Ok(b) => ClientError::Api { status: status.as_u16(), code: b.error.code, message: b.error.message },
+        Err(_) if status == StatusCode::NOT_FOUND => ClientError::Api { status: 404, code: "not_found".into(), message: "not found".into() },
+        Err(_) => ClientError::Unexpected { status: status.as_u16(), body: truncate(&text) },
+    }
+}
+
+fn truncate(s: &str) -> String {
+    s.chars().take(300).collect()
+}
