@@ -143,10 +143,10 @@ impl IntentRequest {
         if self.lifetime_seconds == Some(0) {
             return Err(bad("`lifetime_seconds` must be at least 1"));
         }
-        if let Some(obo) = &self.on_behalf_of {
-            if obo.trim().is_empty() || obo.len() > 256 {
-                return Err(bad("`on_behalf_of` must be 1 to 256 bytes"));
-            }
+        if let Some(obo) = &self.on_behalf_of
+            && (obo.trim().is_empty() || obo.len() > 256)
+        {
+            return Err(bad("`on_behalf_of` must be 1 to 256 bytes"));
         }
         let mut actions = self.actions;
         actions.sort();
