@@ -1,1 +1,29 @@
-//! placeholder
+//! Mandate's control plane as a library: the axum router, the decision pipeline, the OAuth
+//! endpoints, the audit writer. The binary chooses the store and the listener; this crate
+//! never does.
+
+mod audit_sink;
+mod auth;
+mod cache;
+mod error;
+mod extract;
+mod jwks_fetch;
+mod keys;
+mod metrics;
+mod pipeline;
+mod policy_reload;
+mod registry;
+mod routes;
+mod settings;
+mod state;
+mod tasks;
+mod verify;
+
+pub use error::ApiError;
+pub use keys::{KeyError, read_public_keys};
+pub use policy_reload::reload as reload_policies;
+pub use routes::app;
+pub use settings::Settings;
+pub use state::{AppState, Background, StartError, hash_secret};
+pub use tasks::sweep_once;
+pub use verify::verify_trail;

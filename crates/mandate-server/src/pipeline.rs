@@ -1,0 +1,354 @@
+//! The decision pipeline, in the order it runs:
+//!
+//! 1. verify the mandate (or take its verification from the cache),
+//! 2. the task is live and the agent active (read from the registry: revocation is effective
+//!    on the next request),
+//! 3. the request lies inside the task's granted intent — a hard ceiling, checked before any
+//!    policy runs, whatever the policies say,
+//! 4. Cedar, over only the policies that can apply, with the shadow set evaluated alongside,
+//! 5. the decision is made durable in the audit trail,
+//! 6. the answer.
+//!
+//! Steps 1–4 are [`decide`]: synchronous, no I/O. Any error on the way is a deny.
+
+use std::sync::Arc;
+
+use mandate_audit::{NewEvent, kinds};
+use mandate_core::{AgentStatus, Classification, TaskStatus};
+use mandate_policy::{ActionInput, ActionKind, ContextInput, Decision, DecisionInput, PrincipalInput, ResourceInput, TaskContext};
+use mandate_proto::authzen::{DecisionContext, EvaluationRequest, EvaluationResponse, ItemError};
+use serde_json::{Map, Value, json};
+
+use crate::state::{AppState, new_id};
+
+/// A request whose required AuthZEN members are present.
+pub struct Checked<'a> {
+    pub subject_type: &'a str,
+    pub subject_id: &'a str,
+    pub subject_props: Option<&'a Map<String, Value>>,
+    pub action: &'a str,
+    pub action_props: Option<&'a Map<String, Value>>,
+    pub resource_type: &'a str,
+    pub resource_id: &'a str,
+    pub resource_props: Option<&'a Map<String, Value>>,
+    pub context: Option<&'a Map<String, Value>>,
+}
+
+/// Checks AuthZEN's required members; the error is the spec's 400 with a message naming the
+/// missing member.
+pub fn check(req: &EvaluationRequest) -> Result<Checked<'_>, String> {
+    let subject = req.subject.as_ref().ok_or("`subject` is required")?;
+    let action = req.action.as_ref().ok_or("`action` is required")?;
+    let resource = req.resource.as_ref().ok_or("`resource` is required")?;
+    let nonempty = |v: &Option<String>, what: &str| -> Result<(), String> {
+        match v {
+            Some(s) if !s.is_empty() => Ok(()),
+            _ => Err(format!("`{what}` is required")),
+        }
+    };
+    nonempty(&subject.kind, "subject.type")?;
+    nonempty(&subject.id, "subject.id")?;
+    nonempty(&action.name, "action.name")?;
+    nonempty(&resource.kind, "resource.type")?;
+    nonempty(&resource.id, "resource.id")?;
+    Ok(Checked {
+        subject_type: subject.kind.as_deref().unwrap_or(""),
+        subject_id: subject.id.as_deref().unwrap_or(""),
+        subject_props: subject.properties.as_ref(),
+        action: action.name.as_deref().unwrap_or(""),
+        action_props: action.properties.as_ref(),
+        resource_type: resource.kind.as_deref().unwrap_or(""),
+        resource_id: resource.id.as_deref().unwrap_or(""),
+        resource_props: resource.properties.as_ref(),
+        context: req.context.as_ref(),
+    })
+}
+
+/// What was decided, and everything the audit event and the response need.
+#[derive(Debug, Clone)]
+pub struct Verdict {
+    pub decision_id: String,
+    pub allowed: bool,
+    pub reason: String,
+    pub error_code: Option<String>,
+    pub policies: Vec<String>,
+    pub policy_version: Option<String>,
+    pub obligations: Vec<Value>,
+    pub shadow: Option<Decision>,
+    pub agent: Option<String>,
+    pub task_id: Option<String>,
+    pub subject: (String, String),
+    pub action: String,
+    pub resource: (String, String),
+    pub classification: Option<Classification>,
+}
+
+impl Verdict {
+    fn deny(c: &Checked<'_>, reason: &str) -> Self {
+        Verdict {
+            decision_id: new_id("dec"),
+            allowed: false,
+            reason: reason.to_owned(),
+            error_code: None,
+            policies: Vec::new(),
+            policy_version: None,
+            obligations: Vec::new(),
+            shadow: None,
+            agent: None,
+            task_id: None,
+            subject: (c.subject_type.to_owned(), c.subject_id.to_owned()),
+            action: c.action.to_owned(),
+            resource: (c.resource_type.to_owned(), c.resource_id.to_owned()),
+            classification: None,
+        }
+    }
+
+    /// The audit event that records this decision.
+    pub fn event(&self, state: &AppState, actor: &str, request_id: Option<&str>) -> NewEvent {
+        let mut details = json!({
+            "decision_id": self.decision_id,
+            "decision": self.allowed,
+            "reason": self.reason,
+            "subject": { "type": self.subject.0, "id": self.subject.1 },
+            "action": self.action,
+            "resource": { "type": self.resource.0, "id": self.resource.1 },
+            "policies": self.policies,
+        });
+        if let Value::Object(m) = &mut details {
+            if let Some(v) = &self.policy_version {
+                m.insert("policy_version".into(), json!(v));
+            }
+            if let Some(c) = self.classification {
+                m.insert("classification".into(), json!(c.as_str()));
+            }
+            if let Some(code) = &self.error_code {
+                m.insert("error_code".into(), json!(code));
+            }
+            if !self.obligations.is_empty() {
+                m.insert("obligations".into(), json!(self.obligations));
+            }
+            if let Some(s) = &self.shadow {
+                m.insert(
+                    "shadow".into(),
+                    json!({ "decision": s.allowed(), "reason": s.reason, "policies": s.policies, "policy_version": s.version }),
+                );
+            }
+            if let Some(r) = request_id {
+                m.insert("request_id".into(), json!(r));
+            }
+        }
+        state.event(kinds::DECISION, actor, self.agent.as_deref(), self.task_id.as_deref(), details)
+    }
+
+    pub fn response(&self) -> EvaluationResponse {
+        let ctx = DecisionContext {
+            decision_id: self.decision_id.clone(),
+            reason: self.reason.clone(),
+            policies: self.policies.clone(),
+            policy_version: self.policy_version.clone(),
+            obligations: self.obligations.clone(),
+            error_code: self.error_code.clone(),
+            error: None,
+            task_id: self.task_id.clone(),
+        };
+        EvaluationResponse { decision: self.allowed, context: serde_json::to_value(ctx).ok() }
+    }
+}
+
+/// An item-level error response (batch) or the body of a 400.
+pub fn item_error(status: u16, message: &str) -> EvaluationResponse {
+    EvaluationResponse {
+        decision: false,
+        context: Some(json!({ "reason": "invalid_request", "error": ItemError { status, message: message.to_owned() } })),
+    }
+}
+
+/// Steps 1–4: decide without I/O.
+pub fn decide(state: &AppState, c: &Checked<'_>) -> Verdict {
+    if c.subject_type == "agent" {
+        decide_agent(state, c)
+    } else {
+        decide_other(state, c)
+    }
+}
+
+fn decide_agent(state: &AppState, c: &Checked<'_>) -> Verdict {
+    let Some(token) = c.subject_props.and_then(|p| p.get("mandate")).and_then(Value::as_str) else {
+        return Verdict::deny(c, "mandate_required");
+    };
+    let now_secs = state.clock.now_secs();
+    let now_ms = state.clock.now_ms();
+    let mandate = match state.cache.get(token, now_secs) {
+        Some(m) => m,
+        None => match state.keys.signing().verifier.verify(token, now_secs) {
+            Ok(m) => {
+                let m = Arc::new(m);
+                state.cache.put(token, m.clone(), now_secs);
+                m
+            }
+            Err(e) => {
+                let mut v = Verdict::deny(c, "invalid_mandate");
+                v.error_code = Some(e.code().to_owned());
+                return v;
+            }
+        },
+    };
+    let claims = mandate.claims();
+    let mut v = Verdict::deny(c, "");
+    v.agent = Some(claims.agent.clone());
+    v.task_id = Some(claims.task_id.clone());
+    if c.subject_id != claims.sub {
+        v.reason = "subject_mismatch".into();
+        return v;
+    }
+    let Some(task) = state.registry.task(&claims.task_id) else {
+        v.reason = "task_unknown".into();
+        return v;
+    };
+    if task.agent != claims.agent {
+        v.reason = "subject_mismatch".into();
+        return v;
+    }
+    match task.status {
+        TaskStatus::Live if task.expires_at_ms > now_ms => {}
+        TaskStatus::Live | TaskStatus::Expired => {
+            v.reason = "task_expired".into();
+            return v;
+        }
+        TaskStatus::Completed => {
+            v.reason = "task_completed".into();
+            return v;
+        }
+        TaskStatus::Revoked => {
+            v.reason = "task_revoked".into();
+            return v;
+        }
+    }
+    let Some(agent) = state.registry.agent(&claims.agent) else {
+        v.reason = "agent_unknown".into();
+        return v;
+    };
+    if agent.status != AgentStatus::Active {
+        v.reason = "agent_disabled".into();
+        return v;
+    }
+    let classification = match classification_of(c) {
+        Ok(cl) => cl,
+        Err(reason) => {
+            v.reason = reason;
+            return v;
+        }
+    };
+    v.classification = Some(classification);
+    let intent = mandate.intent();
+    if let Err(violation) = intent.check(c.action, c.resource_type, c.resource_id, classification) {
+        v.reason = violation.code().to_owned();
+        return v;
+    }
+    let input = DecisionInput {
+        principal: PrincipalInput::Agent {
+            name: agent.name.as_str().to_owned(),
+            spiffe_id: agent.spiffe_id.as_str().to_owned(),
+            owner: agent.owner.clone(),
+            purpose: agent.purpose.clone(),
+            trust_domain: agent.spiffe_id.trust_domain().to_owned(),
+            tags: agent.attributes.clone(),
+        },
+        action: action_input(c),
+        resource: resource_input(c, classification),
+        context: context_input(state, c, now_secs, Some(TaskContext {
+            id: claims.task_id.clone(),
+            intent: intent.clone(),
+            depth: claims.depth,
+            chain: actor_chain(claims.act.as_ref()),
+        })),
+    };
+    apply_policy(state, &input, v)
+}
+
+fn decide_other(state: &AppState, c: &Checked<'_>) -> Verdict {
+    let v = Verdict::deny(c, "");
+    let classification = match classification_of(c) {
+        Ok(cl) => cl,
+        Err(reason) => {
+            let mut v = v;
+            v.reason = reason;
+            return v;
+        }
+    };
+    let input = DecisionInput {
+        principal: PrincipalInput::Other {
+            kind: c.subject_type.to_owned(),
+            id: c.subject_id.to_owned(),
+            properties: c.subject_props.cloned().unwrap_or_default(),
+        },
+        action: action_input(c),
+        resource: resource_input(c, classification),
+        context: context_input(state, c, state.clock.now_secs(), None),
+    };
+    let mut v = apply_policy(state, &input, v);
+    v.classification = Some(classification);
+    v
+}
+
+fn apply_policy(state: &AppState, input: &DecisionInput, mut v: Verdict) -> Verdict {
+    let eval = state.policy.evaluate(input);
+    let d = eval.enforced;
+    v.allowed = d.allowed();
+    v.reason = d.reason.clone();
+    v.policies = d.policies.clone();
+    v.policy_version = Some(d.version.clone());
+    v.obligations = d
+        .obligations
+        .iter()
+        .map(|o| json!({ "type": o.kind, "policy": o.policy, "value": o.value }))
+        .collect();
+    if !d.errors.is_empty() {
+        tracing::debug!(errors = ?d.errors, "policy evaluation errors (denied)");
+    }
+    v.shadow = eval.shadow;
+    v
+}
+
+/// The effective classification: the resource's, or `restricted` when it names none.
+fn classification_of(c: &Checked<'_>) -> Result<Classification, String> {
+    match c.resource_props.and_then(|p| p.get("classification")) {
+        None | Some(Value::Null) => Ok(Classification::Restricted),
+        Some(Value::String(s)) => s.parse().map_err(|_| "unknown_classification".to_owned()),
+        Some(_) => Err("unknown_classification".to_owned()),
+    }
+}
+
+fn action_input(c: &Checked<'_>) -> ActionInput {
+    let kind = c
+        .action_props
+        .and_then(|p| p.get("kind"))
+        .and_then(Value::as_str)
+        .and_then(|k| k.parse::<ActionKind>().ok());
+    ActionInput { name: c.action.to_owned(), kind }
+}
+
+fn resource_input(c: &Checked<'_>, classification: Classification) -> ResourceInput {
+    let mut properties = c.resource_props.cloned().unwrap_or_default();
+    properties.remove("classification");
+    ResourceInput { kind: c.resource_type.to_owned(), id: c.resource_id.to_owned(), classification, properties }
+}
+
+fn context_input(state: &AppState, c: &Checked<'_>, now_secs: i64, task: Option<TaskContext>) -> ContextInput {
+    let mut extra = c.context.cloned().unwrap_or_default();
+    let environment = match extra.remove("environment") {
+        Some(Value::String(s)) => s,
+        _ => state.settings.environment.clone(),
+    };
+    let risk = extra.remove("risk").and_then(|v| v.as_i64()).unwrap_or(0);
+    ContextInput { now_secs, environment, risk, task, extra }
+}
+
+fn actor_chain(mut act: Option<&mandate_token::Actor>) -> Vec<String> {
+    let mut chain = Vec::new();
+    while let Some(a) = act {
+        chain.push(a.sub.clone());
+        act = a.act.as_deref();
+    }
+    chain
+}

@@ -1,0 +1,407 @@
+//! OAuth endpoints: token exchange (attestation → task mandate), introspection, revocation.
+
+use std::sync::Arc;
+
+use axum::Json;
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use mandate_audit::kinds;
+use mandate_core::{Agent, AgentStatus, IntentRequest, SpiffeId, Task, TaskStatus};
+use mandate_policy::{ActionInput, ContextInput, DecisionInput, PrincipalInput, ResourceInput};
+use mandate_proto::oauth::{
+    GRANT_TOKEN_EXCHANGE, IntrospectionResponse, TOKEN_TYPE_ACCESS_TOKEN, TOKEN_TYPE_JWT, TokenExchangeForm, TokenExchangeResponse,
+};
+use mandate_token::{AttestationRules, MandateClaims};
+use serde::Deserialize;
+use serde_json::{Map, Value, json};
+
+use crate::auth;
+use crate::error::OAuthFailure;
+use crate::extract::OAuthForm;
+use crate::state::{AppState, new_id};
+use crate::tasks;
+
+/// `POST /oauth2/token`: RFC 8693 token exchange. The subject token is the agent's
+/// attestation; `authorization_details` is the task's intent. Answers a task mandate.
+pub async fn token(State(state): State<Arc<AppState>>, OAuthForm(form): OAuthForm<TokenExchangeForm>) -> Response {
+    match exchange(&state, form).await {
+        Ok(resp) => {
+            state.metrics.mandate("issued");
+            let mut r = Json(resp).into_response();
+            r.headers_mut().insert(axum::http::header::CACHE_CONTROL, axum::http::HeaderValue::from_static("no-store"));
+            r
+        }
+        Err(e) => {
+            state.metrics.mandate("refused");
+            e.into_response()
+        }
+    }
+}
+
+async fn exchange(state: &AppState, form: TokenExchangeForm) -> Result<TokenExchangeResponse, OAuthFailure> {
+    match form.grant_type.as_deref() {
+        Some(GRANT_TOKEN_EXCHANGE) => {}
+        Some(other) => {
+            return Err(OAuthFailure::new(
+                StatusCode::BAD_REQUEST,
+                "unsupported_grant_type",
+                format!("grant type `{}` is not supported; use token exchange", crate::error::short(other)),
+                Some("unsupported_grant_type"),
+            ));
+        }
+        None => return Err(OAuthFailure::invalid_request("`grant_type` is required", "missing_parameter")),
+    }
+    let subject_token = form
+        .subject_token
+        .as_deref()
+        .filter(|s| !s.is_empty())
+        .ok_or_else(|| OAuthFailure::invalid_request("`subject_token` is required", "missing_parameter"))?;
+    match form.subject_token_type.as_deref() {
+        Some(TOKEN_TYPE_JWT) => {}
+        Some(TOKEN_TYPE_ACCESS_TOKEN) => {
+            return Err(OAuthFailure::invalid_request(
+                "delegation (a mandate as subject token) is not supported by this server yet",
+                "delegation_unsupported",
+            ));
+        }
+        Some(other) => {
+            return Err(OAuthFailure::invalid_request(
+                format!("subject token type `{}` is not supported; use `{TOKEN_TYPE_JWT}`", crate::error::short(other)),
+                "unsupported_token_type",
+            ));
+        }
+        None => return Err(OAuthFailure::invalid_request("`subject_token_type` is required", "missing_parameter")),
+    }
+    if form.actor_token.is_some() {
+        return Err(OAuthFailure::invalid_request("`actor_token` is only used for delegation", "unexpected_actor_token"));
+    }
+    if let Some(t) = form.requested_token_type.as_deref()
+        && t != TOKEN_TYPE_ACCESS_TOKEN
+    {
+        return Err(OAuthFailure::invalid_request(format!("only `{TOKEN_TYPE_ACCESS_TOKEN}` can be requested"), "unsupported_token_type"));
+    }
+    for target in [form.audience.as_deref(), form.resource.as_deref()].into_iter().flatten() {
+        if target != state.settings.audience {
+            return Err(OAuthFailure::new(
+                StatusCode::BAD_REQUEST,
+                "invalid_target",
+                format!("mandates from this server are for audience `{}` only", state.settings.audience),
+                Some("invalid_target"),
+            ));
+        }
+    }
+    let intent_req = parse_intent(form.authorization_details.as_deref())?;
+    let (intent, lifetime) = intent_req.clone().validate().map_err(|e| {
+        OAuthFailure::new(StatusCode::BAD_REQUEST, "invalid_authorization_details", e.to_string(), Some(e.code()))
+    })?;
+
+    let agent = attest(state, subject_token).await?;
+
+    // Policy decides whether this agent may open this task.
+    let now_ms = state.clock.now_ms();
+    let now_secs = state.clock.now_secs();
+    let max = i64::try_from(state.settings.max_task_ttl.as_secs()).unwrap_or(3600);
+    let default = i64::try_from(state.settings.default_task_ttl.as_secs()).unwrap_or(600);
+    let lifetime_secs = lifetime.map_or(default, |l| i64::try_from(l).unwrap_or(i64::MAX)).min(max);
+    let task_id = new_id("task");
+    let mut props = Map::new();
+    props.insert("purpose".into(), json!(intent.purpose));
+    props.insert("actions".into(), json!(intent.actions));
+    props.insert("resources".into(), json!(intent.resources));
+    props.insert("max_classification".into(), json!(intent.max_classification.rank()));
+    props.insert("lifetime_seconds".into(), json!(lifetime_secs));
+    props.insert("on_behalf_of".into(), json!(intent.on_behalf_of.clone().unwrap_or_default()));
+    let input = DecisionInput {
+        principal: PrincipalInput::Agent {
+            name: agent.name.as_str().to_owned(),
+            spiffe_id: agent.spiffe_id.as_str().to_owned(),
+            owner: agent.owner.clone(),
+            purpose: agent.purpose.clone(),
+            trust_domain: agent.spiffe_id.trust_domain().to_owned(),
+            tags: agent.attributes.clone(),
+        },
+        action: ActionInput { name: "task.open".into(), kind: None },
+        resource: ResourceInput { kind: "task".into(), id: task_id.clone(), classification: intent.max_classification, properties: props },
+        context: ContextInput {
+            now_secs,
+            environment: state.settings.environment.clone(),
+            risk: 0,
+            task: None,
+            extra: Map::new(),
+        },
+    };
+    let eval = state.policy.evaluate(&input);
+    let decision = eval.enforced;
+    if !decision.allowed() {
+        let ev = state.event(
+            kinds::TASK_OPEN_DENIED,
+            &format!("agent:{}", agent.name),
+            Some(agent.name.as_str()),
+            None,
+            json!({ "reason": decision.reason, "policies": decision.policies, "policy_version": decision.version,
+                    "intent": intent_req }),
+        );
+        state.record(ev).await.map_err(OAuthFailure::server_error)?;
+        return Err(OAuthFailure::new(
+            StatusCode::BAD_REQUEST,
+            "invalid_authorization_details",
+            format!("policy does not let agent `{}` open this task ({})", agent.name, decision.reason),
+            Some("policy_denied"),
+        ));
+    }
+
+    let granted = intent.to_authorization_detail(Some(u64::try_from(lifetime_secs).unwrap_or(0)));
+    let jti = new_id("mdt");
+    let exp = now_secs + lifetime_secs;
+    let claims = MandateClaims {
+        iss: state.settings.issuer.clone(),
+        sub: agent.spiffe_id.as_str().to_owned(),
+        aud: state.settings.audience.clone(),
+        client_id: agent.spiffe_id.as_str().to_owned(),
+        iat: now_secs,
+        nbf: now_secs,
+        exp,
+        jti: jti.clone(),
+        task_id: task_id.clone(),
+        agent: agent.name.as_str().to_owned(),
+        scope: intent.actions.join(" "),
+        authorization_details: vec![granted.clone()],
+        act: None,
+        parent_task_id: None,
+        depth: 0,
+    };
+    let signing = state.keys.signing();
+    let token = signing.minter.mint(&claims).map_err(OAuthFailure::server_error)?;
+    let task = Task {
+        id: task_id.clone(),
+        agent: agent.name.clone(),
+        intent: intent.clone(),
+        status: TaskStatus::Live,
+        created_at_ms: now_ms,
+        expires_at_ms: exp * 1000,
+        mandate_jti: jti.clone(),
+        parent_id: None,
+        root_id: task_id.clone(),
+        depth: 0,
+        ended: None,
+    };
+    state.store.insert_task(&task).await?;
+    state.registry.put_task(&task);
+    state.metrics.set_live_tasks(state.registry.live_task_count());
+    let actor = format!("agent:{}", agent.name);
+    let events = vec![
+        state.event(
+            kinds::TASK_OPENED,
+            &actor,
+            Some(agent.name.as_str()),
+            Some(&task_id),
+            json!({ "intent": granted, "policies": decision.policies, "policy_version": decision.version,
+                    "spiffe_id": agent.spiffe_id.as_str(), "attestation": agent_attestation_kind(&agent) }),
+        ),
+        state.event(
+            kinds::TOKEN_ISSUED,
+            "system",
+            Some(agent.name.as_str()),
+            Some(&task_id),
+            json!({ "jti": jti, "kid": signing.key.kid(), "exp": exp, "aud": state.settings.audience, "scope": claims.scope }),
+        ),
+    ];
+    if let Err(e) = state.audit.record_all(events).await {
+        // Never hand out a mandate the trail does not know about.
+        let _ = tasks::end_many(state, vec![task_id.clone()], TaskStatus::Revoked, "system", "audit unavailable").await;
+        return Err(OAuthFailure::server_error(e));
+    }
+    if let Err(e) = state.store.touch_agent(agent.name.as_str(), now_ms).await {
+        tracing::warn!(error = %e, "could not record when the agent was last seen");
+    }
+    Ok(TokenExchangeResponse {
+        access_token: token,
+        issued_token_type: TOKEN_TYPE_ACCESS_TOKEN.to_owned(),
+        token_type: "Bearer".to_owned(),
+        expires_in: lifetime_secs,
+        scope: claims.scope,
+        task_id,
+        authorization_details: vec![serde_json::to_value(&granted).unwrap_or(Value::Null)],
+    })
+}
+
+fn agent_attestation_kind(agent: &Agent) -> &'static str {
+    if agent.public_jwk.is_some() { "registered_key" } else { "external_issuer" }
+}
+
+fn parse_intent(raw: Option<&str>) -> Result<IntentRequest, OAuthFailure> {
+    let bad = |m: String| OAuthFailure::new(StatusCode::BAD_REQUEST, "invalid_authorization_details", m, Some("invalid_intent"));
+    let raw = raw.ok_or_else(|| bad("`authorization_details` is required: a JSON array holding one `agent_task` object".into()))?;
+    let list: Vec<Value> = serde_json::from_str(raw).map_err(|e| bad(format!("`authorization_details` is not a JSON array: {e}")))?;
+    let mut tasks: Vec<Value> = list.into_iter().filter(|v| v.get("type").and_then(Value::as_str) == Some(mandate_core::AGENT_TASK_TYPE)).collect();
+    if tasks.len() != 1 {
+        return Err(bad("`authorization_details` must hold exactly one object of type `agent_task`".into()));
+    }
+    let one = tasks.pop().unwrap_or(Value::Null);
+    serde_json::from_value(one).map_err(|e| bad(format!("the `agent_task` object is not valid: {e}")))
+}
+
+/// Verifies the attestation and returns the active agent it proves. Every refusal is audited.
+async fn attest(state: &AppState, token: &str) -> Result<Agent, OAuthFailure> {
+    let result = attest_inner(state, token).await;
+    if let Err((code, agent, message)) = &result {
+        let ev = state.event(
+            kinds::ATTESTATION_REFUSED,
+            agent.as_deref().map_or("anonymous".to_owned(), |a| format!("agent:{a}")).as_str(),
+            agent.as_deref(),
+            None,
+            json!({ "reason": code, "message": message }),
+        );
+        state.record(ev).await.map_err(OAuthFailure::server_error)?;
+    }
+    result.map_err(|(code, _, message)| OAuthFailure::invalid_grant(message, &code))
+}
+
+type Refusal = (String, Option<String>, String);
+
+async fn attest_inner(state: &AppState, token: &str) -> Result<Agent, Refusal> {
+    let refuse = |code: &str, agent: Option<&str>, msg: String| (code.to_owned(), agent.map(str::to_owned), msg);
+    let peeked = mandate_token::peek(token).map_err(|e| refuse(e.code(), None, format!("the subject token is not a valid JWT: {e}")))?;
+    let iss = peeked.claims.get("iss").and_then(Value::as_str).unwrap_or_default().to_owned();
+    let now = state.clock.now_secs();
+    let leeway = state.settings.leeway_secs();
+    let (agent_name, jti, exp, issuer_key) = if iss.starts_with("spiffe://") {
+        // A registered key: the agent signs its own attestation.
+        let id = SpiffeId::parse(&iss).map_err(|e| refuse("invalid_issuer", None, e.to_string()))?;
+        if id.trust_domain() != state.settings.trust_domain.as_str() {
+            return Err(refuse("foreign_trust_domain", None, format!("trust domain `{}` is not this server's", id.trust_domain())));
+        }
+        let name = id.agent_name().ok_or_else(|| refuse("unknown_agent", None, "the issuer is not an agent SPIFFE ID".into()))?;
+        let agent = state.registry.agent(name.as_str()).ok_or_else(|| refuse("unknown_agent", None, format!("agent `{name}` is not registered")))?;
+        let jwk = agent
+            .public_jwk
+            .as_ref()
+            .ok_or_else(|| refuse("no_registered_key", Some(name.as_str()), format!("agent `{name}` has no registered key")))?;
+        let rules = AttestationRules {
+            audience: state.settings.issuer.clone(),
+            max_lifetime_secs: i64::try_from(state.settings.max_attestation_lifetime.as_secs()).unwrap_or(300),
+            leeway_secs: leeway,
+        };
+        let att = mandate_token::verify_agent_attestation(token, jwk, agent.spiffe_id.as_str(), &rules, now)
+            .map_err(|e| refuse(e.code(), Some(name.as_str()), format!("the attestation is not valid: {e}")))?;
+        (name, Some(att.jti), att.exp, iss.clone())
+    } else {
+        let verifier = state.issuers.read().get(&iss).cloned();
+        let Some(verifier) = verifier else {
+            return Err(refuse("unknown_issuer", None, format!("issuer `{}` is not trusted", crate::error::short(&iss))));
+        };
+        let verifier = match &peeked.kid {
+            Some(kid) if !verifier.has_kid(kid) => refresh_issuer(state, &iss).await.unwrap_or(verifier),
+            _ => verifier,
+        };
+        let att = verifier
+            .verify(token, now, leeway)
+            .map_err(|e| refuse(e.code(), None, format!("the token from `{}` is not valid: {e}", crate::error::short(&iss))))?;
+        (att.agent, att.jti, att.exp, iss.clone())
+    };
+    let agent = state
+        .registry
+        .agent(agent_name.as_str())
+        .ok_or_else(|| refuse("unknown_agent", None, format!("agent `{agent_name}` is not registered")))?;
+    if agent.status != AgentStatus::Active {
+        return Err(refuse("agent_disabled", Some(agent_name.as_str()), format!("agent `{agent_name}` is disabled")));
+    }
+    if let Some(jti) = jti {
+        let first = state
+            .store
+            .consume_jti(&issuer_key, &jti, (exp + leeway) * 1000, state.clock.now_ms())
+            .await
+            .map_err(|e| refuse("store_unavailable", Some(agent_name.as_str()), format!("cannot check the attestation for replay: {e}")))?;
+        if !first {
+            return Err(refuse("replayed_jti", Some(agent_name.as_str()), "this attestation was already used; sign a new one with a fresh `jti`".into()));
+        }
+    }
+    Ok((*agent).clone())
+}
+
+/// Re-fetches an issuer's JWKS from its URL (when it has one) after an unknown `kid`.
+async fn refresh_issuer(state: &AppState, iss: &str) -> Option<Arc<mandate_token::ExternalVerifier>> {
+    let mut issuer = state.store.get_issuer(iss).await.ok()??;
+    let url = issuer.jwks_url.clone()?;
+    if state.clock.now_ms() - issuer.created_at_ms < 10_000 {
+        // Fetched moments ago: an unknown kid is not a reason to hammer the issuer.
+        return None;
+    }
+    let jwks = crate::jwks_fetch::fetch_jwks(&state.http, &url).await.ok()?;
+    issuer.jwks = jwks;
+    issuer.created_at_ms = state.clock.now_ms();
+    let verifier = Arc::new(mandate_token::ExternalVerifier::new(&issuer).ok()?);
+    if let Err(e) = state.store.upsert_issuer(&issuer).await {
+        tracing::warn!(error = %e, "could not store a refreshed JWKS");
+    }
+    state.issuers.write().insert(iss.to_owned(), verifier.clone());
+    Some(verifier)
+}
+
+#[derive(Debug, Deserialize)]
+pub struct TokenForm {
+    #[serde(default)]
+    token: Option<String>,
+    #[serde(default)]
+    #[allow(dead_code)]
+    token_type_hint: Option<String>,
+}
+
+/// `POST /oauth2/introspect` (RFC 7662), for enforcement points and admins.
+pub async fn introspect(
+    State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
+    OAuthForm(form): OAuthForm<TokenForm>,
+) -> Response {
+    if let Err(e) = auth::require(&state, &headers, &[mandate_core::Role::Pep, mandate_core::Role::Auditor], "introspect tokens").await {
+        return OAuthFailure::new(e.status, if e.status == StatusCode::FORBIDDEN { "access_denied" } else { "invalid_client" }, e.message, Some(&e.code))
+            .into_response();
+    }
+    let Some(token) = form.token.filter(|t| !t.is_empty()) else {
+        return OAuthFailure::invalid_request("`token` is required", "missing_parameter").into_response();
+    };
+    let inactive = || Json(IntrospectionResponse { active: false, ..Default::default() }).into_response();
+    let now = state.clock.now_secs();
+    let Ok(m) = state.keys.signing().verifier.verify(&token, now) else { return inactive() };
+    let c = m.claims();
+    let live = state.registry.task(&c.task_id).is_some_and(|t| t.status == TaskStatus::Live && t.expires_at_ms > state.clock.now_ms());
+    let agent_ok = state.registry.agent(&c.agent).is_some_and(|a| a.status == AgentStatus::Active);
+    if !live || !agent_ok {
+        return inactive();
+    }
+    Json(IntrospectionResponse {
+        active: true,
+        scope: Some(c.scope.clone()),
+        client_id: Some(c.client_id.clone()),
+        sub: Some(c.sub.clone()),
+        aud: Some(c.aud.clone()),
+        iss: Some(c.iss.clone()),
+        exp: Some(c.exp),
+        iat: Some(c.iat),
+        jti: Some(c.jti.clone()),
+        token_type: Some("Bearer".into()),
+        task_id: Some(c.task_id.clone()),
+        authorization_details: Some(c.authorization_details.iter().filter_map(|d| serde_json::to_value(d).ok()).collect()),
+    })
+    .into_response()
+}
+
+/// `POST /oauth2/revoke` (RFC 7009). Revoking a mandate revokes its task (and every task
+/// delegated from it). Always 200 for a well-formed request, even for an unknown token. The
+/// holder of a mandate may revoke it; an admin token may revoke any.
+pub async fn revoke(State(state): State<Arc<AppState>>, OAuthForm(form): OAuthForm<TokenForm>) -> Response {
+    let Some(token) = form.token.filter(|t| !t.is_empty()) else {
+        return OAuthFailure::invalid_request("`token` is required", "missing_parameter").into_response();
+    };
+    // The signature proves the token is ours; expiry does not matter for revocation.
+    if let Ok(m) = state.keys.signing().verifier.verify(&token, state.clock.now_secs()) {
+        let c = m.claims();
+        let by = format!("agent:{}", c.agent);
+        if let Err(e) = tasks::end_task(&state, &c.task_id, TaskStatus::Revoked, &by, "token revoked (RFC 7009)").await {
+            tracing::error!(error = %e.message, "revocation failed");
+            return OAuthFailure::unavailable().into_response();
+        }
+    }
+    StatusCode::OK.into_response()
+}

@@ -1,0 +1,72 @@
+//! The runtime settings the binary hands the server, already validated.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use mandate_core::TrustDomain;
+
+/// Everything the server needs to know that is not state.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// This server's issuer identifier: the `iss` of mandates and the `aud` attestations name.
+    pub issuer: String,
+    pub trust_domain: TrustDomain,
+    /// The `aud` of every mandate: who may accept it (the decision API and gateways).
+    pub audience: String,
+    /// The `environment` decisions see when the enforcement point does not say.
+    pub environment: String,
+    /// Lifetime of a task whose intent asks for none.
+    pub default_task_ttl: Duration,
+    /// The cap on any task's lifetime.
+    pub max_task_ttl: Duration,
+    /// Longest `exp - iat` an attestation may have.
+    pub max_attestation_lifetime: Duration,
+    /// Clock skew tolerated on every time claim.
+    pub leeway: Duration,
+    /// A checkpoint is signed after this many events...
+    pub checkpoint_every: u64,
+    /// ...or this long after the last one, whichever comes first.
+    pub checkpoint_interval: Duration,
+    /// How often expired tasks are swept.
+    pub sweep_interval: Duration,
+    /// Largest request body accepted.
+    pub max_body_bytes: usize,
+    /// Where policies come from (`None`: the built-in starter set).
+    pub policy_dir: Option<PathBuf>,
+    pub shadow_policy_dir: Option<PathBuf>,
+    /// Where signing keys live.
+    pub key_dir: PathBuf,
+    /// Largest group-commit batch of audit events.
+    pub audit_batch_max: usize,
+    /// Most verified mandates kept in the cache.
+    pub mandate_cache_capacity: usize,
+}
+
+impl Settings {
+    /// Defaults for a server whose issuer and key directory are known.
+    pub fn new(issuer: String, trust_domain: TrustDomain, key_dir: PathBuf) -> Self {
+        Settings {
+            issuer,
+            trust_domain,
+            audience: "mandate".to_owned(),
+            environment: "production".to_owned(),
+            default_task_ttl: Duration::from_secs(600),
+            max_task_ttl: Duration::from_secs(3600),
+            max_attestation_lifetime: Duration::from_secs(300),
+            leeway: Duration::from_secs(60),
+            checkpoint_every: 1000,
+            checkpoint_interval: Duration::from_secs(10),
+            sweep_interval: Duration::from_secs(1),
+            max_body_bytes: 64 * 1024,
+            policy_dir: None,
+            shadow_policy_dir: None,
+            key_dir,
+            audit_batch_max: 1024,
+            mandate_cache_capacity: 100_000,
+        }
+    }
+
+    pub fn leeway_secs(&self) -> i64 {
+        i64::try_from(self.leeway.as_secs()).unwrap_or(60)
+    }
+}

@@ -1,0 +1,230 @@
+//! The shared state behind every handler, and how it is built on start.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use mandate_audit::NewEvent;
+use mandate_core::{ApiToken, Clock, Role};
+use mandate_policy::{EntityData, PolicyEngine, PolicySnapshot, PolicySources};
+use mandate_store::Store;
+use mandate_token::ExternalVerifier;
+use parking_lot::RwLock;
+use sha2::{Digest, Sha256};
+use tokio::task::JoinHandle;
+
+use crate::audit_sink::{AuditSink, AuditUnavailable, AuditWriter, AuditWriterConfig};
+use crate::cache::MandateCache;
+use crate::keys::KeyManager;
+use crate::metrics::Metrics;
+use crate::registry::Registry;
+use crate::settings::Settings;
+
+pub struct AppState {
+    pub settings: Settings,
+    pub store: Arc<dyn Store>,
+    pub clock: Arc<dyn Clock>,
+    pub keys: Arc<KeyManager>,
+    pub policy: PolicyEngine,
+    pub registry: Registry,
+    pub audit: AuditSink,
+    pub cache: MandateCache,
+    pub metrics: Arc<Metrics>,
+    pub http: reqwest::Client,
+    /// Verifiers for trusted external issuers, by `iss`.
+    pub issuers: RwLock<HashMap<String, Arc<ExternalVerifier>>>,
+    /// API tokens by secret hash, so that authenticating a decision request costs no query.
+    pub api_tokens: RwLock<HashMap<String, ApiToken>>,
+    /// Where the current policy set came from, for status output.
+    pub policy_source: String,
+}
+
+/// The background work a running server owns; `shutdown` stops it without losing an event.
+pub struct Background {
+    audit_writer: AuditWriter,
+    sweeper: JoinHandle<()>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("{0}")]
+    Store(#[from] mandate_store::StoreError),
+    #[error("{0}")]
+    Keys(#[from] crate::keys::KeyError),
+    #[error("policy set `{path}` is not valid:\n{diagnostics}")]
+    Policy { path: String, diagnostics: String },
+    #[error("{0}")]
+    Other(String),
+}
+
+impl AppState {
+    /// Opens everything the server needs: keys, policies, the registry view, the audit writer.
+    pub async fn start(settings: Settings, store: Arc<dyn Store>, clock: Arc<dyn Clock>) -> Result<(Arc<AppState>, Background), StartError> {
+        let now = clock.now_ms();
+        let keys = Arc::new(KeyManager::open(&settings.key_dir, &settings.issuer, &settings.audience, settings.leeway_secs(), now)?);
+        let (sources, policy_source) = match &settings.policy_dir {
+            Some(dir) => (
+                PolicySources::from_dir(dir).map_err(|e| StartError::Policy { path: dir.display().to_string(), diagnostics: e.to_string() })?,
+                dir.display().to_string(),
+            ),
+            None => (PolicySources::starter(), "built-in starter set".to_owned()),
+        };
+        let current = compile(&sources, &policy_source)?;
+        let shadow = match &settings.shadow_policy_dir {
+            Some(dir) => {
+                let src = PolicySources::from_dir(dir).map_err(|e| StartError::Policy { path: dir.display().to_string(), diagnostics: e.to_string() })?;
+                Some(compile(&src, &dir.display().to_string())?)
+            }
+            None => None,
+        };
+        let policy = PolicyEngine::new(current, shadow);
+        if let Some(json) = store.get_entities().await? {
+            match EntityData::parse(&json, Some(&policy.current())) {
+                Ok(e) => policy.set_entities(e),
+                Err(e) => tracing::error!(error = %e, "stored entity data no longer parses; starting with none"),
+            }
+        }
+        let registry = Registry::load(store.list_agents().await?, store.live_tasks().await?);
+        let mut issuers = HashMap::new();
+        for issuer in store.list_issuers().await? {
+            match ExternalVerifier::new(&issuer) {
+                Ok(v) => {
+                    issuers.insert(issuer.issuer.clone(), Arc::new(v));
+                }
+                Err(e) => tracing::error!(issuer = %issuer.issuer, error = %e, "stored issuer is not usable"),
+            }
+        }
+        let api_tokens = store
+            .list_api_tokens()
+            .await?
+            .into_iter()
+            .filter(|t| t.revoked_at_ms.is_none())
+            .map(|t| (t.secret_hash.clone(), t))
+            .collect();
+        let metrics = Arc::new(Metrics::new());
+        metrics.set_live_tasks(registry.live_task_count());
+        let (audit, audit_writer) = AuditSink::start(
+            store.clone(),
+            keys.clone(),
+            clock.clone(),
+            metrics.clone(),
+            AuditWriterConfig {
+                batch_max: settings.audit_batch_max,
+                checkpoint_every: settings.checkpoint_every,
+                checkpoint_interval: settings.checkpoint_interval,
+            },
+        );
+        let http = reqwest::Client::builder()
+            .timeout(std::time::Duration::from_secs(10))
+            .build()
+            .map_err(|e| StartError::Other(format!("cannot build the HTTP client: {e}")))?;
+        let state = Arc::new(AppState {
+            cache: MandateCache::new(settings.mandate_cache_capacity),
+            settings,
+            store,
+            clock,
+            keys,
+            policy,
+            registry,
+            audit,
+            metrics,
+            http,
+            issuers: RwLock::new(issuers),
+            api_tokens: RwLock::new(api_tokens),
+            policy_source,
+        });
+        let sweeper = tokio::spawn(crate::tasks::sweep_loop(Arc::downgrade(&state)));
+        Ok((state, Background { audit_writer, sweeper }))
+    }
+
+    /// Records an audit event and waits until it is durable.
+    pub async fn record(&self, event: NewEvent) -> Result<u64, AuditUnavailable> {
+        self.audit.record(event).await
+    }
+
+    /// Builds an event stamped now.
+    pub fn event(&self, kind: &str, actor: &str, agent: Option<&str>, task: Option<&str>, details: serde_json::Value) -> NewEvent {
+        NewEvent {
+            ts_ms: self.clock.now_ms(),
+            kind: kind.to_owned(),
+            actor: actor.to_owned(),
+            agent: agent.map(str::to_owned),
+            task: task.map(str::to_owned),
+            details,
+        }
+    }
+
+    /// Makes a new API token; returns the secret, which is never stored.
+    pub async fn create_api_token(&self, role: Role, label: &str) -> Result<(ApiToken, String), mandate_store::StoreError> {
+        let secret = format!("mdt_{}", random_b64(32));
+        let token = ApiToken {
+            id: format!("tok_{}", random_hex(8)),
+            role,
+            label: label.to_owned(),
+            secret_hash: hash_secret(&secret),
+            created_at_ms: self.clock.now_ms(),
+            revoked_at_ms: None,
+        };
+        self.store.insert_api_token(&token).await?;
+        self.api_tokens.write().insert(token.secret_hash.clone(), token.clone());
+        Ok((token, secret))
+    }
+
+    /// Installs a fixed bootstrap secret (from `MANDATE_ADMIN_TOKEN`) as an admin token.
+    pub async fn install_admin_secret(&self, secret: &str) -> Result<ApiToken, mandate_store::StoreError> {
+        let token = ApiToken {
+            id: format!("tok_{}", random_hex(8)),
+            role: Role::Admin,
+            label: "bootstrap".to_owned(),
+            secret_hash: hash_secret(secret),
+            created_at_ms: self.clock.now_ms(),
+            revoked_at_ms: None,
+        };
+        self.store.insert_api_token(&token).await?;
+        self.api_tokens.write().insert(token.secret_hash.clone(), token.clone());
+        Ok(token)
+    }
+}
+
+impl Background {
+    /// Stops the sweeper, then waits for the audit writer to drain. Call after the HTTP
+    /// server has stopped and the state's last reference is about to go.
+    pub async fn shutdown(self, state: Arc<AppState>) {
+        self.sweeper.abort();
+        let _ = self.sweeper.await;
+        let ev = state.event(mandate_audit::kinds::SERVER_STOPPED, "system", None, None, serde_json::json!({}));
+        if state.record(ev).await.is_err() {
+            tracing::error!("could not record the server stop");
+        }
+        drop(state);
+        self.audit_writer.stop().await;
+    }
+}
+
+fn compile(src: &PolicySources, name: &str) -> Result<PolicySnapshot, StartError> {
+    PolicySnapshot::compile(src).map_err(|diags| StartError::Policy {
+        path: name.to_owned(),
+        diagnostics: diags.iter().map(|d| d.to_string()).collect::<Vec<_>>().join("\n"),
+    })
+}
+
+pub fn hash_secret(secret: &str) -> String {
+    hex::encode(Sha256::digest(secret.as_bytes()))
+}
+
+pub fn random_b64(n: usize) -> String {
+    use base64::Engine;
+    let mut buf = vec![0u8; n];
+    rand::RngCore::fill_bytes(&mut rand::rngs::OsRng, &mut buf);
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(buf)
+}
+
+pub fn random_hex(n: usize) -> String {
+    let mut buf = vec![0u8; n];
+    rand::RngCore::fill_bytes(&mut rand::rngs::OsRng, &mut buf);
+    hex::encode(buf)
+}
+
+/// A sortable unique id: milliseconds then randomness.
+pub fn new_id(prefix: &str) -> String {
+    format!("{prefix}_{}", uuid::Uuid::now_v7().simple())
+}

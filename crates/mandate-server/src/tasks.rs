@@ -1,0 +1,93 @@
+//! Task lifecycle after opening: complete, revoke (with every task delegated from it), the
+//! kill switch for an agent, and the sweeper that expires tasks whose time is up.
+
+use std::sync::{Arc, Weak};
+
+use mandate_audit::kinds;
+use mandate_core::{AgentStatus, TaskEnd, TaskStatus};
+
+use crate::error::ApiError;
+use crate::state::AppState;
+
+/// Ends a task and, transitively, every task delegated from it. Returns the ids it ended
+/// (empty when the task had already ended). Effective on the very next decision: the
+/// in-memory registry is updated before this returns.
+pub async fn end_task(state: &AppState, id: &str, status: TaskStatus, by: &str, reason: &str) -> Result<Vec<String>, ApiError> {
+    let mut ids = vec![id.to_owned()];
+    ids.extend(state.store.descendant_task_ids(id).await?);
+    end_many(state, ids, status, by, reason).await
+}
+
+/// Ends the given tasks (those still live), updates the registry, audits each.
+pub async fn end_many(state: &AppState, ids: Vec<String>, status: TaskStatus, by: &str, reason: &str) -> Result<Vec<String>, ApiError> {
+    if ids.is_empty() {
+        return Ok(Vec::new());
+    }
+    let now = state.clock.now_ms();
+    let end = TaskEnd { status, at_ms: now, by: by.to_owned(), reason: reason.to_owned() };
+    let ended = state.store.end_tasks(&ids, &end).await?;
+    state.registry.end_tasks(&ended, status, now);
+    state.metrics.set_live_tasks(state.registry.live_task_count());
+    let kind = match status {
+        TaskStatus::Completed => kinds::TASK_COMPLETED,
+        TaskStatus::Expired => kinds::TASK_EXPIRED,
+        _ => kinds::TASK_REVOKED,
+    };
+    let first = ids.first().cloned();
+    let events = ended
+        .iter()
+        .map(|tid| {
+            let agent = state.registry.task(tid).map(|t| t.agent);
+            let cascade_from = first.as_ref().filter(|f| *f != tid);
+            state.event(kind, by, agent.as_deref(), Some(tid), serde_json::json!({ "reason": reason, "cascade_from": cascade_from }))
+        })
+        .collect();
+    state.audit.record_all(events).await.map_err(ApiError::internal)?;
+    Ok(ended)
+}
+
+/// The kill switch: disables the agent and revokes every live task it has.
+pub async fn disable_agent(state: &AppState, name: &str, by: &str) -> Result<Vec<String>, ApiError> {
+    let now = state.clock.now_ms();
+    if !state.store.set_agent_status(name, AgentStatus::Disabled, now).await? {
+        return Err(ApiError::not_found("agent", name));
+    }
+    // The registry first, so that no decision after this point sees the agent as active.
+    state.registry.set_agent_status(name, AgentStatus::Disabled, now);
+    let live = state.store.live_task_ids_of_agent(name).await?;
+    let mut all = live.clone();
+    for id in &live {
+        all.extend(state.store.descendant_task_ids(id).await?);
+    }
+    all.sort();
+    all.dedup();
+    let ev = state.event(kinds::AGENT_DISABLED, by, Some(name), None, serde_json::json!({ "revoked_tasks": all.len() }));
+    state.record(ev).await.map_err(ApiError::internal)?;
+    end_many(state, all, TaskStatus::Revoked, by, "agent disabled").await
+}
+
+/// Expires live tasks whose time is up, once per sweep interval, while the server lives.
+pub async fn sweep_loop(state: Weak<AppState>) {
+    let interval = match state.upgrade() {
+        Some(s) => s.settings.sweep_interval,
+        None => return,
+    };
+    let mut tick = tokio::time::interval(interval);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        let Some(state) = state.upgrade() else { return };
+        if let Err(e) = sweep_once(&state).await {
+            tracing::warn!(error = %e.message, "task sweep failed; will retry");
+        }
+    }
+}
+
+pub async fn sweep_once(state: &Arc<AppState>) -> Result<Vec<String>, ApiError> {
+    let now = state.clock.now_ms();
+    let expired = state.store.expired_live_task_ids(now).await?;
+    if expired.is_empty() {
+        return Ok(expired);
+    }
+    end_many(state, expired, TaskStatus::Expired, "system", "lifetime elapsed").await
+}

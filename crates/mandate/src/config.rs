@@ -1,0 +1,132 @@
+//! `mandate serve`'s configuration: a TOML file, overridden by environment variables and
+//! flags (flags win). Every table refuses unknown keys, so a misspelt setting is an error at
+//! start rather than a silent default.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, bail};
+use serde::Deserialize;
+
+pub const DEFAULT_LISTEN: &str = "127.0.0.1:8480";
+pub const DEFAULT_DATA_DIR: &str = "./mandate-data";
+pub const DEFAULT_TRUST_DOMAIN: &str = "mandate.local";
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileConfig {
+    pub listen: Option<String>,
+    pub data_dir: Option<PathBuf>,
+    pub policy_dir: Option<PathBuf>,
+    pub shadow_policy_dir: Option<PathBuf>,
+    /// The public URL clients reach this server at (the `iss` of mandates).
+    pub issuer_url: Option<String>,
+    pub trust_domain: Option<String>,
+    pub audience: Option<String>,
+    pub environment: Option<String>,
+    pub allow_insecure_http: Option<bool>,
+    #[serde(default)]
+    pub tls: Option<TlsConfig>,
+    #[serde(default)]
+    pub tasks: TasksConfig,
+    #[serde(default)]
+    pub attestation: AttestationConfig,
+    #[serde(default)]
+    pub audit: AuditConfig,
+    #[serde(default)]
+    pub limits: LimitsConfig,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsConfig {
+    pub cert: PathBuf,
+    pub key: PathBuf,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TasksConfig {
+    pub default_ttl_secs: Option<u64>,
+    pub max_ttl_secs: Option<u64>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AttestationConfig {
+    pub max_lifetime_secs: Option<u64>,
+    pub leeway_secs: Option<u64>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuditConfig {
+    pub checkpoint_every: Option<u64>,
+    pub checkpoint_interval_secs: Option<u64>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LimitsConfig {
+    pub max_body_bytes: Option<usize>,
+}
+
+impl FileConfig {
+    pub fn load(path: &Path) -> anyhow::Result<Self> {
+        let text = std::fs::read_to_string(path).with_context(|| format!("cannot read config file `{}`", path.display()))?;
+        toml::from_str(&text).with_context(|| format!("config file `{}` is not valid", path.display()))
+    }
+}
+
+/// The server's settings after file, environment and flags are merged and checked.
+#[derive(Debug, Clone)]
+pub struct ServeConfig {
+    pub listen: SocketAddr,
+    pub data_dir: PathBuf,
+    pub policy_dir: Option<PathBuf>,
+    pub shadow_policy_dir: Option<PathBuf>,
+    pub issuer_url: Option<String>,
+    pub trust_domain: String,
+    pub audience: String,
+    pub environment: String,
+    pub tls: Option<TlsConfig>,
+    pub allow_insecure_http: bool,
+    pub default_ttl_secs: u64,
+    pub max_ttl_secs: u64,
+    pub attestation_max_lifetime_secs: u64,
+    pub leeway_secs: u64,
+    pub checkpoint_every: u64,
+    pub checkpoint_interval_secs: u64,
+    pub max_body_bytes: usize,
+}
+
+impl ServeConfig {
+    /// Checks what can be checked before anything is opened.
+    pub fn validate(&self) -> anyhow::Result<()> {
+        if self.tls.is_none() && !self.listen.ip().is_loopback() && !self.allow_insecure_http {
+            bail!(
+                "refusing to serve plain HTTP on non-loopback address `{}`: configure TLS (`--tls-cert`, `--tls-key`) or pass `--allow-insecure-http`",
+                self.listen
+            );
+        }
+        if self.max_ttl_secs == 0 || self.max_ttl_secs > 24 * 3600 {
+            bail!("`tasks.max_ttl_secs` must be between 1 and 86400");
+        }
+        if self.default_ttl_secs == 0 || self.default_ttl_secs > self.max_ttl_secs {
+            bail!("`tasks.default_ttl_secs` must be between 1 and `tasks.max_ttl_secs`");
+        }
+        if self.attestation_max_lifetime_secs == 0 || self.attestation_max_lifetime_secs > 3600 {
+            bail!("`attestation.max_lifetime_secs` must be between 1 and 3600");
+        }
+        if self.leeway_secs > 300 {
+            bail!("`attestation.leeway_secs` may be at most 300");
+        }
+        if self.checkpoint_every == 0 {
+            bail!("`audit.checkpoint_every` must be at least 1");
+        }
+        if self.max_body_bytes < 1024 || self.max_body_bytes > 16 * 1024 * 1024 {
+            bail!("`limits.max_body_bytes` must be between 1024 and 16777216");
+        }
+        Ok(())
+    }
+}

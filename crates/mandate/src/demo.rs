@@ -1,0 +1,169 @@
+//! `mandate demo`: the whole story on a laptop with zero set-up. A throwaway server (embedded
+//! store, generated keys, the starter policies) on a free loopback port; an agent that
+//! attests, opens a task, is allowed, denied out of intent, denied by policy, held for
+//! approval, revoked and switched off; then the task's evidence, verified.
+
+use std::process::ExitCode;
+
+use anyhow::Context;
+use mandate_client::Client;
+use mandate_proto::admin::RegisterAgentRequest;
+use mandate_proto::authzen::{EvaluationRequest, EvaluationResponse};
+use serde_json::{Value, json};
+
+use crate::cli::DemoArgs;
+use crate::config::ServeConfig;
+
+pub async fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
+    let tmp = tempfile_dir()?;
+    let data_dir = args.data_dir.clone().unwrap_or_else(|| tmp.clone());
+    let admin_secret = format!("mdt_demo_{}", uuid::Uuid::new_v4().simple());
+    let cfg = ServeConfig {
+        listen: "127.0.0.1:0".parse()?,
+        data_dir: data_dir.clone(),
+        policy_dir: None,
+        shadow_policy_dir: None,
+        issuer_url: None,
+        trust_domain: "demo.mandate.local".into(),
+        audience: "mandate".into(),
+        environment: "production".into(),
+        tls: None,
+        allow_insecure_http: false,
+        default_ttl_secs: 600,
+        max_ttl_secs: 3600,
+        attestation_max_lifetime_secs: 300,
+        leeway_secs: 60,
+        checkpoint_every: 8,
+        checkpoint_interval_secs: 1,
+        max_body_bytes: 64 * 1024,
+    };
+    let running = crate::serve::start(cfg, Some(admin_secret.clone()), false).await?;
+    let url = running.url.clone();
+    let result = story(&url, &admin_secret).await;
+    running.shutdown().await?;
+    if args.data_dir.is_none() {
+        let _ = std::fs::remove_dir_all(&tmp);
+    } else {
+        println!("\nthe demo's data directory is kept at {}", data_dir.display());
+    }
+    result?;
+    Ok(ExitCode::SUCCESS)
+}
+
+fn tempfile_dir() -> anyhow::Result<std::path::PathBuf> {
+    let dir = std::env::temp_dir().join(format!("mandate-demo-{}", uuid::Uuid::new_v4().simple()));
+    std::fs::create_dir_all(&dir)?;
+    Ok(dir)
+}
+
+fn step(n: u32, title: &str) {
+    println!("\n── {n}. {title}");
+}
+
+fn show(label: &str, r: &EvaluationResponse) {
+    let ctx = r.context.clone().unwrap_or(Value::Null);
+    let reason = ctx.get("reason").and_then(Value::as_str).unwrap_or("");
+    let policies = ctx.get("policies").and_then(Value::as_array).map(|p| p.iter().filter_map(Value::as_str).collect::<Vec<_>>().join(", ")).unwrap_or_default();
+    let verdict = if r.decision { "ALLOW" } else { "DENY " };
+    let by = if policies.is_empty() { String::new() } else { format!("  [{policies}]") };
+    println!("   {verdict} {label:<46} {reason}{by}");
+}
+
+fn ask(spiffe: &str, mandate: &str, action: &str, rtype: &str, rid: &str, class: &str) -> anyhow::Result<EvaluationRequest> {
+    Ok(serde_json::from_value(json!({
+        "subject": { "type": "agent", "id": spiffe, "properties": { "mandate": mandate } },
+        "action": { "name": action },
+        "resource": { "type": rtype, "id": rid, "properties": { "classification": class } },
+        "context": { "environment": "production", "risk": 2 }
+    }))?)
+}
+
+async fn story(url: &str, admin_secret: &str) -> anyhow::Result<()> {
+    let admin = Client::new(url, Some(admin_secret.to_owned()))?;
+    let anon = Client::new(url, None)?;
+    println!("Mandate demo — a throwaway control plane at {url}");
+    println!("(embedded SQLite store, freshly generated Ed25519 signing key, the starter Cedar policies)");
+
+    step(1, "Register an agent: a workload identity with a named owner and a purpose");
+    let (private_jwk, public_jwk) = mandate_token::generate_agent_key(mandate_token::AgentKeyAlg::Ed25519)?;
+    let agent = admin
+        .register_agent(&RegisterAgentRequest {
+            name: "support-bot".into(),
+            owner: "alice@example.com".into(),
+            purpose: "Summarise and answer customer support tickets".into(),
+            public_jwk: Some(public_jwk),
+            attributes: [("team".to_owned(), "support".to_owned())].into(),
+        })
+        .await?;
+    println!("   agent support-bot → {} (owner alice@example.com)", agent.spiffe_id);
+    let pep_token = admin.create_token("pep", "demo gateway").await?;
+    let pep = Client::new(url, Some(pep_token.token))?;
+    println!("   an enforcement point gets its own `pep` API token: it may ask for decisions, nothing else");
+
+    step(2, "The agent attests and declares its task's intent (RFC 8693 token exchange + RFC 9396)");
+    let intent = json!({
+        "type": "agent_task",
+        "purpose": "Answer ticket 4411 and refund the duplicate charge",
+        "actions": ["tickets.read", "tickets.search", "tickets.write", "payments.refund"],
+        "resources": ["ticket:*", "payment:*"],
+        "max_classification": "internal",
+        "lifetime_seconds": 300,
+        "on_behalf_of": "bob@example.com"
+    });
+    let opened = crate::commands::agent_mandate(&anon, "support-bot", &private_jwk, &intent).await?;
+    let mandate = opened.access_token.clone();
+    let task = opened.task_id.clone();
+    println!("   policy `tasks.open-up-to-confidential` let it open task {task}");
+    println!("   mandate: EdDSA JWT (typ at+jwt), expires in {} s, scope \"{}\"", opened.expires_in, opened.scope);
+    println!("   {}…", mandate.chars().take(72).collect::<String>());
+
+    step(3, "Every call is decided at request time (AuthZEN), the intent is a hard ceiling");
+    let spiffe = agent.spiffe_id.clone();
+    show("tickets.read  ticket:4411 (internal)", &pep.evaluate(&ask(&spiffe, &mandate, "tickets.read", "ticket", "4411", "internal")?).await?);
+    show("tickets.export ticket:4411 (internal)", &pep.evaluate(&ask(&spiffe, &mandate, "tickets.export", "ticket", "4411", "internal")?).await?);
+    show("tickets.read  ticket:9000 (confidential)", &pep.evaluate(&ask(&spiffe, &mandate, "tickets.read", "ticket", "9000", "confidential")?).await?);
+    show("tickets.read  invoice:17 (internal)", &pep.evaluate(&ask(&spiffe, &mandate, "tickets.read", "invoice", "17", "internal")?).await?);
+    println!("   (outside the declared actions, classification or resources: denied before any policy runs)");
+
+    step(4, "Inside the intent, policy still decides: read / write / execute are separate");
+    show("tickets.write ticket:4411 (internal)", &pep.evaluate(&ask(&spiffe, &mandate, "tickets.write", "ticket", "4411", "internal")?).await?);
+    println!("   (writes need an agent marked `writer=true`; support-bot is not)");
+    show("payments.refund payment:991 (internal)", &pep.evaluate(&ask(&spiffe, &mandate, "payments.refund", "payment", "991", "internal")?).await?);
+    println!("   (money moves only after a person approves the exact call: an obligation from policy)");
+
+    step(5, "Revoke the task: effective on the very next request, not at token expiry");
+    let started = std::time::Instant::now();
+    admin.revoke_task(&task, Some("demo: ticket closed by a human".into())).await?;
+    let after = pep.evaluate(&ask(&spiffe, &mandate, "tickets.read", "ticket", "4411", "internal")?).await?;
+    show("tickets.read  ticket:4411 (internal)", &after);
+    println!("   revoke → next decision refused in {:.1} ms", started.elapsed().as_secs_f64() * 1000.0);
+    let intro = pep.introspect(&mandate).await?;
+    println!("   introspection (RFC 7662): active = {}", intro.active);
+
+    step(6, "The kill switch: disable the agent, every live task dies with it");
+    let second = crate::commands::agent_mandate(&anon, "support-bot", &private_jwk, &intent).await?;
+    show("tickets.read  (new task)", &pep.evaluate(&ask(&spiffe, &second.access_token, "tickets.read", "ticket", "4411", "internal")?).await?);
+    let disabled = admin.disable_agent("support-bot").await?;
+    println!("   agent disabled; {} live task(s) revoked", disabled.revoked_tasks.len());
+    show("tickets.read  (same mandate)", &pep.evaluate(&ask(&spiffe, &second.access_token, "tickets.read", "ticket", "4411", "internal")?).await?);
+    match crate::commands::agent_mandate(&anon, "support-bot", &private_jwk, &intent).await {
+        Ok(_) => anyhow::bail!("a disabled agent was given a mandate"),
+        Err(e) => println!("   a new attestation is refused: {e}"),
+    }
+
+    step(7, "The evidence trail of the first task, from the control plane's own record");
+    let trail = admin.audit_trail(&task).await?;
+    for e in &trail.events {
+        println!("   {}", crate::commands::render_event(e));
+    }
+
+    step(8, "Verify the whole trail: hash chain + Ed25519-signed checkpoints");
+    tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
+    let v = admin.audit_verify().await.context("verify the trail")?;
+    if !v.ok {
+        anyhow::bail!("the audit trail did not verify: {:?}", v);
+    }
+    println!("   ok: {} events, {} signed checkpoints, head #{} {}", v.events, v.checkpoints, v.last_seq.unwrap_or(0), v.last_hash.unwrap_or_default());
+    println!("\nDone. Try it for real: `mandate serve`, then see README.md.");
+    Ok(())
+}
