@@ -71,6 +71,15 @@ impl AuditSink {
         Ok(seqs)
     }
 
+    /// Queues an event without waiting for it to become durable; the returned receiver says
+    /// when it is. For callers that overlap the wait with other work (and for benchmarks of
+    /// the decision path alone).
+    pub async fn enqueue(&self, event: NewEvent) -> Result<oneshot::Receiver<Result<u64, AuditUnavailable>>, AuditUnavailable> {
+        let (done, wait) = oneshot::channel();
+        self.tx.send(Pending { event, done }).await.map_err(|_| AuditUnavailable)?;
+        Ok(wait)
+    }
+
     /// Appends an event and returns its sequence number once it is durable.
     pub async fn record(&self, event: NewEvent) -> Result<u64, AuditUnavailable> {
         let (done, wait) = oneshot::channel();

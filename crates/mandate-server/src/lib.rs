@@ -10,7 +10,7 @@ mod extract;
 mod jwks_fetch;
 mod keys;
 mod metrics;
-mod pipeline;
+pub mod pipeline;
 mod policy_reload;
 mod registry;
 mod routes;
@@ -19,6 +19,7 @@ mod state;
 mod tasks;
 mod verify;
 
+pub use audit_sink::{AuditSink, AuditUnavailable};
 pub use error::ApiError;
 pub use keys::{KeyError, read_public_keys};
 pub use policy_reload::reload as reload_policies;
