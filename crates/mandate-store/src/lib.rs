@@ -1,1 +1,17 @@
-//! placeholder
+//! Mandate's storage contract: the [`Store`] trait every backend implements, the filters its
+//! queries take, the one error type it returns, and the [`conformance`] suite every backend must
+//! pass.
+//!
+//! Nothing here names a database: backends (`mandate-store-sqlite`, later PostgreSQL) live in
+//! their own crates and only the binary chooses one.
+
+pub mod conformance;
+mod error;
+mod query;
+mod store;
+mod verify;
+
+pub use error::{StoreError, StoreResult};
+pub use query::{AuditQuery, DEFAULT_LIMIT, TaskFilter};
+pub use store::Store;
+pub use verify::{VERIFY_PAGE, verify_audit};

@@ -1,0 +1,179 @@
+//! The audit event model: what a caller records ([`NewEvent`]), what the trail holds once an
+//! event is sealed into the hash chain ([`SealedEvent`]), and the chain's head ([`ChainHead`]).
+
+use serde::{Deserialize, Serialize};
+use serde_json::{Value, json};
+
+use crate::timefmt::rfc3339_ms;
+
+/// The event kinds Mandate records. A kind is a stable, dotted, lowercase name; exporters and
+/// queries match on it.
+pub mod kinds {
+    /// A task was opened and its mandate is about to be issued.
+    pub const TASK_OPENED: &str = "task.opened";
+    /// Policy refused to open a task.
+    pub const TASK_OPEN_DENIED: &str = "task.open_denied";
+    /// A mandate (task token) was issued.
+    pub const TOKEN_ISSUED: &str = "token.issued";
+    /// A request-time access decision.
+    pub const DECISION: &str = "decision";
+    /// A task was completed by its agent.
+    pub const TASK_COMPLETED: &str = "task.completed";
+    /// A task was revoked.
+    pub const TASK_REVOKED: &str = "task.revoked";
+    /// A task reached its expiry.
+    pub const TASK_EXPIRED: &str = "task.expired";
+    /// An agent was registered.
+    pub const AGENT_REGISTERED: &str = "agent.registered";
+    /// An agent was disabled (the kill switch).
+    pub const AGENT_DISABLED: &str = "agent.disabled";
+    /// A disabled agent was enabled again.
+    pub const AGENT_ENABLED: &str = "agent.enabled";
+    /// A new policy set was loaded.
+    pub const POLICY_RELOADED: &str = "policy.reloaded";
+    /// A policy reload was refused; the previous set stays in force.
+    pub const POLICY_RELOAD_FAILED: &str = "policy.reload_failed";
+    /// Entity data for policy was loaded.
+    pub const ENTITIES_LOADED: &str = "entities.loaded";
+    /// An admin API request carried a missing, unknown or revoked token.
+    pub const ADMIN_AUTH_FAILED: &str = "admin.auth_failed";
+    /// A workload's attestation was refused.
+    pub const ATTESTATION_REFUSED: &str = "attestation.refused";
+    /// An admin API token was created.
+    pub const API_TOKEN_CREATED: &str = "api_token.created";
+    /// A trusted external issuer was added.
+    pub const ISSUER_ADDED: &str = "issuer.added";
+    /// A trusted external issuer was removed.
+    pub const ISSUER_REMOVED: &str = "issuer.removed";
+    /// The signing key was rotated.
+    pub const KEY_ROTATED: &str = "key.rotated";
+    /// The control plane started.
+    pub const SERVER_STARTED: &str = "server.started";
+    /// The control plane stopped.
+    pub const SERVER_STOPPED: &str = "server.stopped";
+
+    /// Every kind above.
+    pub const ALL: [&str; 21] = [
+        TASK_OPENED,
+        TASK_OPEN_DENIED,
+        TOKEN_ISSUED,
+        DECISION,
+        TASK_COMPLETED,
+        TASK_REVOKED,
+        TASK_EXPIRED,
+        AGENT_REGISTERED,
+        AGENT_DISABLED,
+        AGENT_ENABLED,
+        POLICY_RELOADED,
+        POLICY_RELOAD_FAILED,
+        ENTITIES_LOADED,
+        ADMIN_AUTH_FAILED,
+        ATTESTATION_REFUSED,
+        API_TOKEN_CREATED,
+        ISSUER_ADDED,
+        ISSUER_REMOVED,
+        KEY_ROTATED,
+        SERVER_STARTED,
+        SERVER_STOPPED,
+    ];
+}
+
+/// The hash that precedes the first event: 64 hex zeros.
+pub const GENESIS_HASH: &str = "0000000000000000000000000000000000000000000000000000000000000000";
+
+/// An event as a caller records it, before it has a place in the chain.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct NewEvent {
+    /// When it happened, in milliseconds since the Unix epoch.
+    pub ts_ms: i64,
+    /// One of [`kinds`].
+    pub kind: String,
+    /// Who caused it: an admin token id, `agent:<name>`, `system`.
+    pub actor: String,
+    /// The agent it concerns, if any.
+    pub agent: Option<String>,
+    /// The task it concerns, if any.
+    pub task: Option<String>,
+    /// Kind-specific detail.
+    pub details: Value,
+}
+
+/// An event sealed into the hash chain.
+///
+/// `body` is the authoritative record: the canonical JSON of every other field except `hash`
+/// (and with `details`). The columns beside it exist so that stores can index and query; a
+/// verifier checks that they agree with the body.
+#[derive(Clone, Debug, PartialEq)]
+pub struct SealedEvent {
+    /// Position in the chain, from 1, without gaps.
+    pub seq: u64,
+    /// When it happened, in milliseconds since the Unix epoch.
+    pub ts_ms: i64,
+    /// One of [`kinds`].
+    pub kind: String,
+    /// Who caused it.
+    pub actor: String,
+    /// The agent it concerns, if any.
+    pub agent: Option<String>,
+    /// The task it concerns, if any.
+    pub task: Option<String>,
+    /// Canonical JSON of `{actor, agent, details, kind, prev_hash, seq, task, ts_ms}`.
+    pub body: String,
+    /// Hex SHA-256 of the previous event's body ([`GENESIS_HASH`] for the first event).
+    pub prev_hash: String,
+    /// Hex SHA-256 of `body`.
+    pub hash: String,
+}
+
+impl SealedEvent {
+    /// The event's `details`, read from the body; `null` if the body cannot be read.
+    pub fn details(&self) -> Value {
+        match serde_json::from_str::<Value>(&self.body) {
+            Ok(Value::Object(mut map)) => map.remove("details").unwrap_or(Value::Null),
+            _ => Value::Null,
+        }
+    }
+
+    /// The event as Mandate's own JSON export shape:
+    /// `{seq, ts, ts_ms, kind, actor, agent, task, details, prev_hash, hash}`, where `ts` is the
+    /// RFC 3339 UTC form of `ts_ms`.
+    pub fn to_json(&self) -> Value {
+        json!({
+            "seq": self.seq,
+            "ts": rfc3339_ms(self.ts_ms),
+            "ts_ms": self.ts_ms,
+            "kind": self.kind,
+            "actor": self.actor,
+            "agent": self.agent,
+            "task": self.task,
+            "details": self.details(),
+            "prev_hash": self.prev_hash,
+            "hash": self.hash,
+        })
+    }
+}
+
+/// The last sealed event's position and hash: what the next event links to.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ChainHead {
+    /// The last event's seq; 0 for an empty trail.
+    pub seq: u64,
+    /// The last event's hash; [`GENESIS_HASH`] for an empty trail.
+    pub hash: String,
+}
+
+impl ChainHead {
+    /// The head of an empty trail.
+    pub fn genesis() -> Self {
+        ChainHead {
+            seq: 0,
+            hash: GENESIS_HASH.to_owned(),
+        }
+    }
+}
+
+impl Default for ChainHead {
+    fn default() -> Self {
+        ChainHead::genesis()
+    }
+}

@@ -1,0 +1,64 @@
+//! Filters for listing tasks and querying the audit trail.
+
+use mandate_core::TaskStatus;
+
+/// The `limit` a default filter carries.
+pub const DEFAULT_LIMIT: usize = 100;
+
+/// Which tasks [`Store::list_tasks`](crate::Store::list_tasks) returns. Every filter set must
+/// match; `limit` caps the count (0 returns nothing).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TaskFilter {
+    /// Only this agent's tasks.
+    pub agent: Option<String>,
+    /// Only tasks in this status.
+    pub status: Option<TaskStatus>,
+    /// Only tasks of this delegation tree (its root task included).
+    pub root: Option<String>,
+    /// At most this many.
+    pub limit: usize,
+}
+
+impl Default for TaskFilter {
+    /// No filter, at most [`DEFAULT_LIMIT`].
+    fn default() -> Self {
+        TaskFilter {
+            agent: None,
+            status: None,
+            root: None,
+            limit: DEFAULT_LIMIT,
+        }
+    }
+}
+
+/// Which events [`Store::query_audit`](crate::Store::query_audit) returns. Every filter set must
+/// match; `limit` caps the count (0 returns nothing).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AuditQuery {
+    /// Only events of this kind.
+    pub kind: Option<String>,
+    /// Only events about this agent.
+    pub agent: Option<String>,
+    /// Only events about this task.
+    pub task: Option<String>,
+    /// Only events with `ts_ms >= since_ms`.
+    pub since_ms: Option<i64>,
+    /// Only events with `seq > after_seq` (for paging).
+    pub after_seq: Option<u64>,
+    /// At most this many.
+    pub limit: usize,
+}
+
+impl Default for AuditQuery {
+    /// No filter, at most [`DEFAULT_LIMIT`].
+    fn default() -> Self {
+        AuditQuery {
+            kind: None,
+            agent: None,
+            task: None,
+            since_ms: None,
+            after_seq: None,
+            limit: DEFAULT_LIMIT,
+        }
+    }
+}
