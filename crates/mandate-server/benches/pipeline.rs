@@ -17,6 +17,10 @@ use mandate_store_sqlite::SqliteStore;
 use serde_json::{Value, json};
 use tower::ServiceExt;
 
+/// The same allocator as the `mandate` binary.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 const ADMIN: &str = "mdt_bench_admin_secret_0123456789";
 
 fn generated(n: usize) -> String {

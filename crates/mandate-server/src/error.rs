@@ -58,6 +58,11 @@ impl From<StoreError> for ApiError {
         match e {
             StoreError::Conflict(what) => ApiError::coded(StatusCode::CONFLICT, "conflict", format!("{what} already exists")),
             StoreError::NotFound(what) => ApiError::coded(StatusCode::NOT_FOUND, "not_found", format!("{what} not found")),
+            StoreError::Invalid(what) => ApiError::coded(StatusCode::BAD_REQUEST, "invalid_request", what),
+            StoreError::Corrupt(_) => {
+                tracing::error!(error = %e, "the store holds corrupt data");
+                ApiError::coded(StatusCode::INTERNAL_SERVER_ERROR, "store_corrupt", "the store holds data this server cannot read; see the server log")
+            }
             other => {
                 tracing::error!(error = %other, "store error");
                 ApiError::new(ErrorCode::Unavailable, "the store is unavailable; try again")

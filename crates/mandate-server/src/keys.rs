@@ -105,7 +105,8 @@ impl KeyManager {
 
     /// Drops keys whose overlap window has passed from the JWKS and the verifier.
     pub fn refresh(&self, now_ms: i64) -> Result<(), KeyError> {
-        let ring = self.ring.lock().clone();
+        // Held throughout, so that a concurrent rotation cannot be overwritten with the old key.
+        let ring = self.ring.lock();
         let current = self.signing().key.clone();
         let next = build_signing(current, &ring, &self.issuer, &self.audience, self.leeway_secs, now_ms)?;
         if next.published.len() != self.signing().published.len() {

@@ -10,6 +10,7 @@ use crate::state::AppState;
 
 pub async fn reload(state: &AppState, actor: &str) -> ReloadResponse {
     let previous = state.policy.current().version().to_owned();
+    let previous_shadow = state.policy.shadow().map(|s| s.version().to_owned());
     let Some(dir) = state.settings.policy_dir.clone() else {
         return ReloadResponse {
             reloaded: false,
@@ -29,9 +30,10 @@ pub async fn reload(state: &AppState, actor: &str) -> ReloadResponse {
     match (compiled, shadow) {
         (Ok(snapshot), Ok(shadow)) => {
             let version = snapshot.version().to_owned();
-            let changed = version != previous;
-            state.policy.swap(snapshot);
             let shadow_version = shadow.as_ref().map(|s| s.version().to_owned());
+            // A change to the shadow set alone is a reload too: decisions record its verdicts.
+            let changed = version != previous || (state.settings.shadow_policy_dir.is_some() && shadow_version != previous_shadow);
+            state.policy.swap(snapshot);
             if state.settings.shadow_policy_dir.is_some() {
                 state.policy.swap_shadow(shadow);
             }

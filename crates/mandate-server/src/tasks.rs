@@ -66,7 +66,8 @@ pub async fn disable_agent(state: &AppState, name: &str, by: &str) -> Result<Vec
     end_many(state, all, TaskStatus::Revoked, by, "agent disabled").await
 }
 
-/// Expires live tasks whose time is up, once per sweep interval, while the server lives.
+/// Expires live tasks whose time is up, and retires signing keys whose overlap has passed,
+/// once per sweep interval, while the server lives.
 pub async fn sweep_loop(state: Weak<AppState>) {
     let interval = match state.upgrade() {
         Some(s) => s.settings.sweep_interval,
@@ -79,6 +80,10 @@ pub async fn sweep_loop(state: Weak<AppState>) {
         let Some(state) = state.upgrade() else { return };
         if let Err(e) = sweep_once(&state).await {
             tracing::warn!(error = %e.message, "task sweep failed; will retry");
+        }
+        // Retired signing keys leave the JWKS and the verifier once their overlap has passed.
+        if let Err(e) = state.keys.refresh(state.clock.now_ms()) {
+            tracing::warn!(error = %e, "could not refresh the published signing keys; will retry");
         }
     }
 }

@@ -1,32 +1,16 @@
-//! Verifying a whole trail: every event in order, then every signed checkpoint.
+//! Verifying a whole trail, as an API answer.
 
-use mandate_audit::{VerifyFailure, Verifier};
+use mandate_audit::VerifyFailure;
 use mandate_proto::admin::AuditVerifyResponse;
 use mandate_store::{Store, StoreError};
 use mandate_token::PublicKey;
 
-const PAGE: usize = 5000;
-
-/// Streams the trail out of the store through the verifier. A broken trail is an `Ok` answer
-/// with `ok: false` and the first bad sequence number; only a store failure is an `Err`.
+/// Every event in order, then every signed checkpoint (listed first, so one signed while the
+/// events are read cannot make a whole trail look truncated). A broken trail is an `Ok`
+/// answer with `ok: false` and the first bad sequence number; only a store failure is `Err`.
 pub async fn verify_trail(store: &dyn Store, keys: &[PublicKey]) -> Result<AuditVerifyResponse, StoreError> {
-    let mut verifier = Verifier::new(keys.iter().map(|k| (k.kid().to_owned(), *k.dalek())).collect());
-    let mut after = 0u64;
-    loop {
-        let page = store.read_audit(after, PAGE).await?;
-        let Some(last) = page.last() else { break };
-        after = last.seq;
-        for e in &page {
-            if let Err(f) = verifier.push(e) {
-                return Ok(failure(f));
-            }
-        }
-        if page.len() < PAGE {
-            break;
-        }
-    }
-    let checkpoints = store.list_checkpoints().await?;
-    Ok(match verifier.finish(&checkpoints) {
+    let keys = keys.iter().map(|k| (k.kid().to_owned(), *k.dalek())).collect();
+    Ok(match mandate_store::verify_audit(store, keys).await? {
         Ok(r) => AuditVerifyResponse {
             ok: true,
             events: r.events,
