@@ -36,6 +36,8 @@ pub struct AppState {
     pub api_tokens: RwLock<HashMap<String, ApiToken>>,
     /// Where the current policy set came from, for status output.
     pub policy_source: String,
+    /// When each external issuer's JWKS was last re-fetched (rate limit).
+    pub jwks_refreshed_at: parking_lot::Mutex<HashMap<String, i64>>,
 }
 
 /// The background work a running server owns; `shutdown` stops it without losing an event.
@@ -131,6 +133,7 @@ impl AppState {
             issuers: RwLock::new(issuers),
             api_tokens: RwLock::new(api_tokens),
             policy_source,
+            jwks_refreshed_at: parking_lot::Mutex::new(HashMap::new()),
         });
         let sweeper = tokio::spawn(crate::tasks::sweep_loop(Arc::downgrade(&state)));
         Ok((state, Background { audit_writer, sweeper }))

@@ -185,6 +185,11 @@ async fn oauth_endpoints_answer_in_rfc_6749_shape() {
     let (s, v) = token(base(r#"[{"type":"agent_task","purpose":"x","actions":["tickets.read"],"resources":["ticket:*"],"max_classification":"restricted"}]"#)).await;
     assert_eq!((s, v["mandate_error"].as_str()), (400, Some("policy_denied")), "{v}");
     assert!(server.admin().list_tasks(Some("bot"), None, None).await.unwrap().is_empty());
+    // An intent too large to fit in a mandate is the caller's error, not the server's.
+    let big: Vec<String> = (0..40).map(|i| format!("tickets.{i}.{}", "x".repeat(400))).collect();
+    let details = json!([{"type":"agent_task","purpose":"x","actions":big,"resources":["ticket:*"],"max_classification":"public"}]);
+    let (s, v) = token(base(&details.to_string())).await;
+    assert_eq!((s, v["mandate_error"].as_str()), (400, Some("intent_too_large")), "{v}");
     // Lifetime is capped by configuration (default max one hour).
     let (s, v) = token(base(r#"[{"type":"agent_task","purpose":"x","actions":["tickets.read"],"resources":["ticket:*"],"max_classification":"public","lifetime_seconds":999999}]"#)).await;
     assert_eq!(s, 200, "{v}");

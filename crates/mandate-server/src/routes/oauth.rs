@@ -172,7 +172,15 @@ async fn exchange(state: &AppState, form: TokenExchangeForm) -> Result<TokenExch
         depth: 0,
     };
     let signing = state.keys.signing();
-    let token = signing.minter.mint(&claims).map_err(OAuthFailure::server_error)?;
+    let token = signing.minter.mint(&claims).map_err(|e| match e.code() {
+        "token_too_large" => OAuthFailure::new(
+            StatusCode::BAD_REQUEST,
+            "invalid_authorization_details",
+            "the intent is too large to fit in a mandate; declare fewer or shorter actions and resources",
+            Some("intent_too_large"),
+        ),
+        _ => OAuthFailure::server_error(e),
+    })?;
     let task = Task {
         id: task_id.clone(),
         agent: agent.name.clone(),
@@ -320,17 +328,29 @@ async fn attest_inner(state: &AppState, token: &str) -> Result<Agent, Refusal> {
     Ok((*agent).clone())
 }
 
-/// Re-fetches an issuer's JWKS from its URL (when it has one) after an unknown `kid`.
+/// Re-fetches an issuer's JWKS from its URL (when it has one) after an unknown `kid`, at most
+/// once a minute per issuer: the trigger is unauthenticated, so it must not let anyone make
+/// this server hammer the issuer.
 async fn refresh_issuer(state: &AppState, iss: &str) -> Option<Arc<mandate_token::ExternalVerifier>> {
+    const MIN_INTERVAL_MS: i64 = 60_000;
+    let now = state.clock.now_ms();
+    {
+        let mut last = state.jwks_refreshed_at.lock();
+        if last.get(iss).is_some_and(|t| now - t < MIN_INTERVAL_MS) {
+            return None;
+        }
+        last.insert(iss.to_owned(), now);
+    }
     let mut issuer = state.store.get_issuer(iss).await.ok()??;
     let url = issuer.jwks_url.clone()?;
-    if state.clock.now_ms() - issuer.created_at_ms < 10_000 {
-        // Fetched moments ago: an unknown kid is not a reason to hammer the issuer.
-        return None;
-    }
-    let jwks = crate::jwks_fetch::fetch_jwks(&state.http, &url).await.ok()?;
+    let jwks = match crate::jwks_fetch::fetch_jwks(&state.http, &url).await {
+        Ok(j) => j,
+        Err(e) => {
+            tracing::warn!(issuer = %iss, error = %e, "could not refresh an issuer's JWKS");
+            return None;
+        }
+    };
     issuer.jwks = jwks;
-    issuer.created_at_ms = state.clock.now_ms();
     let verifier = Arc::new(mandate_token::ExternalVerifier::new(&issuer).ok()?);
     if let Err(e) = state.store.upsert_issuer(&issuer).await {
         tracing::warn!(error = %e, "could not store a refreshed JWKS");
@@ -339,13 +359,12 @@ async fn refresh_issuer(state: &AppState, iss: &str) -> Option<Arc<mandate_token
     Some(verifier)
 }
 
+/// RFC 7662 / RFC 7009 form. `token_type_hint` is accepted and ignored: only one kind of
+/// token exists here.
 #[derive(Debug, Deserialize)]
 pub struct TokenForm {
     #[serde(default)]
     token: Option<String>,
-    #[serde(default)]
-    #[allow(dead_code)]
-    token_type_hint: Option<String>,
 }
 
 /// `POST /oauth2/introspect` (RFC 7662), for enforcement points and admins.
