@@ -17,8 +17,8 @@ use serde_json::Value;
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum ClientError {
-    #[error("cannot reach the server at `{url}`: {source}")]
-    Connect { url: String, source: reqwest::Error },
+    #[error("cannot reach the server at `{url}`: {reason}")]
+    Connect { url: String, reason: String },
     #[error("{message} ({code}, HTTP {status})")]
     Api { status: u16, code: String, message: String },
     #[error("unexpected answer from the server (HTTP {status}): {body}")]
@@ -55,7 +55,7 @@ impl Client {
         let http = reqwest::Client::builder()
             .timeout(std::time::Duration::from_secs(30))
             .build()
-            .map_err(|source| ClientError::Connect { url: base_url.to_owned(), source })?;
+            .map_err(|e| ClientError::Connect { url: base_url.to_owned(), reason: root_cause(&e) })?;
         Ok(Client { base: base_url.trim_end_matches('/').to_owned(), token, http })
     }
 
@@ -77,7 +77,7 @@ impl Client {
     }
 
     async fn send(&self, b: RequestBuilder) -> Result<Response> {
-        b.send().await.map_err(|source| ClientError::Connect { url: self.base.clone(), source })
+        b.send().await.map_err(|e| ClientError::Connect { url: self.base.clone(), reason: root_cause(&e) })
     }
 
     async fn json<T: DeserializeOwned>(&self, b: RequestBuilder) -> Result<T> {
@@ -273,6 +273,24 @@ impl Client {
         let status = resp.status().as_u16();
         let v = resp.json().await.unwrap_or(Value::Null);
         Ok((status, v))
+    }
+}
+
+/// The innermost cause, e.g. `connection refused (os error 111)`, instead of reqwest's
+/// nested repetition of the URL.
+fn root_cause(e: &reqwest::Error) -> String {
+    if e.is_timeout() {
+        return "timed out".to_owned();
+    }
+    let mut cause: &dyn std::error::Error = e;
+    while let Some(next) = cause.source() {
+        cause = next;
+    }
+    let text = cause.to_string();
+    let mut chars = text.chars();
+    match chars.next() {
+        Some(c) => c.to_lowercase().chain(chars).collect(),
+        None => "unknown error".to_owned(),
     }
 }
 
