@@ -428,7 +428,8 @@ impl ServeArgs {
             environment: file.environment.unwrap_or_else(|| "production".to_owned()),
             tls,
             allow_insecure_http: self.allow_insecure_http || file.allow_insecure_http.unwrap_or(false),
-            default_ttl_secs: file.tasks.default_ttl_secs.unwrap_or(600),
+            // An unset default lifetime never exceeds the configured cap.
+            default_ttl_secs: file.tasks.default_ttl_secs.unwrap_or_else(|| file.tasks.max_ttl_secs.unwrap_or(3600).min(600)),
             max_ttl_secs: file.tasks.max_ttl_secs.unwrap_or(3600),
             attestation_max_lifetime_secs: file.attestation.max_lifetime_secs.unwrap_or(300),
             leeway_secs: file.attestation.leeway_secs.unwrap_or(60),

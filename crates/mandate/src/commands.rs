@@ -284,7 +284,7 @@ async fn policy(cmd: PolicyCmd) -> anyhow::Result<ExitCode> {
                 None => EntityData::empty(),
             };
             let report = mandate_policy::run_cases(&snapshot, &data, &read_file(&cases)?)?;
-            print!("{report}");
+            println!("{report}");
             Ok(if report.failed() == 0 { ExitCode::SUCCESS } else { ExitCode::FAILURE })
         }
         PolicyCmd::Init { dir } => {
@@ -292,6 +292,10 @@ async fn policy(cmd: PolicyCmd) -> anyhow::Result<ExitCode> {
                 bail!("`{}` is not empty; choose an empty or new directory", dir.display());
             }
             PolicySources::starter().write_to(&dir)?;
+            for (name, text) in [("README.md", mandate_policy::STARTER_README), ("tests.toml", mandate_policy::STARTER_TESTS)] {
+                let path = dir.join(name);
+                std::fs::write(&path, text).with_context(|| format!("cannot write `{}`", path.display()))?;
+            }
             println!("wrote the starter policy set to {}", dir.display());
             Ok(ExitCode::SUCCESS)
         }

@@ -52,6 +52,15 @@ pub async fn start(cfg: ServeConfig, admin_secret: Option<String>, handle_signal
     cfg.validate()?;
     let _ = rustls::crypto::ring::default_provider().install_default();
     let trust_domain = TrustDomain::parse(&cfg.trust_domain).map_err(|e| anyhow::anyhow!("`trust_domain`: {e}"))?;
+    // Loaded before anything is opened: a server that cannot serve TLS never says it listens.
+    let tls = match &cfg.tls {
+        Some(tls) => Some(
+            axum_server::tls_rustls::RustlsConfig::from_pem_file(&tls.cert, &tls.key)
+                .await
+                .with_context(|| format!("cannot load TLS certificate `{}` and key `{}`", tls.cert.display(), tls.key.display()))?,
+        ),
+        None => None,
+    };
     create_private_dir(&cfg.data_dir)?;
     let std_listener = std::net::TcpListener::bind(cfg.listen).with_context(|| format!("cannot listen on `{}`", cfg.listen))?;
     std_listener.set_nonblocking(true)?;
@@ -116,7 +125,6 @@ pub async fn start(cfg: ServeConfig, admin_secret: Option<String>, handle_signal
     let watcher = watch_policies(Arc::downgrade(&state), &policy_dir, cfg.shadow_policy_dir.as_deref());
     let (stop_tx, stop_rx) = watch::channel(false);
     let app = mandate_server::app(state.clone());
-    let tls = cfg.tls.clone();
     let st = state.clone();
     let join = tokio::spawn(async move {
         let _watcher = watcher;
@@ -126,10 +134,7 @@ pub async fn start(cfg: ServeConfig, admin_secret: Option<String>, handle_signal
                 let listener = tokio::net::TcpListener::from_std(std_listener)?;
                 axum::serve(listener, app.into_make_service()).with_graceful_shutdown(shutdown).await?;
             }
-            Some(tls) => {
-                let rustls = axum_server::tls_rustls::RustlsConfig::from_pem_file(&tls.cert, &tls.key)
-                    .await
-                    .with_context(|| format!("cannot load TLS certificate `{}` and key `{}`", tls.cert.display(), tls.key.display()))?;
+            Some(rustls) => {
                 let handle = axum_server::Handle::new();
                 let h = handle.clone();
                 tokio::spawn(async move {
