@@ -182,22 +182,12 @@ mod tests {
     #[test]
     fn canonical_json_sorts_keys_at_every_depth_without_whitespace() {
         let v = json!({"b": 1, "a": {"d": [1, {"z": 0, "y": 1}], "c": "é\"\\\n\u{1}"}, "B": null});
-        assert_eq!(
-            canonical_json(&v),
-            r#"{"B":null,"a":{"c":"é\"\\\n\u0001","d":[1,{"y":1,"z":0}]},"b":1}"#
-        );
+        assert_eq!(canonical_json(&v), r#"{"B":null,"a":{"c":"é\"\\\n\u0001","d":[1,{"y":1,"z":0}]},"b":1}"#);
     }
 
     #[test]
     fn string_escaping_matches_serde_json() {
-        let samples = [
-            "",
-            "plain",
-            "quote\"back\\slash",
-            "\u{0}\u{7}\u{8}\u{c}\u{1f}\u{7f}",
-            "ünï€😀",
-            "\r\n\t",
-        ];
+        let samples = ["", "plain", "quote\"back\\slash", "\u{0}\u{7}\u{8}\u{c}\u{1f}\u{7f}", "ünï€😀", "\r\n\t"];
         for s in samples {
             let mut out = String::new();
             write_str(&mut out, s);
@@ -227,10 +217,7 @@ mod tests {
         assert_eq!(first[0].prev_hash, GENESIS_HASH);
         assert_eq!(first[1].prev_hash, first[0].hash);
         assert_eq!(first[2].prev_hash, first[1].hash);
-        let head = ChainHead {
-            seq: 3,
-            hash: first[2].hash.clone(),
-        };
+        let head = ChainHead { seq: 3, hash: first[2].hash.clone() };
         let next = seal(&head, vec![event(3)]);
         assert_eq!(next[0].seq, 4);
         assert_eq!(next[0].prev_hash, first[2].hash);

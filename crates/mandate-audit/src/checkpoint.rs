@@ -44,8 +44,7 @@ impl Checkpoint {
         let Ok(bytes) = <[u8; 64]>::try_from(bytes.as_slice()) else {
             return false;
         };
-        key.verify_strict(&self.message(), &Signature::from_bytes(&bytes))
-            .is_ok()
+        key.verify_strict(&self.message(), &Signature::from_bytes(&bytes)).is_ok()
     }
 }
 
@@ -75,19 +74,9 @@ mod tests {
     #[test]
     fn signs_the_documented_message() {
         let key = SigningKey::from_bytes(&[1; 32]);
-        let head = ChainHead {
-            seq: 7,
-            hash: "ab".repeat(32),
-        };
+        let head = ChainHead { seq: 7, hash: "ab".repeat(32) };
         let cp = sign_checkpoint(&head, 1_000, "k1", &key);
-        assert_eq!(
-            cp.message(),
-            format!(
-                "mandate-audit-checkpoint/v1\n7\n{}\n1000\nk1",
-                "ab".repeat(32)
-            )
-            .into_bytes()
-        );
+        assert_eq!(cp.message(), format!("mandate-audit-checkpoint/v1\n7\n{}\n1000\nk1", "ab".repeat(32)).into_bytes());
         assert!(cp.signature_is_valid(&key.verifying_key()));
         assert!(!cp.signature.contains('='));
     }
@@ -96,40 +85,14 @@ mod tests {
     fn any_change_breaks_the_signature() {
         let key = SigningKey::from_bytes(&[1; 32]);
         let vk = key.verifying_key();
-        let cp = sign_checkpoint(
-            &ChainHead {
-                seq: 7,
-                hash: "ab".repeat(32),
-            },
-            1_000,
-            "k1",
-            &key,
-        );
+        let cp = sign_checkpoint(&ChainHead { seq: 7, hash: "ab".repeat(32) }, 1_000, "k1", &key);
         let changed = [
-            Checkpoint {
-                seq: 8,
-                ..cp.clone()
-            },
-            Checkpoint {
-                hash: "cd".repeat(32),
-                ..cp.clone()
-            },
-            Checkpoint {
-                ts_ms: 1_001,
-                ..cp.clone()
-            },
-            Checkpoint {
-                kid: "k2".into(),
-                ..cp.clone()
-            },
-            Checkpoint {
-                signature: "not base64!".into(),
-                ..cp.clone()
-            },
-            Checkpoint {
-                signature: URL_SAFE_NO_PAD.encode([0u8; 64]),
-                ..cp.clone()
-            },
+            Checkpoint { seq: 8, ..cp.clone() },
+            Checkpoint { hash: "cd".repeat(32), ..cp.clone() },
+            Checkpoint { ts_ms: 1_001, ..cp.clone() },
+            Checkpoint { kid: "k2".into(), ..cp.clone() },
+            Checkpoint { signature: "not base64!".into(), ..cp.clone() },
+            Checkpoint { signature: URL_SAFE_NO_PAD.encode([0u8; 64]), ..cp.clone() },
         ];
         for c in changed {
             assert!(!c.signature_is_valid(&vk), "{c:?}");

@@ -165,10 +165,7 @@ pub struct ChainHead {
 impl ChainHead {
     /// The head of an empty trail.
     pub fn genesis() -> Self {
-        ChainHead {
-            seq: 0,
-            hash: GENESIS_HASH.to_owned(),
-        }
+        ChainHead { seq: 0, hash: GENESIS_HASH.to_owned() }
     }
 }
 

@@ -44,14 +44,8 @@ pub fn to_ocsf(event: &SealedEvent) -> Value {
     out.insert("class_name".into(), json!(shape.class.name()));
     out.insert("activity_id".into(), json!(activity_id));
     out.insert("activity_name".into(), json!(activity_name));
-    out.insert(
-        "type_uid".into(),
-        json!(u64::from(class_uid) * 100 + u64::from(activity_id)),
-    );
-    out.insert(
-        "type_name".into(),
-        json!(format!("{}: {activity_name}", shape.class.name())),
-    );
+    out.insert("type_uid".into(), json!(u64::from(class_uid) * 100 + u64::from(activity_id)));
+    out.insert("type_name".into(), json!(format!("{}: {activity_name}", shape.class.name())));
     out.insert("time".into(), json!(event.ts_ms));
     if let Some(dt) = rfc3339_ms(event.ts_ms) {
         out.insert("time_dt".into(), json!(dt));
@@ -59,11 +53,7 @@ pub fn to_ocsf(event: &SealedEvent) -> Value {
     let (severity_id, severity) = shape.severity();
     out.insert("severity_id".into(), json!(severity_id));
     out.insert("severity".into(), json!(severity));
-    let (status_id, status) = if shape.failed() {
-        (2, "Failure")
-    } else {
-        (1, "Success")
-    };
+    let (status_id, status) = if shape.failed() { (2, "Failure") } else { (1, "Success") };
     out.insert("status_id".into(), json!(status_id));
     out.insert("status".into(), json!(status));
     if let Some(reason) = str_field(&details, "reason") {
@@ -148,36 +138,16 @@ struct Shape {
 
 impl Shape {
     fn of(kind: &str, details: &Value) -> Shape {
-        let api = |activity| Shape {
-            class: Class::ApiActivity,
-            activity,
-            control: Control::None,
-            failure: false,
-        };
+        let api = |activity| Shape { class: Class::ApiActivity, activity, control: Control::None, failure: false };
         match kind {
             kinds::DECISION => {
                 let activity = str_field(details, "action").map_or(OTHER, activity_of_action);
-                let control = details
-                    .get("decision")
-                    .and_then(Value::as_bool)
-                    .map_or(Control::Unknown, Control::Decided);
-                Shape {
-                    control,
-                    ..api(activity)
-                }
+                let control = details.get("decision").and_then(Value::as_bool).map_or(Control::Unknown, Control::Decided);
+                Shape { control, ..api(activity) }
             }
-            kinds::TASK_OPENED => Shape {
-                control: Control::Decided(true),
-                ..api(CREATE)
-            },
-            kinds::TASK_OPEN_DENIED => Shape {
-                control: Control::Decided(false),
-                ..api(CREATE)
-            },
-            kinds::TOKEN_ISSUED
-            | kinds::AGENT_REGISTERED
-            | kinds::API_TOKEN_CREATED
-            | kinds::ISSUER_ADDED => api(CREATE),
+            kinds::TASK_OPENED => Shape { control: Control::Decided(true), ..api(CREATE) },
+            kinds::TASK_OPEN_DENIED => Shape { control: Control::Decided(false), ..api(CREATE) },
+            kinds::TOKEN_ISSUED | kinds::AGENT_REGISTERED | kinds::API_TOKEN_CREATED | kinds::ISSUER_ADDED => api(CREATE),
             kinds::TASK_COMPLETED
             | kinds::TASK_REVOKED
             | kinds::TASK_EXPIRED
@@ -186,27 +156,13 @@ impl Shape {
             | kinds::POLICY_RELOADED
             | kinds::ENTITIES_LOADED
             | kinds::KEY_ROTATED => api(UPDATE),
-            kinds::POLICY_RELOAD_FAILED => Shape {
-                failure: true,
-                ..api(UPDATE)
-            },
+            kinds::POLICY_RELOAD_FAILED => Shape { failure: true, ..api(UPDATE) },
             kinds::ISSUER_REMOVED => api(DELETE),
-            kinds::ADMIN_AUTH_FAILED | kinds::ATTESTATION_REFUSED => Shape {
-                class: Class::Authentication,
-                activity: (1, "Logon"),
-                control: Control::None,
-                failure: true,
-            },
-            kinds::SERVER_STARTED => Shape {
-                class: Class::ApplicationLifecycle,
-                activity: (3, "Start"),
-                ..api(OTHER)
-            },
-            kinds::SERVER_STOPPED => Shape {
-                class: Class::ApplicationLifecycle,
-                activity: (4, "Stop"),
-                ..api(OTHER)
-            },
+            kinds::ADMIN_AUTH_FAILED | kinds::ATTESTATION_REFUSED => {
+                Shape { class: Class::Authentication, activity: (1, "Logon"), control: Control::None, failure: true }
+            }
+            kinds::SERVER_STARTED => Shape { class: Class::ApplicationLifecycle, activity: (3, "Start"), ..api(OTHER) },
+            kinds::SERVER_STOPPED => Shape { class: Class::ApplicationLifecycle, activity: (4, "Stop"), ..api(OTHER) },
             _ => api(OTHER),
         }
     }
@@ -230,11 +186,7 @@ impl Shape {
 /// The CRUD activity an action's last segment names (`tickets.read` reads); Other when the
 /// verb is not a CRUD verb.
 fn activity_of_action(action: &str) -> (u32, &'static str) {
-    let verb = action
-        .rsplit(['.', ':', '/'])
-        .next()
-        .unwrap_or(action)
-        .to_ascii_lowercase();
+    let verb = action.rsplit(['.', ':', '/']).next().unwrap_or(action).to_ascii_lowercase();
     match verb.as_str() {
         "create" | "add" | "insert" | "new" | "post" => CREATE,
         "read" | "get" | "list" | "search" | "query" | "view" | "describe" | "fetch" => READ,
@@ -265,10 +217,8 @@ fn metadata(event: &SealedEvent, shape: &Shape) -> Value {
 }
 
 fn api_activity(out: &mut Map<String, Value>, event: &SealedEvent, details: &Value, shape: &Shape) {
-    let subject_is_agent = matches!(
-        event.kind.as_str(),
-        kinds::DECISION | kinds::TASK_OPENED | kinds::TASK_OPEN_DENIED | kinds::TOKEN_ISSUED
-    );
+    let subject_is_agent =
+        matches!(event.kind.as_str(), kinds::DECISION | kinds::TASK_OPENED | kinds::TASK_OPEN_DENIED | kinds::TOKEN_ISSUED);
     let mut actor = Map::new();
     match (&event.agent, subject_is_agent) {
         (Some(agent), true) => {
@@ -328,11 +278,7 @@ fn app(details: &Value) -> Value {
 }
 
 fn security_control(out: &mut Map<String, Value>, allowed: bool) {
-    let (action_id, action, disposition_id, disposition) = if allowed {
-        (1, "Allowed", 1, "Allowed")
-    } else {
-        (2, "Denied", 2, "Blocked")
-    };
+    let (action_id, action, disposition_id, disposition) = if allowed { (1, "Allowed", 1, "Allowed") } else { (2, "Denied", 2, "Blocked") };
     out.insert("action_id".into(), json!(action_id));
     out.insert("action".into(), json!(action));
     out.insert("disposition_id".into(), json!(disposition_id));
@@ -352,12 +298,7 @@ fn authorizations(details: &Value, allowed: bool) -> Value {
     if policies.is_empty() {
         return json!([{"decision": decision}]);
     }
-    Value::Array(
-        policies
-            .into_iter()
-            .map(|p| json!({"decision": decision, "policy": p}))
-            .collect(),
-    )
+    Value::Array(policies.into_iter().map(|p| json!({"decision": decision, "policy": p})).collect())
 }
 
 /// An OCSF policy object from a policy id, or from an object with `id`/`uid` and `name`.
@@ -402,10 +343,7 @@ fn src_endpoint(event: &SealedEvent, details: &Value) -> Value {
 fn resources(event: &SealedEvent, details: &Value) -> Vec<Value> {
     let mut out = Vec::new();
     let resource = details.get("resource");
-    if let (Some(kind), Some(id)) = (
-        resource.and_then(|r| str_field(r, "type")),
-        resource.and_then(|r| str_field(r, "id")),
-    ) {
+    if let (Some(kind), Some(id)) = (resource.and_then(|r| str_field(r, "type")), resource.and_then(|r| str_field(r, "id"))) {
         out.push(json!({"type": kind, "uid": id}));
     }
     if let Some(task) = &event.task {
@@ -467,13 +405,7 @@ mod tests {
     use super::*;
     use crate::{ChainHead, NewEvent, canonical_json, seal};
 
-    fn sealed(
-        kind: &str,
-        actor: &str,
-        agent: Option<&str>,
-        task: Option<&str>,
-        details: Value,
-    ) -> SealedEvent {
+    fn sealed(kind: &str, actor: &str, agent: Option<&str>, task: Option<&str>, details: Value) -> SealedEvent {
         let e = NewEvent {
             ts_ms: 1_738_324_800_250,
             kind: kind.into(),
@@ -482,14 +414,7 @@ mod tests {
             task: task.map(Into::into),
             details,
         };
-        seal(
-            &ChainHead {
-                seq: 41,
-                hash: "a".repeat(64),
-            },
-            vec![e],
-        )
-        .remove(0)
+        seal(&ChainHead { seq: 41, hash: "a".repeat(64) }, vec![e]).remove(0)
     }
 
     fn decision(allowed: bool) -> SealedEvent {
@@ -542,15 +467,9 @@ mod tests {
         assert_eq!(o["metadata"]["uid"], e.hash);
         assert_eq!(o["metadata"]["sequence"], 42);
         assert_eq!(o["metadata"]["correlation_uid"], "task-1");
-        assert_eq!(
-            o["metadata"]["profiles"],
-            json!(["datetime", "security_control"])
-        );
+        assert_eq!(o["metadata"]["profiles"], json!(["datetime", "security_control"]));
         assert_eq!(o["unmapped"]["details"]["shadow"]["decision"], false);
-        assert_eq!(
-            o["message"],
-            "allowed `tickets.read` on `ticket:42` agent `support-bot` task `task-1`: permitted by policy"
-        );
+        assert_eq!(o["message"], "allowed `tickets.read` on `ticket:42` agent `support-bot` task `task-1`: permitted by policy");
     }
 
     #[test]
@@ -562,10 +481,7 @@ mod tests {
         assert_eq!(o["status_id"], 2);
         assert_eq!(o["severity_id"], 2);
         assert_eq!(o["status_detail"], "no policy permits");
-        assert_eq!(
-            o["actor"]["authorizations"],
-            json!([{"decision": "Denied"}])
-        );
+        assert_eq!(o["actor"]["authorizations"], json!([{"decision": "Denied"}]));
     }
 
     #[test]
@@ -608,13 +524,7 @@ mod tests {
         assert_eq!(o["src_endpoint"]["ip"], "10.0.0.7");
         assert!(o.get("action_id").is_none());
 
-        let o = to_ocsf(&sealed(
-            kinds::ADMIN_AUTH_FAILED,
-            "anonymous",
-            None,
-            None,
-            json!({}),
-        ));
+        let o = to_ocsf(&sealed(kinds::ADMIN_AUTH_FAILED, "anonymous", None, None, json!({})));
         assert_eq!(o["class_uid"], 3002);
         assert_eq!(o["user"]["name"], "anonymous");
     }
@@ -638,54 +548,27 @@ mod tests {
             assert_eq!(o["actor"]["user"]["name"], "tok_admin");
             assert!(o.get("action_id").is_none(), "{kind}");
         }
-        let o = to_ocsf(&sealed(
-            kinds::POLICY_RELOAD_FAILED,
-            "system",
-            None,
-            None,
-            json!({}),
-        ));
+        let o = to_ocsf(&sealed(kinds::POLICY_RELOAD_FAILED, "system", None, None, json!({})));
         assert_eq!(o["status_id"], 2);
         assert_eq!(o["actor"]["user"]["type_id"], 3);
     }
 
     #[test]
     fn task_open_denied_carries_the_denial() {
-        let o = to_ocsf(&sealed(
-            kinds::TASK_OPEN_DENIED,
-            "agent:bot",
-            Some("bot"),
-            None,
-            json!({"policies": [{"id": "forbid-prod"}]}),
-        ));
+        let o = to_ocsf(&sealed(kinds::TASK_OPEN_DENIED, "agent:bot", Some("bot"), None, json!({"policies": [{"id": "forbid-prod"}]})));
         assert_eq!(o["activity_id"], 1);
         assert_eq!(o["action_id"], 2);
         assert!(o["actor"].get("app_name").is_none());
-        assert_eq!(
-            o["actor"]["authorizations"][0]["policy"]["uid"],
-            "forbid-prod"
-        );
+        assert_eq!(o["actor"]["authorizations"][0]["policy"]["uid"], "forbid-prod");
     }
 
     #[test]
     fn server_lifecycle_is_application_lifecycle() {
-        let o = to_ocsf(&sealed(
-            kinds::SERVER_STARTED,
-            "system",
-            None,
-            None,
-            json!({}),
-        ));
+        let o = to_ocsf(&sealed(kinds::SERVER_STARTED, "system", None, None, json!({})));
         assert_eq!(o["class_uid"], 6002);
         assert_eq!(o["type_uid"], 600203);
         assert_eq!(o["app"]["name"], "Mandate");
-        let o = to_ocsf(&sealed(
-            kinds::SERVER_STOPPED,
-            "system",
-            None,
-            None,
-            json!({}),
-        ));
+        let o = to_ocsf(&sealed(kinds::SERVER_STOPPED, "system", None, None, json!({})));
         assert_eq!(o["activity_id"], 4);
     }
 
@@ -695,11 +578,7 @@ mod tests {
             let o = to_ocsf(&sealed(kind, "system", None, None, Value::Null));
             let class = o["class_uid"].as_u64().unwrap();
             let activity = o["activity_id"].as_u64().unwrap();
-            assert_eq!(
-                o["type_uid"].as_u64().unwrap(),
-                class * 100 + activity,
-                "{kind}"
-            );
+            assert_eq!(o["type_uid"].as_u64().unwrap(), class * 100 + activity, "{kind}");
             if kind != kinds::DECISION {
                 assert_ne!(activity, 99, "{kind} should map to a named activity");
             }

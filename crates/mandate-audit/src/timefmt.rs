@@ -26,10 +26,7 @@ mod tests {
     #[test]
     fn formats_utc_with_milliseconds() {
         assert_eq!(rfc3339_ms(0).unwrap(), "1970-01-01T00:00:00.000Z");
-        assert_eq!(
-            rfc3339_ms(1_738_324_800_250).unwrap(),
-            "2025-01-31T12:00:00.250Z"
-        );
+        assert_eq!(rfc3339_ms(1_738_324_800_250).unwrap(), "2025-01-31T12:00:00.250Z");
         assert_eq!(rfc3339_ms(-1).unwrap(), "1969-12-31T23:59:59.999Z");
         assert!(rfc3339_ms(i64::MAX).is_none());
         assert!(rfc3339_ms(i64::MIN).is_none());

@@ -104,13 +104,7 @@ impl fmt::Debug for Verifier {
 impl Verifier {
     /// A verifier that trusts checkpoints signed by these `(kid, key)` pairs.
     pub fn new(keys: Vec<(String, VerifyingKey)>) -> Self {
-        Verifier {
-            keys: keys.into_iter().collect(),
-            last_seq: 0,
-            last_hash: [0; 32],
-            hashes: Vec::new(),
-            failed: None,
-        }
+        Verifier { keys: keys.into_iter().collect(), last_seq: 0, last_hash: [0; 32], hashes: Vec::new(), failed: None }
     }
 
     /// Checks the next event: its seq follows the last one, its hash is the SHA-256 of its
@@ -158,52 +152,30 @@ impl Verifier {
         let expected = self.last_seq.saturating_add(1);
         if e.seq != expected {
             let message = if e.seq > expected {
-                format!(
-                    "event {expected} is missing: the next event has seq {}",
-                    e.seq
-                )
+                format!("event {expected} is missing: the next event has seq {}", e.seq)
             } else {
-                format!(
-                    "expected event {expected}, found event {} out of order",
-                    e.seq
-                )
+                format!("expected event {expected}, found event {} out of order", e.seq)
             };
             return Err(fail(expected, codes::SEQUENCE_GAP, message));
         }
 
         let digest: [u8; 32] = Sha256::digest(e.body.as_bytes()).into();
         if !hex_eq(&digest, &e.hash) {
-            return Err(fail(
-                e.seq,
-                codes::HASH_MISMATCH,
-                "hash is not the SHA-256 of the body",
-            ));
+            return Err(fail(e.seq, codes::HASH_MISMATCH, "hash is not the SHA-256 of the body"));
         }
 
-        let body: Body<'_> = serde_json::from_str(&e.body).map_err(|err| {
-            fail(
-                e.seq,
-                codes::MALFORMED_BODY,
-                format!("body is not an event body: {err}"),
-            )
-        })?;
+        let body: Body<'_> =
+            serde_json::from_str(&e.body).map_err(|err| fail(e.seq, codes::MALFORMED_BODY, format!("body is not an event body: {err}")))?;
         let column = body.disagreement(e);
         if let Some(column) = column {
-            return Err(fail(
-                e.seq,
-                codes::BODY_MISMATCH,
-                format!("column `{column}` disagrees with the body"),
-            ));
+            return Err(fail(e.seq, codes::BODY_MISMATCH, format!("column `{column}` disagrees with the body")));
         }
 
         if !hex_eq(&self.last_hash, &e.prev_hash) {
             return Err(fail(
                 e.seq,
                 codes::CHAIN_BROKEN,
-                format!(
-                    "prev_hash is not the hash of event {}: one of the two was altered",
-                    self.last_seq
-                ),
+                format!("prev_hash is not the hash of event {}: one of the two was altered", self.last_seq),
             ));
         }
         Ok(digest)
@@ -211,45 +183,28 @@ impl Verifier {
 
     fn check_checkpoint(&self, cp: &Checkpoint) -> Result<(), VerifyFailure> {
         let Some(key) = self.keys.get(&cp.kid) else {
-            return Err(fail(
-                cp.seq,
-                codes::UNKNOWN_CHECKPOINT_KEY,
-                format!("checkpoint is signed with untrusted key `{}`", cp.kid),
-            ));
+            return Err(fail(cp.seq, codes::UNKNOWN_CHECKPOINT_KEY, format!("checkpoint is signed with untrusted key `{}`", cp.kid)));
         };
         if !cp.signature_is_valid(key) {
             return Err(fail(
                 cp.seq,
                 codes::BAD_CHECKPOINT_SIGNATURE,
-                format!(
-                    "checkpoint signature does not verify under key `{}`",
-                    cp.kid
-                ),
+                format!("checkpoint signature does not verify under key `{}`", cp.kid),
             ));
         }
         if cp.seq > self.last_seq {
             return Err(fail(
                 self.last_seq.saturating_add(1),
                 codes::TRUNCATED,
-                format!(
-                    "the trail ends at seq {} but a checkpoint was signed at seq {}",
-                    self.last_seq, cp.seq
-                ),
+                format!("the trail ends at seq {} but a checkpoint was signed at seq {}", self.last_seq, cp.seq),
             ));
         }
         let expected = match cp.seq.checked_sub(1) {
             None => Some([0; 32]),
-            Some(i) => usize::try_from(i)
-                .ok()
-                .and_then(|i| self.hashes.get(i))
-                .copied(),
+            Some(i) => usize::try_from(i).ok().and_then(|i| self.hashes.get(i)).copied(),
         };
         if !expected.is_some_and(|h| hex_eq(&h, &cp.hash)) {
-            return Err(fail(
-                cp.seq,
-                codes::CHECKPOINT_MISMATCH,
-                "checkpoint hash differs from the event's hash",
-            ));
+            return Err(fail(cp.seq, codes::CHECKPOINT_MISMATCH, "checkpoint hash differs from the event's hash"));
         }
         Ok(())
     }
@@ -306,11 +261,7 @@ fn hex_eq(digest: &[u8; 32], text: &str) -> bool {
 }
 
 fn fail(seq: u64, code: &'static str, message: impl Into<String>) -> VerifyFailure {
-    VerifyFailure {
-        seq,
-        code,
-        message: message.into(),
-    }
+    VerifyFailure { seq, code, message: message.into() }
 }
 
 #[cfg(test)]
@@ -348,10 +299,7 @@ mod tests {
         sign_checkpoint(&ChainHead { seq, hash }, 1, "k1", &key())
     }
 
-    fn verify(
-        events: &[SealedEvent],
-        checkpoints: &[Checkpoint],
-    ) -> Result<VerifyReport, VerifyFailure> {
+    fn verify(events: &[SealedEvent], checkpoints: &[Checkpoint]) -> Result<VerifyReport, VerifyFailure> {
         let mut v = verifier();
         for e in events {
             v.push(e)?;
@@ -374,15 +322,7 @@ mod tests {
         let events = trail(10);
         let cps = [checkpoint_at(&events, 4), checkpoint_at(&events, 10)];
         let report = verify(&events, &cps).unwrap();
-        assert_eq!(
-            report,
-            VerifyReport {
-                events: 10,
-                last_seq: 10,
-                last_hash: events[9].hash.clone(),
-                checkpoints: 2
-            }
-        );
+        assert_eq!(report, VerifyReport { events: 10, last_seq: 10, last_hash: events[9].hash.clone(), checkpoints: 2 });
     }
 
     #[test]
@@ -432,9 +372,7 @@ mod tests {
     fn an_edited_body_is_detected() {
         let mut events = trail(6);
         assert!(events[2].body.contains("\"decision\":false"));
-        events[2].body = events[2]
-            .body
-            .replace("\"decision\":false", "\"decision\":true");
+        events[2].body = events[2].body.replace("\"decision\":false", "\"decision\":true");
         assert_eq!(failure(&events, &[]), (3, codes::HASH_MISMATCH));
 
         // Rehashed: the next event no longer links to it.
@@ -473,10 +411,7 @@ mod tests {
         // A forged event at seq 4 that links to event 3, with the rest renumbered after it.
         let original = trail(6);
         let mut forged = seal(
-            &ChainHead {
-                seq: 3,
-                hash: original[2].hash.clone(),
-            },
+            &ChainHead { seq: 3, hash: original[2].hash.clone() },
             vec![NewEvent {
                 ts_ms: 1,
                 kind: "decision".into(),
@@ -543,13 +478,7 @@ mod tests {
                 details: json!({"decision": true}),
             })
             .collect();
-        forged.extend(seal(
-            &ChainHead {
-                seq: 4,
-                hash: events[3].hash.clone(),
-            },
-            rewritten,
-        ));
+        forged.extend(seal(&ChainHead { seq: 4, hash: events[3].hash.clone() }, rewritten));
         assert_eq!(failure(&forged, &cps), (8, codes::CHECKPOINT_MISMATCH));
     }
 
@@ -562,36 +491,14 @@ mod tests {
 
         let mut cp = checkpoint_at(&events, 3);
         cp.ts_ms += 1;
-        assert_eq!(
-            failure(&events, &[cp]),
-            (3, codes::BAD_CHECKPOINT_SIGNATURE)
-        );
+        assert_eq!(failure(&events, &[cp]), (3, codes::BAD_CHECKPOINT_SIGNATURE));
 
         let other = SigningKey::from_bytes(&[3; 32]);
-        let forged = sign_checkpoint(
-            &ChainHead {
-                seq: 3,
-                hash: events[2].hash.clone(),
-            },
-            1,
-            "k1",
-            &other,
-        );
-        assert_eq!(
-            failure(&events, &[forged]),
-            (3, codes::BAD_CHECKPOINT_SIGNATURE)
-        );
+        let forged = sign_checkpoint(&ChainHead { seq: 3, hash: events[2].hash.clone() }, 1, "k1", &other);
+        assert_eq!(failure(&events, &[forged]), (3, codes::BAD_CHECKPOINT_SIGNATURE));
 
         // A signed checkpoint whose hash is not the trail's.
-        let wrong = sign_checkpoint(
-            &ChainHead {
-                seq: 3,
-                hash: events[1].hash.clone(),
-            },
-            1,
-            "k1",
-            &key(),
-        );
+        let wrong = sign_checkpoint(&ChainHead { seq: 3, hash: events[1].hash.clone() }, 1, "k1", &key());
         assert_eq!(failure(&events, &[wrong]), (3, codes::CHECKPOINT_MISMATCH));
     }
 
@@ -600,19 +507,8 @@ mod tests {
         let events = trail(5);
         let mut late = checkpoint_at(&events, 5);
         late.kid = "k-unknown".into();
-        let early = sign_checkpoint(
-            &ChainHead {
-                seq: 2,
-                hash: "0".repeat(64),
-            },
-            1,
-            "k1",
-            &key(),
-        );
-        assert_eq!(
-            failure(&events, &[late, early]),
-            (2, codes::CHECKPOINT_MISMATCH)
-        );
+        let early = sign_checkpoint(&ChainHead { seq: 2, hash: "0".repeat(64) }, 1, "k1", &key());
+        assert_eq!(failure(&events, &[late, early]), (2, codes::CHECKPOINT_MISMATCH));
     }
 
     #[test]
@@ -624,9 +520,6 @@ mod tests {
         let first = v.push(&events[1]).unwrap_err();
         assert_eq!(v.push(&events[2]).unwrap_err(), first);
         assert_eq!(v.finish(&[]).unwrap_err(), first);
-        assert_eq!(
-            first.to_string(),
-            "audit trail fails verification at seq 2: hash is not the SHA-256 of the body"
-        );
+        assert_eq!(first.to_string(), "audit trail fails verification at seq 2: hash is not the SHA-256 of the body");
     }
 }

@@ -2,8 +2,8 @@
 
 use mandate_proto::admin::{
     AddIssuerRequest, AgentStatusChange, AgentView, AuditEventsResponse, AuditVerifyResponse, CreateTokenRequest, CreateTokenResponse,
-    EndTaskRequest, EndTaskResponse, EntitiesLoadResponse, IssuerView, KeyRotateResponse, PolicyStatus, RegisterAgentRequest, ReloadResponse,
-    ServerInfo, TaskView, TokenView,
+    EndTaskRequest, EndTaskResponse, EntitiesLoadResponse, IssuerView, KeyRotateResponse, PolicyStatus, RegisterAgentRequest,
+    ReloadResponse, ServerInfo, TaskView, TokenView,
 };
 use mandate_proto::authzen::{EvaluationRequest, EvaluationResponse, EvaluationsRequest, EvaluationsResponse};
 use mandate_proto::oauth::{GRANT_TOKEN_EXCHANGE, IntrospectionResponse, OAuthError, TOKEN_TYPE_JWT, TokenExchangeResponse};
@@ -331,7 +331,9 @@ async fn error_of(resp: Response) -> ClientError {
     let text = resp.text().await.unwrap_or_default();
     match serde_json::from_str::<ApiErrorBody>(&text) {
         Ok(b) => ClientError::Api { status: status.as_u16(), code: b.error.code, message: b.error.message },
-        Err(_) if status == StatusCode::NOT_FOUND => ClientError::Api { status: 404, code: "not_found".into(), message: "not found".into() },
+        Err(_) if status == StatusCode::NOT_FOUND => {
+            ClientError::Api { status: 404, code: "not_found".into(), message: "not found".into() }
+        }
         Err(_) => ClientError::Unexpected { status: status.as_u16(), body: truncate(&text) },
     }
 }

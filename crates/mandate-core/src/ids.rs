@@ -13,9 +13,7 @@ impl AgentName {
     pub fn parse(value: &str) -> Result<Self, DomainError> {
         let ok_len = (1..=63).contains(&value.len());
         let first_ok = value.bytes().next().is_some_and(|b| b.is_ascii_lowercase() || b.is_ascii_digit());
-        let all_ok = value
-            .bytes()
-            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || matches!(b, b'-' | b'_' | b'.'));
+        let all_ok = value.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || matches!(b, b'-' | b'_' | b'.'));
         if ok_len && first_ok && all_ok && value != "." && value != ".." {
             Ok(AgentName(value.to_owned()))
         } else {
@@ -42,14 +40,8 @@ impl TrustDomain {
     pub fn parse(value: &str) -> Result<Self, DomainError> {
         let ok = !value.is_empty()
             && value.len() <= 255
-            && value
-                .bytes()
-                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || matches!(b, b'.' | b'-' | b'_'));
-        if ok {
-            Ok(TrustDomain(value.to_owned()))
-        } else {
-            Err(DomainError::InvalidTrustDomain(truncate(value)))
-        }
+            && value.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || matches!(b, b'.' | b'-' | b'_'));
+        if ok { Ok(TrustDomain(value.to_owned())) } else { Err(DomainError::InvalidTrustDomain(truncate(value))) }
     }
 
     pub fn as_str(&self) -> &str {

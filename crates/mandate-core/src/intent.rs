@@ -22,12 +22,8 @@ pub enum Classification {
 }
 
 impl Classification {
-    pub const ALL: [Classification; 4] = [
-        Classification::Public,
-        Classification::Internal,
-        Classification::Confidential,
-        Classification::Restricted,
-    ];
+    pub const ALL: [Classification; 4] =
+        [Classification::Public, Classification::Internal, Classification::Confidential, Classification::Restricted];
 
     /// 0 (public) to 3 (restricted): the number policies compare.
     pub fn rank(self) -> i64 {
@@ -132,9 +128,7 @@ impl IntentRequest {
                 return Err(DomainError::InvalidIntent(format!("`{field}` must list at least one entry")));
             }
             if list.len() > MAX_INTENT_ENTRIES {
-                return Err(DomainError::InvalidIntent(format!(
-                    "`{field}` lists more than {MAX_INTENT_ENTRIES} entries"
-                )));
+                return Err(DomainError::InvalidIntent(format!("`{field}` lists more than {MAX_INTENT_ENTRIES} entries")));
             }
             for p in list {
                 validate_pattern(p)?;
@@ -224,10 +218,7 @@ impl Intent {
             }
         }
         if narrow.max_classification > self.max_classification {
-            return Err(format!(
-                "max_classification `{}` is above the parent's `{}`",
-                narrow.max_classification, self.max_classification
-            ));
+            return Err(format!("max_classification `{}` is above the parent's `{}`", narrow.max_classification, self.max_classification));
         }
         Ok(())
     }
@@ -279,18 +270,9 @@ mod tests {
     fn ceiling_checks_action_resource_and_classification() {
         let (intent, _) = req().validate().unwrap();
         assert!(intent.check("tickets.read", "ticket", "42", Classification::Internal).is_ok());
-        assert_eq!(
-            intent.check("tickets.write", "ticket", "42", Classification::Public),
-            Err(CeilingViolation::Action)
-        );
-        assert_eq!(
-            intent.check("tickets.read", "invoice", "42", Classification::Public),
-            Err(CeilingViolation::Resource)
-        );
-        assert_eq!(
-            intent.check("tickets.read", "ticket", "42", Classification::Confidential),
-            Err(CeilingViolation::Classification)
-        );
+        assert_eq!(intent.check("tickets.write", "ticket", "42", Classification::Public), Err(CeilingViolation::Action));
+        assert_eq!(intent.check("tickets.read", "invoice", "42", Classification::Public), Err(CeilingViolation::Resource));
+        assert_eq!(intent.check("tickets.read", "ticket", "42", Classification::Confidential), Err(CeilingViolation::Classification));
     }
 
     #[test]

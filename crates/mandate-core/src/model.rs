@@ -66,9 +66,7 @@ impl TaskStatus {
     }
 
     pub fn parse(s: &str) -> Option<Self> {
-        [TaskStatus::Live, TaskStatus::Completed, TaskStatus::Revoked, TaskStatus::Expired]
-            .into_iter()
-            .find(|t| t.as_str() == s)
+        [TaskStatus::Live, TaskStatus::Completed, TaskStatus::Revoked, TaskStatus::Expired].into_iter().find(|t| t.as_str() == s)
     }
 }
 
@@ -174,9 +172,7 @@ impl ClaimRule {
             return Err(DomainError::InvalidClaimRule("claim name must be 1 to 128 bytes".into()));
         }
         if pattern.matches("{agent}").count() != 1 {
-            return Err(DomainError::InvalidClaimRule(format!(
-                "pattern `{pattern}` must hold `{{agent}}` exactly once"
-            )));
+            return Err(DomainError::InvalidClaimRule(format!("pattern `{pattern}` must hold `{{agent}}` exactly once")));
         }
         Ok(ClaimRule { claim: claim.to_owned(), pattern: pattern.to_owned() })
     }

@@ -4,25 +4,17 @@
 //!
 //! `cargo bench -p mandate-policy --bench decision`
 
-#![allow(
-    clippy::unwrap_used,
-    clippy::indexing_slicing,
-    clippy::panic,
-    reason = "a benchmark stops loudly on a broken fixture"
-)]
+#![allow(clippy::unwrap_used, clippy::indexing_slicing, clippy::panic, reason = "a benchmark stops loudly on a broken fixture")]
 
 use std::collections::BTreeMap;
 use std::hint::black_box;
 use std::str::FromStr;
 
-use cedar_policy::{
-    Authorizer, Context, Entities, Entity, EntityUid, PolicySet, Request, RestrictedExpression,
-};
+use cedar_policy::{Authorizer, Context, Entities, Entity, EntityUid, PolicySet, Request, RestrictedExpression};
 use criterion::{BenchmarkId, Criterion, criterion_group, criterion_main};
 use mandate_core::{Classification, Intent};
 use mandate_policy::{
-    ActionInput, ContextInput, DecisionInput, EntityData, PolicySnapshot, PolicySources,
-    PrincipalInput, ResourceInput, TaskContext,
+    ActionInput, ContextInput, DecisionInput, EntityData, PolicySnapshot, PolicySources, PrincipalInput, ResourceInput, TaskContext,
 };
 
 const ACTIONS: [(&str, &str); 7] = [
@@ -39,18 +31,12 @@ const ACTIONS: [(&str, &str); 7] = [
 /// policy per demo action (a permit, every fifth a forbid), each with a condition.
 fn sources(total: usize) -> PolicySources {
     let mut src = PolicySources::starter();
-    let starter = PolicySnapshot::compile(&src)
-        .map(|s| s.policy_count())
-        .unwrap_or(0);
+    let starter = PolicySnapshot::compile(&src).map(|s| s.policy_count()).unwrap_or(0);
     let mut text = String::new();
     for n in 0..total.saturating_sub(starter) {
         let agent = n / ACTIONS.len();
         let (action, resource) = ACTIONS[n % ACTIONS.len()];
-        let (effect, risk) = if n % 5 == 4 {
-            ("forbid", "context.risk >= 9")
-        } else {
-            ("permit", "context.risk < 5")
-        };
+        let (effect, risk) = if n % 5 == 4 { ("forbid", "context.risk >= 9") } else { ("permit", "context.risk < 5") };
         text.push_str(&format!(
             "@id(\"gen.agent-{agent}.{action}\")\n{effect} (\n  principal == Mandate::Agent::\"agent-{agent}\",\n  \
              action == Mandate::Action::\"{action}\",\n  resource is {resource}\n)\nwhen {{\n  context has task &&\n  \
@@ -89,12 +75,7 @@ fn request(agent: &str) -> DecisionInput {
             now_secs: 1_767_614_400,
             environment: "production".into(),
             risk: 1,
-            task: Some(TaskContext {
-                id: "task-1".into(),
-                intent,
-                depth: 0,
-                chain: vec![],
-            }),
+            task: Some(TaskContext { id: "task-1".into(), intent, depth: 0, chain: vec![] }),
             extra: serde_json::Map::new(),
         },
     }
@@ -120,15 +101,10 @@ fn raw_cedar(agent: &str) -> (Request, Entities) {
         [("team".into(), s("support"))],
     )
     .unwrap();
-    let action_entity =
-        Entity::new_no_attrs(action.clone(), [uid("Mandate::Action::\"read\"")].into());
+    let action_entity = Entity::new_no_attrs(action.clone(), [uid("Mandate::Action::\"read\"")].into());
     let ticket = Entity::new(
         resource.clone(),
-        [
-            ("classification".into(), RestrictedExpression::new_long(1)),
-            ("classification_label".into(), s("internal")),
-        ]
-        .into(),
+        [("classification".into(), RestrictedExpression::new_long(1)), ("classification_label".into(), s("internal"))].into(),
         Default::default(),
     )
     .unwrap();
@@ -191,17 +167,13 @@ fn decision(c: &mut Criterion) {
                 snapshot.evaluate(black_box(&v), &entities)
             })
         });
-        group.bench_with_input(
-            BenchmarkId::new("evaluate_slice_miss", total),
-            &input,
-            |b, input| b.iter(|| snapshot.evaluate_uncached(black_box(input), &entities)),
-        );
+        group.bench_with_input(BenchmarkId::new("evaluate_slice_miss", total), &input, |b, input| {
+            b.iter(|| snapshot.evaluate_uncached(black_box(input), &entities))
+        });
         if total <= 1_000 {
-            group.bench_with_input(
-                BenchmarkId::new("evaluate_unsliced", total),
-                &input,
-                |b, input| b.iter(|| snapshot.evaluate_unsliced(black_box(input), &entities)),
-            );
+            group.bench_with_input(BenchmarkId::new("evaluate_unsliced", total), &input, |b, input| {
+                b.iter(|| snapshot.evaluate_unsliced(black_box(input), &entities))
+            });
             let set = all_policies(&src);
             let (request, cedar_entities) = raw_cedar(agent);
             let authorizer = Authorizer::new();

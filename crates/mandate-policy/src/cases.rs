@@ -10,8 +10,8 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::lowercase_first;
 use crate::{
-    ActionInput, ActionKind, ContextInput, DecisionInput, EntityData, Outcome, PolicyError,
-    PolicySnapshot, PrincipalInput, ResourceInput, TaskContext,
+    ActionInput, ActionKind, ContextInput, DecisionInput, EntityData, Outcome, PolicyError, PolicySnapshot, PrincipalInput, ResourceInput,
+    TaskContext,
 };
 
 /// `now` when a case does not set it: Monday 2026-01-05 12:00:00 UTC.
@@ -67,21 +67,9 @@ impl fmt::Display for CaseReport {
                 writeln!(f, "ok    {}", c.name)?;
                 continue;
             }
-            write!(
-                f,
-                "FAIL  {}: expected {}, got {} ({})",
-                c.name,
-                c.expected.as_str(),
-                c.actual.as_str(),
-                c.reason
-            )?;
+            write!(f, "FAIL  {}: expected {}, got {} ({})", c.name, c.expected.as_str(), c.actual.as_str(), c.reason)?;
             if let Some(expected) = &c.expected_policies {
-                write!(
-                    f,
-                    "; expected policies [{}], got [{}]",
-                    expected.join(", "),
-                    c.policies.join(", ")
-                )?;
+                write!(f, "; expected policies [{}], got [{}]", expected.join(", "), c.policies.join(", "))?;
             }
             for e in &c.errors {
                 write!(f, "; {e}")?;
@@ -96,32 +84,17 @@ impl fmt::Display for CaseReport {
 ///
 /// A case with a `task` is first held to the task's intent ceiling
 /// ([`mandate_core::Intent::check`]), as Mandate's server does, and only then evaluated.
-pub fn run_cases(
-    snapshot: &PolicySnapshot,
-    entities: &EntityData,
-    cases_toml: &str,
-) -> Result<CaseReport, PolicyError> {
-    let file: CaseFile = toml::from_str(cases_toml)
-        .map_err(|e| PolicyError::InvalidCases(lowercase_first(e.message())))?;
+pub fn run_cases(snapshot: &PolicySnapshot, entities: &EntityData, cases_toml: &str) -> Result<CaseReport, PolicyError> {
+    let file: CaseFile = toml::from_str(cases_toml).map_err(|e| PolicyError::InvalidCases(lowercase_first(e.message())))?;
     if file.case.is_empty() {
-        return Err(PolicyError::InvalidCases(
-            "no `[[case]]` entries".to_owned(),
-        ));
+        return Err(PolicyError::InvalidCases("no `[[case]]` entries".to_owned()));
     }
     let mut names = HashSet::new();
     let mut cases = Vec::with_capacity(file.case.len());
     for (i, raw) in file.case.into_iter().enumerate() {
-        let label = raw
-            .get("name")
-            .and_then(toml::Value::as_str)
-            .map_or_else(|| format!("#{}", i + 1), str::to_owned);
-        let bad = |message: String| PolicyError::InvalidCase {
-            case: label.clone(),
-            message,
-        };
-        let spec: CaseSpec = raw
-            .try_into()
-            .map_err(|e: toml::de::Error| bad(lowercase_first(e.message())))?;
+        let label = raw.get("name").and_then(toml::Value::as_str).map_or_else(|| format!("#{}", i + 1), str::to_owned);
+        let bad = |message: String| PolicyError::InvalidCase { case: label.clone(), message };
+        let spec: CaseSpec = raw.try_into().map_err(|e: toml::de::Error| bad(lowercase_first(e.message())))?;
         if !names.insert(spec.name.clone()) {
             return Err(bad("case names must be unique".to_owned()));
         }
@@ -130,29 +103,14 @@ pub fn run_cases(
     Ok(CaseReport { cases })
 }
 
-fn run_case(
-    snapshot: &PolicySnapshot,
-    entities: &EntityData,
-    spec: CaseSpec,
-) -> Result<CaseResult, String> {
+fn run_case(snapshot: &PolicySnapshot, entities: &EntityData, spec: CaseSpec) -> Result<CaseResult, String> {
     let input = spec.to_input()?;
-    let ceiling = input.context.task.as_ref().and_then(|t| {
-        t.intent
-            .check(
-                &input.action.name,
-                &input.resource.kind,
-                &input.resource.id,
-                input.resource.classification,
-            )
-            .err()
-    });
+    let ceiling =
+        input.context.task.as_ref().and_then(|t| {
+            t.intent.check(&input.action.name, &input.resource.kind, &input.resource.id, input.resource.classification).err()
+        });
     let (actual, reason, policies, errors) = match ceiling {
-        Some(violation) => (
-            Outcome::Deny,
-            violation.code().to_owned(),
-            Vec::new(),
-            Vec::new(),
-        ),
+        Some(violation) => (Outcome::Deny, violation.code().to_owned(), Vec::new(), Vec::new()),
         None => {
             let d = snapshot.evaluate(&input, entities);
             (d.outcome, d.reason, d.policies, d.errors)
@@ -262,22 +220,13 @@ impl CaseSpec {
     fn to_input(&self) -> Result<DecisionInput, String> {
         let principal = self.principal.to_input()?;
         let action = match &self.action {
-            ActionSpec::Name(name) => ActionInput {
-                name: name.clone(),
-                kind: None,
-            },
-            ActionSpec::Full(a) => ActionInput {
-                name: a.name.clone(),
-                kind: a.kind,
-            },
+            ActionSpec::Name(name) => ActionInput { name: name.clone(), kind: None },
+            ActionSpec::Full(a) => ActionInput { name: a.name.clone(), kind: a.kind },
         };
         let resource = ResourceInput {
             kind: self.resource.kind.clone(),
             id: self.resource.id.clone(),
-            classification: self
-                .resource
-                .classification
-                .unwrap_or(Classification::Restricted),
+            classification: self.resource.classification.unwrap_or(Classification::Restricted),
             properties: json_object(self.resource.properties.as_ref()),
         };
         let task = self.task.as_ref().map(TaskSpec::to_input).transpose()?;
@@ -291,12 +240,7 @@ impl CaseSpec {
             task,
             extra: json_object(self.context.extra.as_ref()),
         };
-        Ok(DecisionInput {
-            principal,
-            action,
-            resource,
-            context,
-        })
+        Ok(DecisionInput { principal, action, resource, context })
     }
 }
 
@@ -311,9 +255,7 @@ impl PrincipalSpec {
                 ("tags", self.tags.is_some()),
             ];
             if let Some((key, _)) = agent_only.iter().find(|(_, set)| *set) {
-                return Err(format!(
-                    "`principal.{key}` is for agents; put a subject's attributes in `properties`"
-                ));
+                return Err(format!("`principal.{key}` is for agents; put a subject's attributes in `properties`"));
             }
             return Ok(PrincipalInput::Other {
                 kind: self.kind.clone(),
@@ -324,16 +266,10 @@ impl PrincipalSpec {
         if self.properties.is_some() {
             return Err("an agent has no `properties`; use `tags` for its attributes".to_owned());
         }
-        let trust_domain = self
-            .trust_domain
-            .clone()
-            .unwrap_or_else(|| DEFAULT_TRUST_DOMAIN.to_owned());
+        let trust_domain = self.trust_domain.clone().unwrap_or_else(|| DEFAULT_TRUST_DOMAIN.to_owned());
         Ok(PrincipalInput::Agent {
             name: self.id.clone(),
-            spiffe_id: self
-                .spiffe_id
-                .clone()
-                .unwrap_or_else(|| format!("spiffe://{trust_domain}/agent/{}", self.id)),
+            spiffe_id: self.spiffe_id.clone().unwrap_or_else(|| format!("spiffe://{trust_domain}/agent/{}", self.id)),
             owner: self.owner.clone().unwrap_or_default(),
             purpose: self.purpose.clone().unwrap_or_default(),
             trust_domain,
@@ -364,9 +300,7 @@ impl TaskSpec {
 }
 
 fn json_object(table: Option<&toml::Table>) -> serde_json::Map<String, serde_json::Value> {
-    table
-        .map(|t| t.iter().map(|(k, v)| (k.clone(), json(v))).collect())
-        .unwrap_or_default()
+    table.map(|t| t.iter().map(|(k, v)| (k.clone(), json(v))).collect()).unwrap_or_default()
 }
 
 /// TOML to JSON. Floats stay floats, so the decision refuses them as a request would.
@@ -386,9 +320,7 @@ fn json(value: &toml::Value) -> serde_json::Value {
 /// Unix seconds from an integer or a date-time with an offset (`2026-01-05T12:00:00Z`, bare
 /// or quoted).
 fn unix_seconds(value: &toml::Value) -> Result<i64, String> {
-    let bad = || {
-        "`context.now` must be unix seconds or a date-time with an offset, like 2026-01-05T12:00:00Z".to_owned()
-    };
+    let bad = || "`context.now` must be unix seconds or a date-time with an offset, like 2026-01-05T12:00:00Z".to_owned();
     let datetime = match value {
         toml::Value::Integer(i) => return Ok(*i),
         toml::Value::Datetime(dt) => *dt,
@@ -396,19 +328,14 @@ fn unix_seconds(value: &toml::Value) -> Result<i64, String> {
         toml::Value::String(s) => toml::value::Datetime::from_str(s).map_err(|_| bad())?,
         _ => return Err(bad()),
     };
-    let (Some(date), Some(time), Some(offset)) = (datetime.date, datetime.time, datetime.offset)
-    else {
+    let (Some(date), Some(time), Some(offset)) = (datetime.date, datetime.time, datetime.offset) else {
         return Err(bad());
     };
     let offset_minutes = match offset {
         toml::value::Offset::Z => 0,
         toml::value::Offset::Custom { minutes } => i64::from(minutes),
     };
-    let days = days_from_civil(
-        i64::from(date.year),
-        i64::from(date.month),
-        i64::from(date.day),
-    );
+    let days = days_from_civil(i64::from(date.year), i64::from(date.month), i64::from(date.day));
     let secs = i64::from(time.hour) * 3600 + i64::from(time.minute) * 60 + i64::from(time.second);
     Ok(days * 86_400 + secs - offset_minutes * 60)
 }
@@ -431,17 +358,13 @@ mod tests {
     #[test]
     fn civil_dates() {
         assert_eq!(days_from_civil(1970, 1, 1), 0);
-        assert_eq!(
-            days_from_civil(2026, 1, 5) * 86_400 + 12 * 3600,
-            DEFAULT_CASE_NOW
-        );
+        assert_eq!(days_from_civil(2026, 1, 5) * 86_400 + 12 * 3600, DEFAULT_CASE_NOW);
         assert_eq!(days_from_civil(2000, 3, 1), 11_017);
     }
 
     #[test]
     fn now_accepts_integers_and_offset_datetimes() {
-        let v: toml::Table =
-            toml::from_str("a = 2026-01-05T14:00:00+02:00\nb = 5\nc = 2026-01-05").unwrap();
+        let v: toml::Table = toml::from_str("a = 2026-01-05T14:00:00+02:00\nb = 5\nc = 2026-01-05").unwrap();
         assert_eq!(unix_seconds(&v["a"]).unwrap(), DEFAULT_CASE_NOW);
         assert_eq!(unix_seconds(&v["b"]).unwrap(), 5);
         assert!(unix_seconds(&v["c"]).is_err());

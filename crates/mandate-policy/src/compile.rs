@@ -27,12 +27,7 @@ pub(crate) fn compile(src: &PolicySources) -> Result<Compiled, Vec<Diagnostic>> 
         Ok((schema, _warnings)) => Some(schema),
         Err(e) => {
             let detail = DetailedError::from(&e);
-            diags.extend(Diagnostic::from_cedar(
-                &src.schema_file,
-                &src.schema,
-                "schema_error",
-                &detail,
-            ));
+            diags.extend(Diagnostic::from_cedar(&src.schema_file, &src.schema, "schema_error", &detail));
             None
         }
     };
@@ -45,13 +40,7 @@ pub(crate) fn compile(src: &PolicySources) -> Result<Compiled, Vec<Diagnostic>> 
                 for (id, policy) in parsed {
                     if files.contains_key(&id) {
                         let at = find_id_annotation(text, &id);
-                        diags.push(Diagnostic::at(
-                            file,
-                            text,
-                            at,
-                            "duplicate_policy_id",
-                            format!("policy id `{id}` is already used"),
-                        ));
+                        diags.push(Diagnostic::at(file, text, at, "duplicate_policy_id", format!("policy id `{id}` is already used")));
                         continue;
                     }
                     files.insert(id.clone(), (file.as_str(), text.as_str()));
@@ -67,30 +56,17 @@ pub(crate) fn compile(src: &PolicySources) -> Result<Compiled, Vec<Diagnostic>> 
     if !diags.is_empty() {
         return Err(diags);
     }
-    let all = PolicySet::from_policies(policies.iter().cloned())
-        .map_err(|e| internal(&src.schema_file, e.to_string()))?;
+    let all = PolicySet::from_policies(policies.iter().cloned()).map_err(|e| internal(&src.schema_file, e.to_string()))?;
     let result = Validator::new(schema.clone()).validate(&all, ValidationMode::Strict);
     for error in result.validation_errors() {
-        let (file, text) = files
-            .get(id_str(error.policy_id()))
-            .copied()
-            .unwrap_or((&src.schema_file, ""));
+        let (file, text) = files.get(id_str(error.policy_id())).copied().unwrap_or((&src.schema_file, ""));
         let detail = DetailedError::from(error);
-        diags.extend(Diagnostic::from_cedar(
-            file,
-            text,
-            "validation_error",
-            &detail,
-        ));
+        diags.extend(Diagnostic::from_cedar(file, text, "validation_error", &detail));
     }
     if !diags.is_empty() {
         return Err(diags);
     }
-    Ok(Compiled {
-        schema,
-        policies,
-        all,
-    })
+    Ok(Compiled { schema, policies, all })
 }
 
 /// A problem that is Mandate's, not the policy author's.
@@ -111,18 +87,14 @@ fn parse_file(file: &str, text: &str) -> Result<Vec<(String, Policy)>, Vec<Diagn
             text,
             at,
             "template_not_supported",
-            "templates (`?principal`, `?resource`) are not supported: write a static policy"
-                .to_owned(),
+            "templates (`?principal`, `?resource`) are not supported: write a static policy".to_owned(),
         )]);
     }
     // The parser names policies `policy0`, `policy1`, ... in source order.
     let mut numbered: Vec<(usize, &Policy)> = set
         .policies()
         .map(|p| {
-            let n = id_str(p.id())
-                .strip_prefix("policy")
-                .and_then(|n| n.parse().ok())
-                .unwrap_or(usize::MAX);
+            let n = id_str(p.id()).strip_prefix("policy").and_then(|n| n.parse().ok()).unwrap_or(usize::MAX);
             (n, p)
         })
         .collect();
@@ -131,13 +103,7 @@ fn parse_file(file: &str, text: &str) -> Result<Vec<(String, Policy)>, Vec<Diagn
     for (position, (_, policy)) in numbered.into_iter().enumerate() {
         let id = match policy.annotation(ID_ANNOTATION) {
             Some(id) if id.trim().is_empty() => {
-                return Err(vec![Diagnostic::at(
-                    file,
-                    text,
-                    text.find("@id"),
-                    "invalid_policy_id",
-                    "`@id` must not be empty".to_owned(),
-                )]);
+                return Err(vec![Diagnostic::at(file, text, text.find("@id"), "invalid_policy_id", "`@id` must not be empty".to_owned())]);
             }
             Some(id) => id.to_owned(),
             None => format!("{file}#{}", position + 1),
@@ -150,16 +116,10 @@ fn parse_file(file: &str, text: &str) -> Result<Vec<(String, Policy)>, Vec<Diagn
 /// Where `@id("<id>")` is written in `text`, if it can be found.
 fn find_id_annotation(text: &str, id: &str) -> Option<usize> {
     let mut from = 0;
-    while let Some(at) = text
-        .get(from..)
-        .and_then(|t| t.find("@id"))
-        .map(|i| i + from)
-    {
+    while let Some(at) = text.get(from..).and_then(|t| t.find("@id")).map(|i| i + from) {
         let rest = text.get(at + 3..).unwrap_or("").trim_start();
         let rest = rest.strip_prefix('(').unwrap_or("").trim_start();
-        if rest.strip_prefix('"').is_some_and(|r| {
-            r.starts_with(id) && r.get(id.len()..).is_some_and(|t| t.starts_with('"'))
-        }) {
+        if rest.strip_prefix('"').is_some_and(|r| r.starts_with(id) && r.get(id.len()..).is_some_and(|t| t.starts_with('"'))) {
             return Some(at);
         }
         from = at + 3;

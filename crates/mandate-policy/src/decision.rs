@@ -129,28 +129,18 @@ pub(crate) struct PolicyMeta {
 
 impl PolicyMeta {
     pub fn of(policy: &Policy) -> Self {
-        let approval = policy.effect() == Effect::Permit
-            && policy
-                .annotation(APPROVAL_ANNOTATION)
-                .is_some_and(|v| v.trim() == "required");
+        let approval = policy.effect() == Effect::Permit && policy.annotation(APPROVAL_ANNOTATION).is_some_and(|v| v.trim() == "required");
         let obligation = policy.annotation(OBLIGATION_ANNOTATION).map(|v| {
             let (kind, value) = v.split_once(':').unwrap_or((v, ""));
             (kind.trim().to_owned(), value.trim().to_owned())
         });
-        PolicyMeta {
-            approval,
-            obligation,
-        }
+        PolicyMeta { approval, obligation }
     }
 }
 
 /// Turns Cedar's response into a decision. A forbid wins; any error is a deny; an allow
 /// whose determining permits ask for approval becomes [`Outcome::ApprovalRequired`].
-pub(crate) fn decide(
-    response: &Response,
-    meta: &HashMap<PolicyId, PolicyMeta>,
-    version: &str,
-) -> Decision {
+pub(crate) fn decide(response: &Response, meta: &HashMap<PolicyId, PolicyMeta>, version: &str) -> Decision {
     let diagnostics = response.diagnostics();
     let mut determining: Vec<&PolicyId> = diagnostics.reason().collect();
     determining.sort_unstable_by(|a, b| id_str(a).cmp(id_str(b)));
@@ -159,10 +149,7 @@ pub(crate) fn decide(
     let allowed = response.decision() == cedar_policy::Decision::Allow;
 
     let (outcome, reason) = if allowed && errors.is_empty() {
-        if determining
-            .iter()
-            .any(|id| meta.get(*id).is_some_and(|m| m.approval))
-        {
+        if determining.iter().any(|id| meta.get(*id).is_some_and(|m| m.approval)) {
             (Outcome::ApprovalRequired, reason::APPROVAL_REQUIRED)
         } else {
             (Outcome::Allow, reason::ALLOWED)
@@ -184,18 +171,10 @@ pub(crate) fn decide(
     for id in &determining {
         let Some(m) = meta.get(*id) else { continue };
         if m.approval && outcome == Outcome::ApprovalRequired {
-            obligations.push(Obligation {
-                kind: "approval".to_owned(),
-                policy: id_str(id).to_owned(),
-                value: "required".to_owned(),
-            });
+            obligations.push(Obligation { kind: "approval".to_owned(), policy: id_str(id).to_owned(), value: "required".to_owned() });
         }
         if let Some((kind, value)) = &m.obligation {
-            obligations.push(Obligation {
-                kind: kind.clone(),
-                policy: id_str(id).to_owned(),
-                value: value.clone(),
-            });
+            obligations.push(Obligation { kind: kind.clone(), policy: id_str(id).to_owned(), value: value.clone() });
         }
     }
     Decision {

@@ -38,34 +38,17 @@ impl fmt::Display for Diagnostic {
 
 impl Diagnostic {
     /// A diagnostic at byte `offset` of `text` (the whole file the problem is in).
-    pub(crate) fn at(
-        file: &str,
-        text: &str,
-        offset: Option<usize>,
-        code: &str,
-        message: String,
-    ) -> Self {
+    pub(crate) fn at(file: &str, text: &str, offset: Option<usize>, code: &str, message: String) -> Self {
         let (line, column) = match offset.map(|o| line_col(text, o)) {
             Some((l, c)) => (Some(l), Some(c)),
             None => (None, None),
         };
-        Diagnostic {
-            file: file.to_owned(),
-            line,
-            column,
-            code: code.to_owned(),
-            message,
-        }
+        Diagnostic { file: file.to_owned(), line, column, code: code.to_owned(), message }
     }
 
     /// One diagnostic per error Cedar reports (its related errors included), each at the
     /// first place Cedar points to.
-    pub(crate) fn from_cedar(
-        file: &str,
-        text: &str,
-        code: &str,
-        error: &DetailedError,
-    ) -> Vec<Self> {
+    pub(crate) fn from_cedar(file: &str, text: &str, code: &str, error: &DetailedError) -> Vec<Self> {
         let mut out = Vec::new();
         flatten(file, text, code, error, &mut out);
         out
@@ -96,10 +79,7 @@ fn line_col(text: &str, offset: usize) -> (u32, u32) {
     let line = before.matches('\n').count() + 1;
     let line_start = before.rfind('\n').map_or(0, |i| i + 1);
     let column = before.get(line_start..).unwrap_or("").chars().count() + 1;
-    (
-        u32::try_from(line).unwrap_or(u32::MAX),
-        u32::try_from(column).unwrap_or(u32::MAX),
-    )
+    (u32::try_from(line).unwrap_or(u32::MAX), u32::try_from(column).unwrap_or(u32::MAX))
 }
 
 #[cfg(test)]

@@ -70,11 +70,7 @@ impl PolicyEngine {
     pub fn evaluate(&self, input: &DecisionInput) -> Evaluation {
         let entities = self.entities.load();
         let enforced = self.current.load().evaluate(input, &entities);
-        let shadow = self
-            .shadow
-            .load()
-            .as_ref()
-            .map(|s| s.evaluate(input, &entities));
+        let shadow = self.shadow.load().as_ref().map(|s| s.evaluate(input, &entities));
         Evaluation { enforced, shadow }
     }
 }

@@ -33,12 +33,7 @@ pub struct EntityData {
 impl EntityData {
     /// No entities.
     pub fn empty() -> Self {
-        EntityData {
-            entities: Entities::empty(),
-            refs: HashMap::new(),
-            generation: 0,
-            version: String::new(),
-        }
+        EntityData { entities: Entities::empty(), refs: HashMap::new(), generation: 0, version: String::new() }
     }
 
     /// Parses a JSON array of entities (`[{"uid": {"type": "User", "id": "alice"},
@@ -50,24 +45,12 @@ impl EntityData {
             let detail = DetailedError::from(&e);
             PolicyError::InvalidEntities(lowercase_first(detail.message.trim_end_matches('.')))
         };
-        let entities =
-            Entities::from_json_str(json, schema.map(PolicySnapshot::schema)).map_err(bad)?;
-        let actions: Vec<EntityUid> = entities
-            .iter()
-            .map(Entity::uid)
-            .filter(|u| u.type_name().basename() == "Action")
-            .collect();
-        let entities = if actions.is_empty() {
-            entities
-        } else {
-            entities.remove_entities(actions).map_err(bad)?
-        };
+        let entities = Entities::from_json_str(json, schema.map(PolicySnapshot::schema)).map_err(bad)?;
+        let actions: Vec<EntityUid> = entities.iter().map(Entity::uid).filter(|u| u.type_name().basename() == "Action").collect();
+        let entities = if actions.is_empty() { entities } else { entities.remove_entities(actions).map_err(bad)? };
         let mut version = Sha256::new();
         version.update(json.as_bytes());
-        Ok(Self::from_parts(
-            entities,
-            format!("sha256:{}", hex::encode(version.finalize())),
-        ))
+        Ok(Self::from_parts(entities, format!("sha256:{}", hex::encode(version.finalize()))))
     }
 
     /// Wraps entities built in code. `version` is reported as [`EntityData::version`].
@@ -89,12 +72,7 @@ impl EntityData {
             }
         }
         let generation = NEXT_GENERATION.fetch_add(1, Ordering::Relaxed);
-        EntityData {
-            entities,
-            refs,
-            generation,
-            version,
-        }
+        EntityData { entities, refs, generation, version }
     }
 
     /// How many entities are loaded.
@@ -123,21 +101,13 @@ impl EntityData {
 
     /// The transitive parents of `uid`.
     pub(crate) fn ancestors(&self, uid: &EntityUid) -> Vec<EntityUid> {
-        self.entities
-            .ancestors(uid)
-            .map(|a| a.cloned().collect())
-            .unwrap_or_default()
+        self.entities.ancestors(uid).map(|a| a.cloned().collect()).unwrap_or_default()
     }
 
     /// Adds to `out` every loaded entity a policy could reach from `start`: the entities
     /// themselves and, transitively, those their attributes and tags mention. Entities for
     /// which `present` holds are already in the request and are neither added nor followed.
-    pub(crate) fn reachable(
-        &self,
-        start: Vec<EntityUid>,
-        present: impl Fn(&EntityUid) -> bool,
-        out: &mut Vec<Entity>,
-    ) {
+    pub(crate) fn reachable(&self, start: Vec<EntityUid>, present: impl Fn(&EntityUid) -> bool, out: &mut Vec<Entity>) {
         let mut queue = start;
         let mut seen = HashSet::new();
         while let Some(uid) = queue.pop() {
@@ -172,9 +142,6 @@ fn collect_uids(value: &EvalResult, out: &mut Vec<EntityUid>) {
         EvalResult::EntityUid(uid) => out.push(uid.clone()),
         EvalResult::Set(set) => set.iter().for_each(|v| collect_uids(v, out)),
         EvalResult::Record(record) => record.iter().for_each(|(_, v)| collect_uids(v, out)),
-        EvalResult::Bool(_)
-        | EvalResult::Long(_)
-        | EvalResult::String(_)
-        | EvalResult::ExtensionValue(_) => {}
+        EvalResult::Bool(_) | EvalResult::Long(_) | EvalResult::String(_) | EvalResult::ExtensionValue(_) => {}
     }
 }

@@ -36,9 +36,7 @@ pub enum PolicyError {
         path: String,
     },
     /// A policy set's file name is not a plain `.cedar` or `.cedarschema` name.
-    #[error(
-        "invalid policy file name `{0}`: use a plain file name ending in `.cedar` or `.cedarschema`"
-    )]
+    #[error("invalid policy file name `{0}`: use a plain file name ending in `.cedar` or `.cedarschema`")]
     InvalidFileName(String),
     /// Entity JSON that Cedar refuses.
     #[error("invalid entity data: {0}")]
@@ -72,10 +70,7 @@ impl PolicyError {
     }
 
     pub(crate) fn io(path: &Path, err: &std::io::Error) -> Self {
-        PolicyError::Io {
-            path: path.display().to_string(),
-            message: io_message(err),
-        }
+        PolicyError::Io { path: path.display().to_string(), message: io_message(err) }
     }
 }
 

@@ -36,10 +36,7 @@ impl ActionKind {
 impl FromStr for ActionKind {
     type Err = UnknownActionKind;
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        ActionKind::ALL
-            .into_iter()
-            .find(|k| k.as_str() == s)
-            .ok_or_else(|| UnknownActionKind(s.chars().take(40).collect()))
+        ActionKind::ALL.into_iter().find(|k| k.as_str() == s).ok_or_else(|| UnknownActionKind(s.chars().take(40).collect()))
     }
 }
 
@@ -117,10 +114,7 @@ pub struct ActionInput {
 impl ActionInput {
     /// An action known by name only.
     pub fn named(name: impl Into<String>) -> Self {
-        ActionInput {
-            name: name.into(),
-            kind: None,
-        }
+        ActionInput { name: name.into(), kind: None }
     }
 }
 
@@ -146,20 +140,12 @@ impl ResourceInput {
         properties.insert("purpose".into(), intent.purpose.clone().into());
         properties.insert("actions".into(), intent.actions.clone().into());
         properties.insert("resources".into(), intent.resources.clone().into());
-        properties.insert(
-            "max_classification".into(),
-            intent.max_classification.as_str().into(),
-        );
+        properties.insert("max_classification".into(), intent.max_classification.as_str().into());
         properties.insert("lifetime_seconds".into(), lifetime_seconds.into());
         if let Some(obo) = &intent.on_behalf_of {
             properties.insert("on_behalf_of".into(), obo.clone().into());
         }
-        ResourceInput {
-            kind: crate::mapping::TASK_KIND.to_owned(),
-            id: id.into(),
-            classification: intent.max_classification,
-            properties,
-        }
+        ResourceInput { kind: crate::mapping::TASK_KIND.to_owned(), id: id.into(), classification: intent.max_classification, properties }
     }
 }
 

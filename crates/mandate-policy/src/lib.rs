@@ -29,18 +29,12 @@ mod sources;
 
 pub use cache::CACHE_CAPACITY;
 pub use cases::{CaseReport, CaseResult, DEFAULT_CASE_NOW, run_cases};
-pub use decision::{
-    APPROVAL_ANNOTATION, Decision, ID_ANNOTATION, OBLIGATION_ANNOTATION, Obligation, Outcome,
-    reason,
-};
+pub use decision::{APPROVAL_ANNOTATION, Decision, ID_ANNOTATION, OBLIGATION_ANNOTATION, Obligation, Outcome, reason};
 pub use diagnostic::Diagnostic;
 pub use engine::{Evaluation, PolicyEngine};
 pub use entity_data::EntityData;
 pub use error::PolicyError;
-pub use input::{
-    ActionInput, ActionKind, ContextInput, DecisionInput, PrincipalInput, ResourceInput,
-    TaskContext, UnknownActionKind,
-};
+pub use input::{ActionInput, ActionKind, ContextInput, DecisionInput, PrincipalInput, ResourceInput, TaskContext, UnknownActionKind};
 pub use mapping::RESERVED_CONTEXT_KEYS;
 pub use snapshot::PolicySnapshot;
 pub use sources::{PolicySources, STARTER_README, STARTER_TESTS};

@@ -24,15 +24,7 @@ pub(crate) const AGENT_KIND: &str = "agent";
 
 /// Context keys Mandate sets. A caller's context keys with these names are dropped, so
 /// a caller can neither override them nor supply one Mandate left out (such as `task`).
-pub const RESERVED_CONTEXT_KEYS: [&str; 7] = [
-    "environment",
-    "risk",
-    "now",
-    "hour",
-    "weekday",
-    "action_kind",
-    "task",
-];
+pub const RESERVED_CONTEXT_KEYS: [&str; 7] = ["environment", "risk", "now", "hour", "weekday", "action_kind", "task"];
 
 /// Deepest nesting of JSON arrays and objects accepted in properties and context.
 const MAX_DEPTH: usize = 32;
@@ -50,8 +42,7 @@ pub(crate) struct Names {
 
 impl Names {
     pub fn new() -> Result<Self, String> {
-        let parse =
-            |s: &str| EntityTypeName::from_str(s).map_err(|e| format!("entity type `{s}`: {e}"));
+        let parse = |s: &str| EntityTypeName::from_str(s).map_err(|e| format!("entity type `{s}`: {e}"));
         Ok(Names {
             agent: parse("Mandate::Agent")?,
             tool: parse("Mandate::Tool")?,
@@ -83,10 +74,7 @@ impl TypeCache {
             .filter(|t| t.to_string() == kind)
             .ok_or_else(|| format!("invalid entity type `{}`: use a Cedar type name such as `ticket` or `PhotoApp::Photo`", clip(kind)))?;
         if parsed.basename() == "Action" {
-            return Err(format!(
-                "entity type `{}` is reserved for actions",
-                clip(kind)
-            ));
+            return Err(format!("entity type `{}` is reserved for actions", clip(kind)));
         }
         let mut map = self.0.write();
         if map.len() < TYPE_CACHE_CAPACITY {
@@ -105,76 +93,34 @@ pub(crate) struct Resolved {
 }
 
 /// `Mandate::Agent::"<name>"` for an agent, `<kind>::"<id>"` for anyone else.
-pub(crate) fn principal_uid(
-    input: &PrincipalInput,
-    names: &Names,
-    types: &TypeCache,
-) -> Result<EntityUid, String> {
+pub(crate) fn principal_uid(input: &PrincipalInput, names: &Names, types: &TypeCache) -> Result<EntityUid, String> {
     Ok(match input {
-        PrincipalInput::Agent { name, .. } => {
-            EntityUid::from_type_name_and_id(names.agent.clone(), EntityId::new(name))
-        }
-        PrincipalInput::Other { kind, id, .. } => {
-            EntityUid::from_type_name_and_id(types.resolve(kind)?, EntityId::new(id))
-        }
+        PrincipalInput::Agent { name, .. } => EntityUid::from_type_name_and_id(names.agent.clone(), EntityId::new(name)),
+        PrincipalInput::Other { kind, id, .. } => EntityUid::from_type_name_and_id(types.resolve(kind)?, EntityId::new(id)),
     })
 }
 
 /// The principal's entity: the loaded one when there is one, otherwise built from the request.
-pub(crate) fn principal(
-    input: &PrincipalInput,
-    uid: EntityUid,
-    data: &EntityData,
-) -> Result<Resolved, String> {
+pub(crate) fn principal(input: &PrincipalInput, uid: EntityUid, data: &EntityData) -> Result<Resolved, String> {
     if let Some(entity) = data.get(&uid) {
-        return Ok(Resolved {
-            uid,
-            entity: entity.clone(),
-            from_data: true,
-        });
+        return Ok(Resolved { uid, entity: entity.clone(), from_data: true });
     }
     let entity = match input {
-        PrincipalInput::Agent {
-            name,
-            spiffe_id,
-            owner,
-            purpose,
-            trust_domain,
-            tags,
-        } => {
-            let attrs = [
-                ("name", name),
-                ("spiffe_id", spiffe_id),
-                ("owner", owner),
-                ("purpose", purpose),
-                ("trust_domain", trust_domain),
-            ]
-            .map(|(k, v)| (k.to_owned(), RestrictedExpression::new_string(v.clone())));
-            let tags = tags
-                .iter()
-                .map(|(k, v)| (k.clone(), RestrictedExpression::new_string(v.clone())));
+        PrincipalInput::Agent { name, spiffe_id, owner, purpose, trust_domain, tags } => {
+            let attrs = [("name", name), ("spiffe_id", spiffe_id), ("owner", owner), ("purpose", purpose), ("trust_domain", trust_domain)]
+                .map(|(k, v)| (k.to_owned(), RestrictedExpression::new_string(v.clone())));
+            let tags = tags.iter().map(|(k, v)| (k.clone(), RestrictedExpression::new_string(v.clone())));
             entity(uid.clone(), attrs, tags)?
         }
-        PrincipalInput::Other { properties, .. } => entity(
-            uid.clone(),
-            object_attrs(properties, Segment::Root("subject.properties"))?,
-            [],
-        )?,
+        PrincipalInput::Other { properties, .. } => {
+            entity(uid.clone(), object_attrs(properties, Segment::Root("subject.properties"))?, [])?
+        }
     };
-    Ok(Resolved {
-        uid,
-        entity,
-        from_data: false,
-    })
+    Ok(Resolved { uid, entity, from_data: false })
 }
 
 /// `Mandate::Tool`, `Mandate::Task`, `Mandate::Agent` or the caller's type verbatim.
-pub(crate) fn resource(
-    input: &ResourceInput,
-    names: &Names,
-    types: &TypeCache,
-    data: &EntityData,
-) -> Result<Resolved, String> {
+pub(crate) fn resource(input: &ResourceInput, names: &Names, types: &TypeCache, data: &EntityData) -> Result<Resolved, String> {
     let type_name = match input.kind.as_str() {
         TOOL_KIND => names.tool.clone(),
         TASK_KIND => names.task.clone(),
@@ -183,11 +129,7 @@ pub(crate) fn resource(
     };
     let uid = EntityUid::from_type_name_and_id(type_name, EntityId::new(&input.id));
     if let Some(entity) = data.get(&uid) {
-        return Ok(Resolved {
-            uid,
-            entity: entity.clone(),
-            from_data: true,
-        });
+        return Ok(Resolved { uid, entity: entity.clone(), from_data: true });
     }
     let root = Segment::Root("resource.properties");
     let mut tags = Vec::new();
@@ -199,13 +141,9 @@ pub(crate) fn resource(
                 tags = string_map(&value, "resource.properties.tags")?;
             }
             let mut attrs = object_attrs(&props, root)?;
-            attrs
-                .entry("name".into())
-                .or_insert_with(|| RestrictedExpression::new_string(input.id.clone()));
+            attrs.entry("name".into()).or_insert_with(|| RestrictedExpression::new_string(input.id.clone()));
             for key in ["spiffe_id", "owner", "purpose", "trust_domain"] {
-                attrs
-                    .entry(key.into())
-                    .or_insert_with(|| RestrictedExpression::new_string(String::new()));
+                attrs.entry(key.into()).or_insert_with(|| RestrictedExpression::new_string(String::new()));
             }
             classify(&mut attrs, input.classification);
             attrs
@@ -217,11 +155,7 @@ pub(crate) fn resource(
         }
     };
     let entity = entity(uid.clone(), attrs, tags)?;
-    Ok(Resolved {
-        uid,
-        entity,
-        from_data: false,
-    })
+    Ok(Resolved { uid, entity, from_data: false })
 }
 
 /// The context record: the caller's keys, then Mandate's (which win).
@@ -237,18 +171,12 @@ pub(crate) fn context(input: &ContextInput, kind: Option<ActionKind>) -> Result<
     let mut put = |k: &str, v: RestrictedExpression| {
         pairs.insert(k.to_owned(), v);
     };
-    put(
-        "environment",
-        RestrictedExpression::new_string(input.environment.clone()),
-    );
+    put("environment", RestrictedExpression::new_string(input.environment.clone()));
     put("risk", RestrictedExpression::new_long(input.risk));
     put("now", RestrictedExpression::new_long(input.now_secs));
     put("hour", RestrictedExpression::new_long(hour));
     put("weekday", RestrictedExpression::new_long(weekday));
-    put(
-        "action_kind",
-        RestrictedExpression::new_string(kind.map_or("", ActionKind::as_str).to_owned()),
-    );
+    put("action_kind", RestrictedExpression::new_string(kind.map_or("", ActionKind::as_str).to_owned()));
     if let Some(task) = &input.task {
         put("task", task_record(task)?);
     }
@@ -256,37 +184,17 @@ pub(crate) fn context(input: &ContextInput, kind: Option<ActionKind>) -> Result<
 }
 
 fn task_record(task: &TaskContext) -> Result<RestrictedExpression, String> {
-    let strings = |v: &[String]| {
-        RestrictedExpression::new_set(v.iter().cloned().map(RestrictedExpression::new_string))
-    };
+    let strings = |v: &[String]| RestrictedExpression::new_set(v.iter().cloned().map(RestrictedExpression::new_string));
     let intent = &task.intent;
     RestrictedExpression::new_record([
-        (
-            "id".to_owned(),
-            RestrictedExpression::new_string(task.id.clone()),
-        ),
-        (
-            "purpose".to_owned(),
-            RestrictedExpression::new_string(intent.purpose.clone()),
-        ),
+        ("id".to_owned(), RestrictedExpression::new_string(task.id.clone())),
+        ("purpose".to_owned(), RestrictedExpression::new_string(intent.purpose.clone())),
         ("actions".to_owned(), strings(&intent.actions)),
         ("resources".to_owned(), strings(&intent.resources)),
-        (
-            "max_classification".to_owned(),
-            RestrictedExpression::new_long(intent.max_classification.rank()),
-        ),
-        (
-            "on_behalf_of".to_owned(),
-            RestrictedExpression::new_string(intent.on_behalf_of.clone().unwrap_or_default()),
-        ),
-        (
-            "depth".to_owned(),
-            RestrictedExpression::new_long(i64::from(task.depth)),
-        ),
-        (
-            "delegated".to_owned(),
-            RestrictedExpression::new_bool(task.depth > 0),
-        ),
+        ("max_classification".to_owned(), RestrictedExpression::new_long(intent.max_classification.rank())),
+        ("on_behalf_of".to_owned(), RestrictedExpression::new_string(intent.on_behalf_of.clone().unwrap_or_default())),
+        ("depth".to_owned(), RestrictedExpression::new_long(i64::from(task.depth))),
+        ("delegated".to_owned(), RestrictedExpression::new_bool(task.depth > 0)),
         ("chain".to_owned(), strings(&task.chain)),
     ])
     .map_err(|e| format!("invalid task context: {e}"))
@@ -295,8 +203,7 @@ fn task_record(task: &TaskContext) -> Result<RestrictedExpression, String> {
 /// A task's attributes: its intent, read strictly from the resource properties.
 fn task_attrs(props: &Map<String, Value>) -> Result<HashMap<String, RestrictedExpression>, String> {
     let field = |key: &str| props.get(key).filter(|v| !v.is_null());
-    let missing =
-        |key: &str, what: &str| format!("task resource needs `properties.{key}` ({what})");
+    let missing = |key: &str, what: &str| format!("task resource needs `properties.{key}` ({what})");
     let string = |key: &str| match field(key) {
         Some(Value::String(s)) => Ok(s.clone()),
         _ => Err(missing(key, "a string")),
@@ -304,19 +211,14 @@ fn task_attrs(props: &Map<String, Value>) -> Result<HashMap<String, RestrictedEx
     let strings = |key: &str| match field(key) {
         Some(Value::Array(items)) => items
             .iter()
-            .map(|i| {
-                i.as_str()
-                    .map(|s| RestrictedExpression::new_string(s.to_owned()))
-            })
+            .map(|i| i.as_str().map(|s| RestrictedExpression::new_string(s.to_owned())))
             .collect::<Option<Vec<_>>>()
             .map(RestrictedExpression::new_set)
             .ok_or_else(|| missing(key, "an array of strings")),
         _ => Err(missing(key, "an array of strings")),
     };
     let max_classification = match field("max_classification") {
-        Some(Value::String(s)) => Classification::from_str(s)
-            .map_err(|e| e.to_string())?
-            .rank(),
+        Some(Value::String(s)) => Classification::from_str(s).map_err(|e| e.to_string())?.rank(),
         Some(Value::Number(n)) => n
             .as_i64()
             .filter(|r| (0..=3).contains(r))
@@ -334,38 +236,20 @@ fn task_attrs(props: &Map<String, Value>) -> Result<HashMap<String, RestrictedEx
     };
 
     let mut attrs = object_attrs(props, Segment::Root("resource.properties"))?;
-    attrs.insert(
-        "purpose".into(),
-        RestrictedExpression::new_string(string("purpose")?),
-    );
+    attrs.insert("purpose".into(), RestrictedExpression::new_string(string("purpose")?));
     attrs.insert("actions".into(), strings("actions")?);
     attrs.insert("resources".into(), strings("resources")?);
-    attrs.insert(
-        "max_classification".into(),
-        RestrictedExpression::new_long(max_classification),
-    );
-    attrs.insert(
-        "lifetime_seconds".into(),
-        RestrictedExpression::new_long(lifetime),
-    );
-    attrs.insert(
-        "on_behalf_of".into(),
-        RestrictedExpression::new_string(on_behalf_of),
-    );
+    attrs.insert("max_classification".into(), RestrictedExpression::new_long(max_classification));
+    attrs.insert("lifetime_seconds".into(), RestrictedExpression::new_long(lifetime));
+    attrs.insert("on_behalf_of".into(), RestrictedExpression::new_string(on_behalf_of));
     Ok(attrs)
 }
 
 /// Adds `classification` (its rank) and `classification_label`, replacing any property of
 /// the same name: the caller's effective classification is the one that counts.
 fn classify(attrs: &mut HashMap<String, RestrictedExpression>, c: Classification) {
-    attrs.insert(
-        "classification".into(),
-        RestrictedExpression::new_long(c.rank()),
-    );
-    attrs.insert(
-        "classification_label".into(),
-        RestrictedExpression::new_string(c.as_str().to_owned()),
-    );
+    attrs.insert("classification".into(), RestrictedExpression::new_long(c.rank()));
+    attrs.insert("classification_label".into(), RestrictedExpression::new_string(c.as_str().to_owned()));
 }
 
 fn entity(
@@ -391,10 +275,7 @@ fn string_map(value: &Value, path: &str) -> Result<Vec<(String, RestrictedExpres
 
 /// Converts a JSON object into Cedar attributes. Null members are left out (absent, as
 /// `has` sees it).
-pub(crate) fn object_attrs(
-    map: &Map<String, Value>,
-    root: Segment<'_>,
-) -> Result<HashMap<String, RestrictedExpression>, String> {
+pub(crate) fn object_attrs(map: &Map<String, Value>, root: Segment<'_>) -> Result<HashMap<String, RestrictedExpression>, String> {
     let mut out = HashMap::with_capacity(map.len());
     for (key, value) in map {
         let path = Segment::Key(&root, key);
@@ -407,15 +288,9 @@ pub(crate) fn object_attrs(
 
 /// JSON to a Cedar value. `None` for null. Floats and integers outside a Cedar long are
 /// refused: Cedar has no floating-point numbers, and truncating would change the meaning.
-fn json_value(
-    value: &Value,
-    path: &Segment<'_>,
-    depth: usize,
-) -> Result<Option<RestrictedExpression>, String> {
+fn json_value(value: &Value, path: &Segment<'_>, depth: usize) -> Result<Option<RestrictedExpression>, String> {
     if depth > MAX_DEPTH {
-        return Err(format!(
-            "`{path}` is nested more than {MAX_DEPTH} levels deep"
-        ));
+        return Err(format!("`{path}` is nested more than {MAX_DEPTH} levels deep"));
     }
     Ok(Some(match value {
         Value::Null => return Ok(None),
@@ -424,14 +299,10 @@ fn json_value(
         Value::Number(n) => match n.as_i64() {
             Some(i) => RestrictedExpression::new_long(i),
             None if n.is_u64() => {
-                return Err(format!(
-                    "`{path}`: {n} is too large; Cedar integers are 64-bit signed"
-                ));
+                return Err(format!("`{path}`: {n} is too large; Cedar integers are 64-bit signed"));
             }
             None => {
-                return Err(format!(
-                    "`{path}`: {n} is not an integer; Cedar has no floating-point numbers, send a string or an integer"
-                ));
+                return Err(format!("`{path}`: {n} is not an integer; Cedar has no floating-point numbers, send a string or an integer"));
             }
         },
         Value::Array(items) => {

@@ -14,9 +14,7 @@
 
 use std::collections::HashMap;
 
-use cedar_policy::{
-    ActionConstraint, EntityTypeName, EntityUid, Policy, PrincipalConstraint, ResourceConstraint,
-};
+use cedar_policy::{ActionConstraint, EntityTypeName, EntityUid, Policy, PrincipalConstraint, ResourceConstraint};
 
 use crate::ActionKind;
 
@@ -106,11 +104,7 @@ impl TypeSlot {
     fn add(&mut self, i: u32, scope: Scope) {
         match scope {
             Scope::Any | Scope::In(_) => self.any.push(i),
-            Scope::Eq(u) => self
-                .by_type
-                .entry(u.type_name().clone())
-                .or_default()
-                .push(i),
+            Scope::Eq(u) => self.by_type.entry(u.type_name().clone()).or_default().push(i),
             Scope::Is(t) | Scope::IsIn(t, _) => self.by_type.entry(t).or_default().push(i),
         }
     }
@@ -134,12 +128,8 @@ pub(crate) struct ScopeIndex {
 
 impl ScopeIndex {
     pub fn new(policies: &[Policy]) -> Self {
-        let mut index = ScopeIndex {
-            len: policies.len(),
-            principal: UidSlot::default(),
-            action: UidSlot::default(),
-            resource: TypeSlot::default(),
-        };
+        let mut index =
+            ScopeIndex { len: policies.len(), principal: UidSlot::default(), action: UidSlot::default(), resource: TypeSlot::default() };
         for (i, policy) in policies.iter().enumerate() {
             let i = u32::try_from(i).unwrap_or(u32::MAX);
             index.principal.add(i, policy.principal_constraint().into());
@@ -147,9 +137,7 @@ impl ScopeIndex {
             match policy.action_constraint() {
                 ActionConstraint::Any => index.action.add(i, Scope::Any),
                 ActionConstraint::Eq(u) => index.action.add(i, Scope::Eq(u)),
-                ActionConstraint::In(us) => us
-                    .into_iter()
-                    .for_each(|u| index.action.add(i, Scope::In(u))),
+                ActionConstraint::In(us) => us.into_iter().for_each(|u| index.action.add(i, Scope::In(u))),
             }
         }
         index
@@ -158,11 +146,9 @@ impl ScopeIndex {
     /// Positions, in order, of the policies whose scope the request can satisfy.
     pub fn select(&self, request: &SliceRequest<'_>) -> Vec<usize> {
         let mut p = Bits::new(self.len);
-        self.principal
-            .select(request.principal, request.principal_ancestors, &mut p);
+        self.principal.select(request.principal, request.principal_ancestors, &mut p);
         let mut a = Bits::new(self.len);
-        self.action
-            .select(request.action, request.action_ancestors, &mut a);
+        self.action.select(request.action, request.action_ancestors, &mut a);
         let mut r = Bits::new(self.len);
         self.resource.select(request.resource_type, &mut r);
         p.and(&a);

@@ -4,9 +4,7 @@ use std::borrow::Cow;
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use cedar_policy::{
-    Authorizer, Context, Entities, EntityUid, Policy, PolicyId, PolicySet, Request, Schema,
-};
+use cedar_policy::{Authorizer, Context, Entities, EntityUid, Policy, PolicyId, PolicySet, Request, Schema};
 
 use crate::actions::{ActionInfo, ActionTable};
 use crate::cache::BoundedCache;
@@ -14,10 +12,7 @@ use crate::compile::{self, Compiled};
 use crate::decision::{PolicyMeta, decide, id_str};
 use crate::mapping::{self, Names, Resolved, TypeCache};
 use crate::slice::{ScopeIndex, SliceKey, SliceRequest};
-use crate::{
-    ActionKind, ContextInput, Decision, DecisionInput, Diagnostic, EntityData, PolicySources,
-    PrincipalInput,
-};
+use crate::{ActionKind, ContextInput, Decision, DecisionInput, Diagnostic, EntityData, PolicySources, PrincipalInput};
 
 /// A compiled policy set: the schema, the policies (validated against it in strict mode),
 /// their scope index and a cache of slices. Immutable; a reload builds a new one.
@@ -49,29 +44,15 @@ impl PolicySnapshot {
     /// A policy's id is its `@id("...")` annotation, or `<file>#<n>` for the n-th policy of
     /// a file without one. Ids must be unique across files.
     pub fn compile(src: &PolicySources) -> Result<Self, Vec<Diagnostic>> {
-        let Compiled {
-            schema,
-            policies,
-            all,
-        } = compile::compile(src)?;
+        let Compiled { schema, policies, all } = compile::compile(src)?;
         let internal = |message| compile::internal(&src.schema_file, message);
         let names = Names::new().map_err(internal)?;
         let actions = ActionTable::new(&schema, &names).map_err(internal)?;
-        let literals = policies
-            .iter()
-            .map(|p| {
-                p.entity_literals()
-                    .into_iter()
-                    .filter(|u| u.type_name().basename() != "Action")
-                    .collect()
-            })
-            .collect();
+        let literals =
+            policies.iter().map(|p| p.entity_literals().into_iter().filter(|u| u.type_name().basename() != "Action").collect()).collect();
         Ok(PolicySnapshot {
             version: src.version(),
-            meta: policies
-                .iter()
-                .map(|p| (p.id().clone(), PolicyMeta::of(p)))
-                .collect(),
+            meta: policies.iter().map(|p| (p.id().clone(), PolicyMeta::of(p))).collect(),
             index: ScopeIndex::new(&policies),
             literals,
             policies,
@@ -98,10 +79,7 @@ impl PolicySnapshot {
 
     /// Policy ids in file order.
     pub fn policy_ids(&self) -> Vec<String> {
-        self.policies
-            .iter()
-            .map(|p| id_str(p.id()).to_owned())
-            .collect()
+        self.policies.iter().map(|p| id_str(p.id()).to_owned()).collect()
     }
 
     /// The Cedar schema the policies were validated against.
@@ -142,39 +120,22 @@ impl PolicySnapshot {
         }
     }
 
-    fn try_decide(
-        &self,
-        input: &DecisionInput,
-        data: &EntityData,
-        mode: Mode,
-    ) -> Result<Decision, Refusal> {
-        let principal = mapping::principal_uid(&input.principal, &self.names, &self.types)
-            .map_err(Refusal::Input)?;
-        let action = self
-            .actions
-            .resolve(&input.action.name, input.action.kind)
-            .map_err(Refusal::Input)?;
-        let resource = mapping::resource(&input.resource, &self.names, &self.types, data)
-            .map_err(Refusal::Input)?;
-        let context = self
-            .context(&input.context, action.kind, mode)
-            .map_err(Refusal::Input)?;
+    fn try_decide(&self, input: &DecisionInput, data: &EntityData, mode: Mode) -> Result<Decision, Refusal> {
+        let principal = mapping::principal_uid(&input.principal, &self.names, &self.types).map_err(Refusal::Input)?;
+        let action = self.actions.resolve(&input.action.name, input.action.kind).map_err(Refusal::Input)?;
+        let resource = mapping::resource(&input.resource, &self.names, &self.types, data).map_err(Refusal::Input)?;
+        let context = self.context(&input.context, action.kind, mode).map_err(Refusal::Input)?;
         let key = SliceKey {
             principal,
             action: action.uid.clone(),
-            kind: if matches!(action, Cow::Borrowed(_)) {
-                None
-            } else {
-                input.action.kind
-            },
+            kind: if matches!(action, Cow::Borrowed(_)) { None } else { input.action.kind },
             resource_type: resource.uid.type_name().clone(),
             generation: data.generation(),
         };
         let prepared = self.prepared(&key, &input.principal, &action, data, mode)?;
         let resource_uid = resource.uid.clone();
         let entities = with_resource(&prepared.base, resource, data).map_err(Refusal::Internal)?;
-        let request = Request::new(key.principal, key.action, resource_uid, context, None)
-            .map_err(|e| Refusal::Internal(e.to_string()))?;
+        let request = Request::new(key.principal, key.action, resource_uid, context, None).map_err(|e| Refusal::Internal(e.to_string()))?;
         let policies = prepared.policies.as_ref().unwrap_or(&self.all);
         let response = self.authorizer.is_authorized(&request, policies, &entities);
         Ok(decide(&response, &self.meta, &self.version))
@@ -182,29 +143,16 @@ impl PolicySnapshot {
 
     /// The context record, reused while a task's requests carry an equal context (the task
     /// record is the costly part; a context without a task is cheap to build).
-    fn context(
-        &self,
-        input: &ContextInput,
-        kind: Option<ActionKind>,
-        mode: Mode,
-    ) -> Result<Context, String> {
+    fn context(&self, input: &ContextInput, kind: Option<ActionKind>, mode: Mode) -> Result<Context, String> {
         let task = match (&input.task, mode) {
             (Some(task), Mode::Sliced) => task.id.as_str(),
             _ => return mapping::context(input, kind),
         };
-        if let Some(hit) = self
-            .contexts
-            .get(task)
-            .filter(|c| c.kind == kind && c.input == *input)
-        {
+        if let Some(hit) = self.contexts.get(task).filter(|c| c.kind == kind && c.input == *input) {
             return Ok(hit.context.clone());
         }
         let context = mapping::context(input, kind)?;
-        let cached = CachedContext {
-            input: input.clone(),
-            kind,
-            context: context.clone(),
-        };
+        let cached = CachedContext { input: input.clone(), kind, context: context.clone() };
         self.contexts.insert(task.to_owned(), Arc::new(cached));
         Ok(context)
     }
@@ -224,13 +172,8 @@ impl PolicySnapshot {
         {
             return Ok(hit);
         }
-        let resolved =
-            mapping::principal(principal, key.principal.clone(), data).map_err(Refusal::Input)?;
-        let ancestors = if resolved.from_data {
-            data.ancestors(&resolved.uid)
-        } else {
-            Vec::new()
-        };
+        let resolved = mapping::principal(principal, key.principal.clone(), data).map_err(Refusal::Input)?;
+        let ancestors = if resolved.from_data { data.ancestors(&resolved.uid) } else { Vec::new() };
         let positions: Vec<usize> = match mode {
             Mode::Unsliced => (0..self.policies.len()).collect(),
             Mode::Sliced | Mode::SlicedUncached => self.index.select(&SliceRequest {
@@ -244,12 +187,8 @@ impl PolicySnapshot {
         let policies = match mode {
             Mode::Unsliced => None,
             Mode::Sliced | Mode::SlicedUncached => Some(
-                PolicySet::from_policies(
-                    positions
-                        .iter()
-                        .filter_map(|&i| self.policies.get(i).cloned()),
-                )
-                .map_err(|e| Refusal::Internal(format!("cannot build a policy slice: {e}")))?,
+                PolicySet::from_policies(positions.iter().filter_map(|&i| self.policies.get(i).cloned()))
+                    .map_err(|e| Refusal::Internal(format!("cannot build a policy slice: {e}")))?,
             ),
         };
 
@@ -257,13 +196,8 @@ impl PolicySnapshot {
         // principal's attributes or from the entities the sliced policies name.
         let mut list = Vec::new();
         if !data.is_empty() {
-            let mut start: Vec<EntityUid> = positions
-                .iter()
-                .filter_map(|&i| self.literals.get(i))
-                .flatten()
-                .filter(|u| data.get(u).is_some())
-                .cloned()
-                .collect();
+            let mut start: Vec<EntityUid> =
+                positions.iter().filter_map(|&i| self.literals.get(i)).flatten().filter(|u| data.get(u).is_some()).cloned().collect();
             if resolved.from_data {
                 start.extend(data.refs(&resolved.uid).iter().cloned());
             }
@@ -271,14 +205,9 @@ impl PolicySnapshot {
         }
         list.push(resolved.entity);
         list.push(action.entity.clone());
-        let base = Entities::from_entities(list, None)
-            .map_err(|e| Refusal::Internal(format!("cannot assemble request entities: {e}")))?;
+        let base = Entities::from_entities(list, None).map_err(|e| Refusal::Internal(format!("cannot assemble request entities: {e}")))?;
 
-        let prepared = Arc::new(Prepared {
-            principal: principal.clone(),
-            policies,
-            base,
-        });
+        let prepared = Arc::new(Prepared { principal: principal.clone(), policies, base });
         if mode == Mode::Sliced {
             self.prepared.insert(key.clone(), Arc::clone(&prepared));
         }
@@ -324,26 +253,15 @@ struct CachedContext {
 
 /// The base entities plus the resource and the loaded entities it reaches. A resource
 /// already present (the principal itself, or a loaded entity) is not added again.
-fn with_resource<'b>(
-    base: &'b Entities,
-    resource: Resolved,
-    data: &EntityData,
-) -> Result<Cow<'b, Entities>, String> {
+fn with_resource<'b>(base: &'b Entities, resource: Resolved, data: &EntityData) -> Result<Cow<'b, Entities>, String> {
     if base.get(&resource.uid).is_some() {
         return Ok(Cow::Borrowed(base));
     }
     let mut list = Vec::new();
     if resource.from_data {
         let refs = data.refs(&resource.uid).to_vec();
-        data.reachable(
-            refs,
-            |u| *u == resource.uid || base.get(u).is_some(),
-            &mut list,
-        );
+        data.reachable(refs, |u| *u == resource.uid || base.get(u).is_some(), &mut list);
     }
     list.push(resource.entity);
-    base.clone()
-        .add_entities(list, None)
-        .map(Cow::Owned)
-        .map_err(|e| format!("cannot assemble request entities: {e}"))
+    base.clone().add_entities(list, None).map(Cow::Owned).map_err(|e| format!("cannot assemble request entities: {e}"))
 }

@@ -12,20 +12,9 @@ pub const STARTER_README: &str = include_str!("../../../policies/README.md");
 /// The starter set's policy unit tests, for `mandate policy init` and `mandate policy test`.
 pub const STARTER_TESTS: &str = include_str!("../../../policies/tests.toml");
 
-const STARTER_SCHEMA: (&str, &str) = (
-    "schema.cedarschema",
-    include_str!("../../../policies/schema.cedarschema"),
-);
-const STARTER_POLICIES: [(&str, &str); 2] = [
-    (
-        "agents.cedar",
-        include_str!("../../../policies/agents.cedar"),
-    ),
-    (
-        "guards.cedar",
-        include_str!("../../../policies/guards.cedar"),
-    ),
-];
+const STARTER_SCHEMA: (&str, &str) = ("schema.cedarschema", include_str!("../../../policies/schema.cedarschema"));
+const STARTER_POLICIES: [(&str, &str); 2] =
+    [("agents.cedar", include_str!("../../../policies/agents.cedar")), ("guards.cedar", include_str!("../../../policies/guards.cedar"))];
 
 const POLICY_EXT: &str = "cedar";
 const SCHEMA_EXT: &str = "cedarschema";
@@ -45,16 +34,8 @@ pub struct PolicySources {
 
 impl PolicySources {
     /// Sources from already loaded text.
-    pub fn new(
-        schema_file: impl Into<String>,
-        schema: impl Into<String>,
-        policies: Vec<(String, String)>,
-    ) -> Self {
-        PolicySources {
-            schema_file: schema_file.into(),
-            schema: schema.into(),
-            policies,
-        }
+    pub fn new(schema_file: impl Into<String>, schema: impl Into<String>, policies: Vec<(String, String)>) -> Self {
+        PolicySources { schema_file: schema_file.into(), schema: schema.into(), policies }
     }
 
     /// Reads `dir`: every `*.cedar` file, sorted by name, and exactly one `*.cedarschema`
@@ -81,16 +62,11 @@ impl PolicySources {
         schema_files.sort();
         let schema_file = match schema_files.as_slice() {
             [] => {
-                return Err(PolicyError::NoSchema {
-                    dir: dir.display().to_string(),
-                });
+                return Err(PolicyError::NoSchema { dir: dir.display().to_string() });
             }
             [one] => one.clone(),
             several => {
-                return Err(PolicyError::SeveralSchemas {
-                    dir: dir.display().to_string(),
-                    names: several.join(", "),
-                });
+                return Err(PolicyError::SeveralSchemas { dir: dir.display().to_string(), names: several.join(", ") });
             }
         };
         policy_files.sort();
@@ -104,11 +80,7 @@ impl PolicySources {
             let text = read(&name)?;
             policies.push((name, text));
         }
-        Ok(PolicySources {
-            schema_file,
-            schema,
-            policies,
-        })
+        Ok(PolicySources { schema_file, schema, policies })
     }
 
     /// The starter policy set that ships with Mandate (see `policies/README.md`).
@@ -116,10 +88,7 @@ impl PolicySources {
         PolicySources {
             schema_file: STARTER_SCHEMA.0.to_owned(),
             schema: STARTER_SCHEMA.1.to_owned(),
-            policies: STARTER_POLICIES
-                .iter()
-                .map(|(name, text)| ((*name).to_owned(), (*text).to_owned()))
-                .collect(),
+            policies: STARTER_POLICIES.iter().map(|(name, text)| ((*name).to_owned(), (*text).to_owned())).collect(),
         }
     }
 
@@ -134,9 +103,7 @@ impl PolicySources {
         for (name, _) in &files {
             let path = dir.join(name);
             if path.exists() {
-                return Err(PolicyError::FileExists {
-                    path: path.display().to_string(),
-                });
+                return Err(PolicyError::FileExists { path: path.display().to_string() });
             }
         }
         std::fs::create_dir_all(dir).map_err(|e| PolicyError::io(dir, &e))?;
@@ -180,13 +147,7 @@ impl PolicySources {
 /// A file name `write_to` may create: one plain path segment with the expected extension.
 fn check_file_name(name: &str, ext: &str) -> Result<(), PolicyError> {
     let path = Path::new(name);
-    let plain = path.file_name().and_then(|n| n.to_str()) == Some(name)
-        && !name.starts_with('.')
-        && !name.contains(['/', '\\']);
+    let plain = path.file_name().and_then(|n| n.to_str()) == Some(name) && !name.starts_with('.') && !name.contains(['/', '\\']);
     let right_ext = path.extension().and_then(|e| e.to_str()) == Some(ext);
-    if plain && right_ext {
-        Ok(())
-    } else {
-        Err(PolicyError::InvalidFileName(name.to_owned()))
-    }
+    if plain && right_ext { Ok(()) } else { Err(PolicyError::InvalidFileName(name.to_owned())) }
 }

@@ -11,11 +11,7 @@ fn the_starter_tests_pass() {
     let report = run_cases(&starter(), &EntityData::empty(), STARTER_TESTS).unwrap();
     assert!(report.cases.len() >= 15);
     assert_eq!(report.failed(), 0, "{report}");
-    let ceiling = report
-        .cases
-        .iter()
-        .find(|c| c.name == "a confidential ticket is above an internal task")
-        .unwrap();
+    let ceiling = report.cases.iter().find(|c| c.name == "a confidential ticket is above an internal task").unwrap();
     assert_eq!(ceiling.reason, "classification_above_intent");
 }
 
@@ -50,21 +46,10 @@ expect = "deny"
     let report = run_cases(&starter(), &EntityData::empty(), cases).unwrap();
     assert_eq!((report.passed(), report.failed()), (1, 2), "{report}");
     let first = &report.cases[0];
-    assert_eq!(
-        (first.expected, first.actual, first.reason.as_str()),
-        (Outcome::Allow, Outcome::Deny, "no_policy_permits")
-    );
+    assert_eq!((first.expected, first.actual, first.reason.as_str()), (Outcome::Allow, Outcome::Deny, "no_policy_permits"));
     let text = report.to_string();
-    assert!(
-        text.contains(
-            "FAIL  wrongly expects an allow: expected allow, got deny (no_policy_permits)"
-        ),
-        "{text}"
-    );
-    assert!(
-        text.contains("expected policies [someone-else], got [agents.read-within-task]"),
-        "{text}"
-    );
+    assert!(text.contains("FAIL  wrongly expects an allow: expected allow, got deny (no_policy_permits)"), "{text}");
+    assert!(text.contains("expected policies [someone-else], got [agents.read-within-task]"), "{text}");
     assert!(text.ends_with("1 passed, 2 failed"), "{text}");
 }
 
@@ -74,41 +59,23 @@ fn case_file_mistakes_name_the_case() {
     let run = |toml: &str| run_cases(&s, &EntityData::empty(), toml).unwrap_err();
     let base = "principal = { type = \"agent\", id = \"a\" }\naction = \"tickets.read\"\nresource = { type = \"ticket\", id = \"1\" }\nexpect = \"deny\"\n";
 
-    let err = run(&format!(
-        "[[case]]\nname = \"typo\"\n{base}expct = \"allow\"\n"
-    ));
+    let err = run(&format!("[[case]]\nname = \"typo\"\n{base}expct = \"allow\"\n"));
     assert_eq!(err.code(), "invalid_case");
-    assert!(
-        err.to_string()
-            .starts_with("case `typo`: unknown field `expct`"),
-        "{err}"
-    );
+    assert!(err.to_string().starts_with("case `typo`: unknown field `expct`"), "{err}");
 
-    let err = run(&format!(
-        "[[case]]\nname = \"agent props\"\n{}",
-        base.replace("id = \"a\" }", "id = \"a\", properties = {} }")
-    ));
+    let err = run(&format!("[[case]]\nname = \"agent props\"\n{}", base.replace("id = \"a\" }", "id = \"a\", properties = {} }")));
     assert!(err.to_string().contains("case `agent props`"), "{err}");
 
-    let err = run(&format!(
-        "[[case]]\nname = \"same\"\n{base}\n[[case]]\nname = \"same\"\n{base}"
-    ));
+    let err = run(&format!("[[case]]\nname = \"same\"\n{base}\n[[case]]\nname = \"same\"\n{base}"));
     assert!(err.to_string().contains("unique"), "{err}");
 
     let err = run(&format!("[[case]]\n{base}"));
-    assert!(
-        err.to_string()
-            .starts_with("case `#1`: missing field `name`"),
-        "{err}"
-    );
+    assert!(err.to_string().starts_with("case `#1`: missing field `name`"), "{err}");
 
     assert_eq!(run("").code(), "invalid_cases");
     assert_eq!(run("[[case]\n").code(), "invalid_cases");
 
-    let err = run(&format!(
-        "[[case]]\nname = \"bad outcome\"\n{}",
-        base.replace("\"deny\"", "\"maybe\"")
-    ));
+    let err = run(&format!("[[case]]\nname = \"bad outcome\"\n{}", base.replace("\"deny\"", "\"maybe\"")));
     assert!(err.to_string().contains("maybe"), "{err}");
 }
 

@@ -30,12 +30,7 @@ fn a_syntax_error_names_its_file_and_line() {
     let bad = "@id(\"x\")\npermit (principal, action, resource)\nwhen { context.risk > };\n";
     let diags = diagnostics(&with_starter_schema(&[("a.cedar", GOOD), ("b.cedar", bad)]));
     let d = &diags[0];
-    assert_eq!(
-        (d.file.as_str(), d.line, d.code.as_str()),
-        ("b.cedar", Some(3), "parse_error"),
-        "{}",
-        lines(&diags)
-    );
+    assert_eq!((d.file.as_str(), d.line, d.code.as_str()), ("b.cedar", Some(3), "parse_error"), "{}", lines(&diags));
     assert!(d.to_string().starts_with("b.cedar:3:"), "{d}");
 }
 
@@ -45,34 +40,17 @@ fn a_validation_error_in_the_second_file_names_that_file_and_line() {
     let diags = diagnostics(&with_starter_schema(&[("a.cedar", GOOD), ("b.cedar", bad)]));
     assert_eq!(diags.len(), 1, "{}", lines(&diags));
     let d = &diags[0];
-    assert_eq!(
-        (d.file.as_str(), d.line, d.code.as_str()),
-        ("b.cedar", Some(6), "validation_error"),
-        "{d}"
-    );
+    assert_eq!((d.file.as_str(), d.line, d.code.as_str()), ("b.cedar", Some(6), "validation_error"), "{d}");
     assert!(d.message.contains("ownr"), "{d}");
-    assert!(
-        d.message.chars().next().is_some_and(char::is_lowercase),
-        "{d}"
-    );
+    assert!(d.message.chars().next().is_some_and(char::is_lowercase), "{d}");
 }
 
 #[test]
 fn unknown_actions_and_types_in_policies_are_refused() {
     let bad = "permit (principal, action == Mandate::Action::\"tickets.raed\", resource);\npermit (principal is Usr, action, resource);\n";
     let diags = diagnostics(&with_starter_schema(&[("a.cedar", bad)]));
-    assert!(
-        diags
-            .iter()
-            .all(|d| d.file == "a.cedar" && d.code == "validation_error"),
-        "{}",
-        lines(&diags)
-    );
-    assert!(
-        diags.iter().any(|d| d.line == Some(1)) && diags.iter().any(|d| d.line == Some(2)),
-        "{}",
-        lines(&diags)
-    );
+    assert!(diags.iter().all(|d| d.file == "a.cedar" && d.code == "validation_error"), "{}", lines(&diags));
+    assert!(diags.iter().any(|d| d.line == Some(1)) && diags.iter().any(|d| d.line == Some(2)), "{}", lines(&diags));
 }
 
 #[test]
@@ -92,24 +70,14 @@ fn ids_come_from_annotations_or_file_positions_and_are_unique() {
 
     let dup = "\n\n@id(\"read\")\nforbid (principal, action, resource);\n";
     let diags = diagnostics(&with_starter_schema(&[("a.cedar", GOOD), ("b.cedar", dup)]));
-    assert_eq!(
-        (
-            diags[0].file.as_str(),
-            diags[0].line,
-            diags[0].code.as_str()
-        ),
-        ("b.cedar", Some(3), "duplicate_policy_id")
-    );
+    assert_eq!((diags[0].file.as_str(), diags[0].line, diags[0].code.as_str()), ("b.cedar", Some(3), "duplicate_policy_id"));
 }
 
 #[test]
 fn templates_are_refused() {
     let t = "\npermit (principal == ?principal, action, resource);\n";
     let diags = diagnostics(&with_starter_schema(&[("t.cedar", t)]));
-    assert_eq!(
-        (diags[0].code.as_str(), diags[0].line),
-        ("template_not_supported", Some(2))
-    );
+    assert_eq!((diags[0].code.as_str(), diags[0].line), ("template_not_supported", Some(2)));
 }
 
 #[test]
@@ -150,34 +118,15 @@ fn directories_round_trip() {
     assert_eq!(err.code(), "policy_file_exists");
 
     std::fs::write(path.join("extra.cedarschema"), "").unwrap();
-    assert_eq!(
-        PolicySources::from_dir(&path).unwrap_err().code(),
-        "policy_several_schemas"
-    );
+    assert_eq!(PolicySources::from_dir(&path).unwrap_err().code(), "policy_several_schemas");
     let empty = dir.path().join("empty");
     std::fs::create_dir(&empty).unwrap();
     let err = PolicySources::from_dir(&empty).unwrap_err();
     assert_eq!(err.code(), "policy_no_schema");
-    assert!(
-        err.to_string().starts_with("no `.cedarschema` file in `"),
-        "{err}"
-    );
-    assert_eq!(
-        PolicySources::from_dir(&dir.path().join("missing"))
-            .unwrap_err()
-            .code(),
-        "policy_io"
-    );
+    assert!(err.to_string().starts_with("no `.cedarschema` file in `"), "{err}");
+    assert_eq!(PolicySources::from_dir(&dir.path().join("missing")).unwrap_err().code(), "policy_io");
 
     let mut sneaky = PolicySources::starter();
-    sneaky
-        .policies
-        .push(("../escape.cedar".into(), String::new()));
-    assert_eq!(
-        sneaky
-            .write_to(&dir.path().join("other"))
-            .unwrap_err()
-            .code(),
-        "invalid_policy_file_name"
-    );
+    sneaky.policies.push(("../escape.cedar".into(), String::new()));
+    assert_eq!(sneaky.write_to(&dir.path().join("other")).unwrap_err().code(), "invalid_policy_file_name");
 }

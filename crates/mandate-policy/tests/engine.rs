@@ -11,11 +11,7 @@ const DENY_ALL: &str = "@id(\"lockdown\")\nforbid (principal, action, resource);
 
 fn read() -> mandate_policy::DecisionInput {
     with_task(
-        request(
-            agent("support-bot", &[]),
-            "tickets.read",
-            resource("ticket", "42", Classification::Internal),
-        ),
+        request(agent("support-bot", &[]), "tickets.read", resource("ticket", "42", Classification::Internal)),
         task(Classification::Internal),
     )
 }
@@ -28,10 +24,7 @@ fn shadow_decisions_are_returned_but_never_enforced() {
     let e = engine.evaluate(&read());
     assert_eq!(e.enforced.outcome, Outcome::Allow);
     let shadow = e.shadow.unwrap();
-    assert_eq!(
-        (shadow.outcome, shadow.reason.as_str()),
-        (Outcome::Deny, reason::FORBIDDEN_BY_POLICY)
-    );
+    assert_eq!((shadow.outcome, shadow.reason.as_str()), (Outcome::Deny, reason::FORBIDDEN_BY_POLICY));
     assert_eq!(shadow.version, shadow_version);
     assert_ne!(e.enforced.version, shadow.version);
 
@@ -45,10 +38,7 @@ fn a_swap_takes_effect_on_the_next_request() {
     let engine = PolicyEngine::new(starter(), None);
     assert!(engine.evaluate(&read()).enforced.allowed());
     let held = engine.current();
-    engine.swap(compile(with_starter_schema(&[(
-        "lockdown.cedar",
-        DENY_ALL,
-    )])));
+    engine.swap(compile(with_starter_schema(&[("lockdown.cedar", DENY_ALL)])));
     let d = engine.evaluate(&read()).enforced;
     assert_eq!(d.policies, vec!["lockdown".to_owned()]);
     assert_eq!(d.version, engine.current().version());
@@ -60,7 +50,11 @@ fn a_swap_takes_effect_on_the_next_request() {
 fn loaded_entities_are_swapped_too() {
     let engine = PolicyEngine::new(starter(), None);
     assert!(engine.entities().is_empty());
-    let data = EntityData::parse(r#"[{"uid": {"type": "ticket", "id": "42"}, "attrs": {"classification": 3, "classification_label": "restricted"}, "parents": []}]"#, None).unwrap();
+    let data = EntityData::parse(
+        r#"[{"uid": {"type": "ticket", "id": "42"}, "attrs": {"classification": 3, "classification_label": "restricted"}, "parents": []}]"#,
+        None,
+    )
+    .unwrap();
     engine.set_entities(data);
     assert_eq!(engine.entities().len(), 1);
     // The loaded ticket's own classification now counts, not the request's.
@@ -84,9 +78,7 @@ fn concurrent_requests_agree_with_one_thread() {
     let handles: Vec<_> = (0..4)
         .map(|_| {
             let engine = std::sync::Arc::clone(&engine);
-            std::thread::spawn(move || {
-                (0..200).all(|_| engine.evaluate(&read()).enforced.allowed())
-            })
+            std::thread::spawn(move || (0..200).all(|_| engine.evaluate(&read()).enforced.allowed()))
         })
         .collect();
     for h in handles {

@@ -5,9 +5,7 @@
 mod common;
 
 use mandate_core::Classification;
-use mandate_policy::{
-    ActionKind, EntityData, Outcome, PolicySnapshot, ResourceInput, TaskContext, reason,
-};
+use mandate_policy::{ActionKind, EntityData, Outcome, PolicySnapshot, ResourceInput, TaskContext, reason};
 use serde_json::json;
 
 use common::*;
@@ -94,11 +92,7 @@ fn probes() -> PolicySnapshot {
 
 fn satisfied(snapshot: &PolicySnapshot, input: &mandate_policy::DecisionInput) -> Vec<String> {
     let d = snapshot.evaluate(input, &EntityData::empty());
-    assert_eq!(
-        d,
-        snapshot.evaluate_unsliced(input, &EntityData::empty()),
-        "sliced and unsliced differ"
-    );
+    assert_eq!(d, snapshot.evaluate_unsliced(input, &EntityData::empty()), "sliced and unsliced differ");
     assert!(d.errors.is_empty(), "{:?}", d.errors);
     d.policies
 }
@@ -110,77 +104,34 @@ fn ticket() -> ResourceInput {
 #[test]
 fn agents_map_to_mandate_agent_with_attributes_and_tags() {
     let s = probes();
-    let got = satisfied(
-        &s,
-        &request(
-            agent("support-bot", &[("team", "support")]),
-            "tickets.read",
-            ticket(),
-        ),
-    );
+    let got = satisfied(&s, &request(agent("support-bot", &[("team", "support")]), "tickets.read", ticket()));
     assert!(got.contains(&"agent.attrs".to_owned()), "{got:?}");
     assert!(got.contains(&"agent.tag".to_owned()), "{got:?}");
 
-    let got = satisfied(
-        &s,
-        &request(
-            agent("other-bot", &[("team", "sales")]),
-            "tickets.read",
-            ticket(),
-        ),
-    );
-    assert!(
-        !got.contains(&"agent.attrs".to_owned()) && !got.contains(&"agent.tag".to_owned()),
-        "{got:?}"
-    );
+    let got = satisfied(&s, &request(agent("other-bot", &[("team", "sales")]), "tickets.read", ticket()));
+    assert!(!got.contains(&"agent.attrs".to_owned()) && !got.contains(&"agent.tag".to_owned()), "{got:?}");
 }
 
 #[test]
 fn declared_actions_sit_in_their_kind_group() {
     let s = probes();
     let got = satisfied(&s, &request(agent("bot", &[]), "tickets.read", ticket()));
-    assert!(
-        got.contains(&"kind.read".to_owned()) && got.contains(&"ctx.kind-read".to_owned()),
-        "{got:?}"
-    );
+    assert!(got.contains(&"kind.read".to_owned()) && got.contains(&"ctx.kind-read".to_owned()), "{got:?}");
     assert!(!got.contains(&"kind.write".to_owned()) && !got.contains(&"kind.execute".to_owned()));
 
-    let got = satisfied(
-        &s,
-        &request(
-            agent("bot", &[]),
-            "email.send",
-            resource("customer", "c1", Classification::Public),
-        ),
-    );
-    assert!(
-        got.contains(&"kind.write".to_owned()) && !got.contains(&"kind.read".to_owned()),
-        "{got:?}"
-    );
+    let got = satisfied(&s, &request(agent("bot", &[]), "email.send", resource("customer", "c1", Classification::Public)));
+    assert!(got.contains(&"kind.write".to_owned()) && !got.contains(&"kind.read".to_owned()), "{got:?}");
 
-    let got = satisfied(
-        &s,
-        &request(
-            agent("bot", &[]),
-            "payments.refund",
-            resource("payment", "p", Classification::Public),
-        ),
-    );
+    let got = satisfied(&s, &request(agent("bot", &[]), "payments.refund", resource("payment", "p", Classification::Public)));
     assert!(got.contains(&"kind.execute".to_owned()), "{got:?}");
 }
 
 #[test]
 fn the_schema_hierarchy_wins_over_the_callers_kind() {
     let s = probes();
-    let input = with_kind(
-        request(agent("bot", &[]), "tickets.read", ticket()),
-        ActionKind::Execute,
-    );
+    let input = with_kind(request(agent("bot", &[]), "tickets.read", ticket()), ActionKind::Execute);
     let got = satisfied(&s, &input);
-    assert!(
-        got.contains(&"kind.read".to_owned()) && got.contains(&"ctx.kind-read".to_owned()),
-        "{got:?}"
-    );
+    assert!(got.contains(&"kind.read".to_owned()) && got.contains(&"ctx.kind-read".to_owned()), "{got:?}");
     assert!(!got.contains(&"kind.execute".to_owned()), "{got:?}");
 }
 
@@ -188,17 +139,9 @@ fn the_schema_hierarchy_wins_over_the_callers_kind() {
 fn undeclared_actions_take_the_callers_kind_or_none() {
     let s = probes();
     let doc = resource("document", "handbook", Classification::Internal);
-    let got = satisfied(
-        &s,
-        &with_kind(
-            request(agent("bot", &[]), "wiki.edit", doc.clone()),
-            ActionKind::Write,
-        ),
-    );
+    let got = satisfied(&s, &with_kind(request(agent("bot", &[]), "wiki.edit", doc.clone()), ActionKind::Write));
     assert!(got.contains(&"kind.write".to_owned()), "{got:?}");
-    assert!(
-        !got.contains(&"kind.read".to_owned()) && !got.contains(&"ctx.kind-unknown".to_owned())
-    );
+    assert!(!got.contains(&"kind.read".to_owned()) && !got.contains(&"ctx.kind-unknown".to_owned()));
 
     let got = satisfied(&s, &request(agent("bot", &[]), "wiki.edit", doc));
     assert!(got.iter().all(|p| !p.starts_with("kind.")), "{got:?}");
@@ -214,35 +157,21 @@ fn resources_carry_their_classification() {
     let mut tool = resource("tool", "tickets.read", Classification::Restricted);
     tool.properties = object(json!({"kind": "mcp", "upstream": "helpdesk", "classification": 0}));
     let got = satisfied(&s, &request(agent("bot", &[]), "tickets.read", tool));
-    assert!(
-        got.contains(&"res.tool".to_owned()),
-        "the caller's effective classification wins: {got:?}"
-    );
+    assert!(got.contains(&"res.tool".to_owned()), "the caller's effective classification wins: {got:?}");
     assert!(!got.contains(&"res.data".to_owned()));
 }
 
 #[test]
 fn tasks_are_mapped_from_their_intent() {
     let s = probes();
-    let intent = intent(
-        &["tickets.read"],
-        &["ticket:*"],
-        Classification::Confidential,
-    );
-    let input = request(
-        agent("bot", &[]),
-        "task.open",
-        ResourceInput::task("t-1", &intent, 300),
-    );
+    let intent = intent(&["tickets.read"], &["ticket:*"], Classification::Confidential);
+    let input = request(agent("bot", &[]), "task.open", ResourceInput::task("t-1", &intent, 300));
     assert!(satisfied(&s, &input).contains(&"res.task".to_owned()));
 
     let mut missing = input.clone();
     missing.resource.properties.remove("lifetime_seconds");
     let d = s.evaluate(&missing, &EntityData::empty());
-    assert_eq!(
-        (d.outcome, d.reason.as_str()),
-        (Outcome::Deny, reason::INVALID_INPUT)
-    );
+    assert_eq!((d.outcome, d.reason.as_str()), (Outcome::Deny, reason::INVALID_INPUT));
     assert!(d.errors[0].contains("lifetime_seconds"), "{:?}", d.errors);
 }
 
@@ -251,20 +180,14 @@ fn the_context_carries_time_environment_and_task() {
     let s = probes();
     let mut input = request(agent("bot", &[]), "tickets.read", ticket());
     let got = satisfied(&s, &input);
-    assert!(
-        got.contains(&"ctx.time".to_owned()) && got.contains(&"ctx.env".to_owned()),
-        "{got:?}"
-    );
+    assert!(got.contains(&"ctx.time".to_owned()) && got.contains(&"ctx.env".to_owned()), "{got:?}");
     assert!(!got.contains(&"ctx.task".to_owned()));
 
     input.context.task = Some(TaskContext {
         id: "task-7".into(),
         intent: intent(&["tickets.read"], &["ticket:*"], Classification::Internal),
         depth: 2,
-        chain: vec![
-            "spiffe://mandate.local/agent/planner".into(),
-            "spiffe://mandate.local/agent/a".into(),
-        ],
+        chain: vec!["spiffe://mandate.local/agent/planner".into(), "spiffe://mandate.local/agent/a".into()],
     });
     assert!(satisfied(&s, &input).contains(&"ctx.task".to_owned()));
 
@@ -297,25 +220,14 @@ fn floats_are_refused_not_truncated() {
     let mut input = request(agent("bot", &[]), "tickets.read", ticket());
     input.context.extra = object(json!({"order": {"amount": 12.5}}));
     let d = s.evaluate(&input, &EntityData::empty());
-    assert_eq!(
-        (d.outcome, d.reason.as_str()),
-        (Outcome::Deny, reason::INVALID_INPUT)
-    );
-    assert!(
-        d.errors[0].contains("`context.order.amount`") && d.errors[0].contains("12.5"),
-        "{:?}",
-        d.errors
-    );
+    assert_eq!((d.outcome, d.reason.as_str()), (Outcome::Deny, reason::INVALID_INPUT));
+    assert!(d.errors[0].contains("`context.order.amount`") && d.errors[0].contains("12.5"), "{:?}", d.errors);
 
     let mut input = request(agent("bot", &[]), "tickets.read", ticket());
     input.resource.properties = object(json!({"sizes": [1, 2.0]}));
     let d = s.evaluate(&input, &EntityData::empty());
     assert_eq!(d.reason, reason::INVALID_INPUT);
-    assert!(
-        d.errors[0].contains("`resource.properties.sizes[1]`"),
-        "{:?}",
-        d.errors
-    );
+    assert!(d.errors[0].contains("`resource.properties.sizes[1]`"), "{:?}", d.errors);
 
     input.resource.properties = object(json!({"big": u64::MAX}));
     let d = s.evaluate(&input, &EntityData::empty());
@@ -326,75 +238,34 @@ fn floats_are_refused_not_truncated() {
 #[test]
 fn malformed_input_is_a_deny_that_says_why() {
     let s = probes();
-    for (kind, needle) in [
-        ("bad type", "invalid entity type"),
-        ("Foo::Action", "reserved for actions"),
-        ("ticket ", "invalid entity type"),
-    ] {
-        let d = s.evaluate(
-            &request(
-                agent("bot", &[]),
-                "tickets.read",
-                resource(kind, "1", Classification::Public),
-            ),
-            &EntityData::empty(),
-        );
-        assert_eq!(
-            (d.outcome, d.reason.as_str()),
-            (Outcome::Deny, reason::INVALID_INPUT),
-            "{kind}"
-        );
+    for (kind, needle) in [("bad type", "invalid entity type"), ("Foo::Action", "reserved for actions"), ("ticket ", "invalid entity type")]
+    {
+        let d = s.evaluate(&request(agent("bot", &[]), "tickets.read", resource(kind, "1", Classification::Public)), &EntityData::empty());
+        assert_eq!((d.outcome, d.reason.as_str()), (Outcome::Deny, reason::INVALID_INPUT), "{kind}");
         assert!(d.errors[0].contains(needle), "{:?}", d.errors);
         assert_eq!(d.version, s.version());
     }
-    let d = s.evaluate(
-        &request(agent("bot", &[]), "", ticket()),
-        &EntityData::empty(),
-    );
+    let d = s.evaluate(&request(agent("bot", &[]), "", ticket()), &EntityData::empty());
     assert_eq!(d.reason, reason::INVALID_INPUT);
-    let d = s.evaluate(
-        &request(
-            subject("user", "alice", json!({"score": 0.5})),
-            "tickets.read",
-            ticket(),
-        ),
-        &EntityData::empty(),
-    );
-    assert!(
-        d.errors[0].contains("`subject.properties.score`"),
-        "{:?}",
-        d.errors
-    );
+    let d = s.evaluate(&request(subject("user", "alice", json!({"score": 0.5})), "tickets.read", ticket()), &EntityData::empty());
+    assert!(d.errors[0].contains("`subject.properties.score`"), "{:?}", d.errors);
 }
 
 #[test]
 fn an_agent_acting_on_itself_is_one_entity() {
     let s = probes();
-    let input = request(
-        agent("support-bot", &[("team", "support")]),
-        "tickets.read",
-        resource("agent", "support-bot", Classification::Public),
-    );
+    let input =
+        request(agent("support-bot", &[("team", "support")]), "tickets.read", resource("agent", "support-bot", Classification::Public));
     let d = s.evaluate(&input, &EntityData::empty());
     assert!(d.errors.is_empty(), "{:?}", d.errors);
-    assert!(
-        d.policies.contains(&"agent.attrs".to_owned()),
-        "{:?}",
-        d.policies
-    );
+    assert!(d.policies.contains(&"agent.attrs".to_owned()), "{:?}", d.policies);
 }
 
 #[test]
 fn unknown_actions_are_a_clean_deny() {
     let s = starter();
-    let input = with_task(
-        request(agent("bot", &[]), "nuke.everything", ticket()),
-        task(Classification::Restricted),
-    );
+    let input = with_task(request(agent("bot", &[]), "nuke.everything", ticket()), task(Classification::Restricted));
     let d = s.evaluate(&input, &EntityData::empty());
-    assert_eq!(
-        (d.outcome, d.reason.as_str()),
-        (Outcome::Deny, reason::NO_POLICY_PERMITS)
-    );
+    assert_eq!((d.outcome, d.reason.as_str()), (Outcome::Deny, reason::NO_POLICY_PERMITS));
     assert!(d.errors.is_empty() && d.policies.is_empty());
 }

@@ -2,18 +2,12 @@
 //! (cached or not) equals the decision with every policy handed to Cedar: same outcome,
 //! same determining policies, same obligations, same errors.
 
-#![allow(
-    clippy::indexing_slicing,
-    reason = "the generator indexes fixed tables"
-)]
+#![allow(clippy::indexing_slicing, reason = "the generator indexes fixed tables")]
 
 mod common;
 
 use mandate_core::Classification;
-use mandate_policy::{
-    ActionInput, ActionKind, ContextInput, DecisionInput, EntityData, PolicySnapshot,
-    PolicySources, ResourceInput,
-};
+use mandate_policy::{ActionInput, ActionKind, ContextInput, DecisionInput, EntityData, PolicySnapshot, PolicySources, ResourceInput};
 use serde_json::json;
 
 use common::*;
@@ -94,14 +88,8 @@ fn policy(rng: &mut Rng) -> String {
     };
     let action = match k(rng, 6) {
         0 => "action".to_owned(),
-        1 | 2 => format!(
-            "action == Mandate::Action::\"{}\"",
-            rng.pick(&["docs.read", "docs.list", "docs.write", "docs.run"])
-        ),
-        3 | 4 => format!(
-            "action in Mandate::Action::\"{}\"",
-            rng.pick(&["read", "write", "execute"])
-        ),
+        1 | 2 => format!("action == Mandate::Action::\"{}\"", rng.pick(&["docs.read", "docs.list", "docs.write", "docs.run"])),
+        3 | 4 => format!("action in Mandate::Action::\"{}\"", rng.pick(&["read", "write", "execute"])),
         _ => format!(
             "action in [Mandate::Action::\"{}\", Mandate::Action::\"{}\"]",
             rng.pick(&["docs.read", "docs.run", "read"]),
@@ -138,20 +126,9 @@ fn policy(rng: &mut Rng) -> String {
 }
 
 fn input(rng: &mut Rng) -> DecisionInput {
-    let principal = if rng.chance(40) {
-        agent(&format!("a{}", rng.below(3)), &[])
-    } else {
-        subject("user", &format!("u{}", rng.below(4)), json!({}))
-    };
-    let name = rng.pick(&[
-        "docs.read",
-        "docs.list",
-        "docs.write",
-        "docs.run",
-        "read",
-        "x.read",
-        "x.do",
-    ]);
+    let principal =
+        if rng.chance(40) { agent(&format!("a{}", rng.below(3)), &[]) } else { subject("user", &format!("u{}", rng.below(4)), json!({})) };
+    let name = rng.pick(&["docs.read", "docs.list", "docs.write", "docs.run", "read", "x.read", "x.do"]);
     let kind = match rng.below(4) {
         0 => Some(ActionKind::Read),
         1 => Some(ActionKind::Write),
@@ -164,23 +141,12 @@ fn input(rng: &mut Rng) -> DecisionInput {
         _ => ("tool", format!("t{}", rng.below(2))),
     };
     let classification = Classification::ALL[rng.below(4)];
-    let mut context = ContextInput {
-        risk: rng.below(11) as i64,
-        ..context(None)
-    };
+    let mut context = ContextInput { risk: rng.below(11) as i64, ..context(None) };
     context.now_secs += rng.below(100_000) as i64;
     DecisionInput {
         principal,
-        action: ActionInput {
-            name: name.into(),
-            kind,
-        },
-        resource: ResourceInput {
-            kind: kind_name.into(),
-            id,
-            classification,
-            properties: Default::default(),
-        },
+        action: ActionInput { name: name.into(), kind },
+        resource: ResourceInput { kind: kind_name.into(), id, classification, properties: Default::default() },
         context,
     }
 }
@@ -190,15 +156,9 @@ fn check(snapshot: &PolicySnapshot, data: &EntityData, input: &DecisionInput, te
     for (label, got) in [
         ("sliced", snapshot.evaluate(input, data)),
         ("sliced again (cached)", snapshot.evaluate(input, data)),
-        (
-            "sliced without cache",
-            snapshot.evaluate_uncached(input, data),
-        ),
+        ("sliced without cache", snapshot.evaluate_uncached(input, data)),
     ] {
-        assert_eq!(
-            got, reference,
-            "{label} decision differs for {input:#?}\npolicies:\n{text}"
-        );
+        assert_eq!(got, reference, "{label} decision differs for {input:#?}\npolicies:\n{text}");
     }
 }
 
@@ -211,17 +171,10 @@ fn sliced_decisions_equal_unsliced_ones() {
     for _ in 0..60 {
         let count = 1 + rng.below(30);
         let text: String = (0..count).map(|_| policy(&mut rng)).collect();
-        let src = PolicySources::new(
-            "schema.cedarschema",
-            SCHEMA,
-            vec![("gen.cedar".into(), text.clone())],
-        );
+        let src = PolicySources::new("schema.cedarschema", SCHEMA, vec![("gen.cedar".into(), text.clone())]);
         let snapshot = match PolicySnapshot::compile(&src) {
             Ok(s) => s,
-            Err(diags) => panic!(
-                "generated policies do not validate:\n{}\n{text}",
-                lines(&diags)
-            ),
+            Err(diags) => panic!("generated policies do not validate:\n{}\n{text}", lines(&diags)),
         };
         for _ in 0..40 {
             let input = input(&mut rng);
@@ -238,26 +191,15 @@ fn sliced_decisions_equal_unsliced_ones() {
         }
     }
     // The generator must exercise every kind of outcome, or the comparison proves little.
-    assert!(
-        allowed > 100 && denied > 100 && errored > 20 && approvals > 20,
-        "{allowed} {denied} {errored} {approvals}"
-    );
+    assert!(allowed > 100 && denied > 100 && errored > 20 && approvals > 20, "{allowed} {denied} {errored} {approvals}");
 }
 
 #[test]
 fn the_cache_never_serves_another_principal() {
     let text = "@id(\"support\")\npermit (principal is Mandate::Agent, action, resource)\nwhen { principal.hasTag(\"team\") && principal.getTag(\"team\") == \"support\" };\n";
-    let s = compile(PolicySources::new(
-        "schema.cedarschema",
-        SCHEMA,
-        vec![("a.cedar".into(), text.into())],
-    ));
+    let s = compile(PolicySources::new("schema.cedarschema", SCHEMA, vec![("a.cedar".into(), text.into())]));
     let tool = resource("tool", "t0", Classification::Public);
-    let support = request(
-        agent("a0", &[("team", "support")]),
-        "docs.read",
-        tool.clone(),
-    );
+    let support = request(agent("a0", &[("team", "support")]), "docs.read", tool.clone());
     let sales = request(agent("a0", &[("team", "sales")]), "docs.read", tool);
     for _ in 0..3 {
         assert!(s.evaluate(&support, &EntityData::empty()).allowed());
@@ -273,24 +215,13 @@ fn the_cache_never_serves_another_principal() {
 
 #[test]
 fn group_membership_through_loaded_entities_is_never_sliced_away() {
-    let text = "@id(\"g2\")\npermit (principal in group::\"g2\", action in Mandate::Action::\"read\", resource is document in folder::\"f1\");\n";
-    let s = compile(PolicySources::new(
-        "schema.cedarschema",
-        SCHEMA,
-        vec![("a.cedar".into(), text.into())],
-    ));
+    let text =
+        "@id(\"g2\")\npermit (principal in group::\"g2\", action in Mandate::Action::\"read\", resource is document in folder::\"f1\");\n";
+    let s = compile(PolicySources::new("schema.cedarschema", SCHEMA, vec![("a.cedar".into(), text.into())]));
     let data = EntityData::parse(ENTITIES, None).unwrap();
     // u0 is in g0, in g1, in g2; d0 is in f0, in f1.
-    let input = request(
-        subject("user", "u0", json!({})),
-        "docs.list",
-        resource("document", "d0", Classification::Public),
-    );
+    let input = request(subject("user", "u0", json!({})), "docs.list", resource("document", "d0", Classification::Public));
     assert_eq!(s.evaluate(&input, &data).policies, vec!["g2".to_owned()]);
-    let input = request(
-        subject("user", "u2", json!({})),
-        "docs.list",
-        resource("document", "d0", Classification::Public),
-    );
+    let input = request(subject("user", "u2", json!({})), "docs.list", resource("document", "d0", Classification::Public));
     assert!(!s.evaluate(&input, &data).allowed());
 }

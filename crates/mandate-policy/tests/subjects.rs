@@ -71,28 +71,13 @@ const ENTITIES: &str = r#"[
 ]"#;
 
 fn setup() -> (PolicySnapshot, EntityData) {
-    let snapshot = compile(PolicySources::new(
-        "schema.cedarschema",
-        SCHEMA,
-        vec![("people.cedar".into(), POLICIES.into())],
-    ));
+    let snapshot = compile(PolicySources::new("schema.cedarschema", SCHEMA, vec![("people.cedar".into(), POLICIES.into())]));
     let data = EntityData::parse(ENTITIES, None).unwrap();
     (snapshot, data)
 }
 
-fn decide(
-    s: &PolicySnapshot,
-    data: &EntityData,
-    who: &str,
-    action: &str,
-    kind: &str,
-    id: &str,
-) -> (Outcome, Vec<String>) {
-    let input = request(
-        subject("user", who, json!({})),
-        action,
-        resource(kind, id, Classification::Restricted),
-    );
+fn decide(s: &PolicySnapshot, data: &EntityData, who: &str, action: &str, kind: &str, id: &str) -> (Outcome, Vec<String>) {
+    let input = request(subject("user", who, json!({})), action, resource(kind, id, Classification::Restricted));
     let d = s.evaluate(&input, data);
     assert!(d.errors.is_empty(), "{:?}", d.errors);
     let unsliced = s.evaluate_unsliced(&input, data);
@@ -103,17 +88,10 @@ fn decide(
 #[test]
 fn parents_come_from_loaded_entities_transitively() {
     let (s, data) = setup();
-    assert_eq!(
-        data.len(),
-        10,
-        "action entities are never taken from entity data"
-    );
+    assert_eq!(data.len(), 10, "action entities are never taken from entity data");
     let (outcome, policies) = decide(&s, &data, "alice", "docs.read", "document", "d1");
     assert_eq!(outcome, Outcome::Allow);
-    assert!(
-        policies.contains(&"support-reads-shared".to_owned()),
-        "{policies:?}"
-    );
+    assert!(policies.contains(&"support-reads-shared".to_owned()), "{policies:?}");
     // Bob is in no group.
     let (outcome, _) = decide(&s, &data, "bob", "docs.read", "folder", "team");
     assert_eq!(outcome, Outcome::Deny);
@@ -122,20 +100,11 @@ fn parents_come_from_loaded_entities_transitively() {
 #[test]
 fn attributes_can_reference_other_loaded_entities() {
     let (s, data) = setup();
-    assert_eq!(
-        decide(&s, &data, "bob", "docs.write", "document", "d1"),
-        (Outcome::Allow, vec!["owner-writes".to_owned()])
-    );
+    assert_eq!(decide(&s, &data, "bob", "docs.write", "document", "d1"), (Outcome::Allow, vec!["owner-writes".to_owned()]));
     // d1's owner is bob, whose manager is alice: two hops through attributes.
     let (outcome, policies) = decide(&s, &data, "alice", "docs.read", "document", "d1");
     assert_eq!(outcome, Outcome::Allow);
-    assert_eq!(
-        policies,
-        vec![
-            "manager-reads".to_owned(),
-            "support-reads-shared".to_owned()
-        ]
-    );
+    assert_eq!(policies, vec!["manager-reads".to_owned(), "support-reads-shared".to_owned()]);
 }
 
 #[test]
@@ -145,39 +114,20 @@ fn entities_named_in_policies_are_available() {
     other.properties = serde_json::Map::new();
     let input = request(subject("user", "carol", json!({})), "docs.read", other);
     let d = s.evaluate(&input, &data);
-    assert_eq!(
-        (d.outcome, d.policies.clone()),
-        (Outcome::Allow, vec!["vip-reads".to_owned()]),
-        "{d:?}"
-    );
+    assert_eq!((d.outcome, d.policies.clone()), (Outcome::Allow, vec!["vip-reads".to_owned()]), "{d:?}");
 }
 
 #[test]
 fn loaded_entities_win_over_request_properties() {
     let (s, data) = setup();
     let shared = resource("folder", "shared", Classification::Restricted);
-    let input = request(
-        subject("user", "alice", json!({"department": "sales"})),
-        "docs.write",
-        shared.clone(),
-    );
-    assert_eq!(
-        s.evaluate(&input, &data).policies,
-        vec!["eng-writes-folders".to_owned()]
-    );
+    let input = request(subject("user", "alice", json!({"department": "sales"})), "docs.write", shared.clone());
+    assert_eq!(s.evaluate(&input, &data).policies, vec!["eng-writes-folders".to_owned()]);
 
     // Dave is not loaded: he is built from the request, with no parents.
-    let input = request(
-        subject("user", "dave", json!({"department": "eng"})),
-        "docs.write",
-        shared.clone(),
-    );
+    let input = request(subject("user", "dave", json!({"department": "eng"})), "docs.write", shared.clone());
     assert!(s.evaluate(&input, &data).allowed());
-    let input = request(
-        subject("user", "dave", json!({"department": "eng"})),
-        "docs.read",
-        shared,
-    );
+    let input = request(subject("user", "dave", json!({"department": "eng"})), "docs.read", shared);
     assert_eq!(s.evaluate(&input, &data).reason, reason::NO_POLICY_PERMITS);
 }
 
@@ -185,37 +135,20 @@ fn loaded_entities_win_over_request_properties() {
 fn a_forbid_on_loaded_data_wins() {
     let (s, data) = setup();
     let (outcome, policies) = decide(&s, &data, "alice", "docs.read", "document", "secret");
-    assert_eq!(
-        (outcome, policies),
-        (Outcome::Deny, vec!["no-restricted".to_owned()])
-    );
+    assert_eq!((outcome, policies), (Outcome::Deny, vec!["no-restricted".to_owned()]));
 }
 
 #[test]
 fn without_entities_nobody_is_in_a_group() {
     let (s, _) = setup();
-    let (outcome, _) = decide(
-        &s,
-        &EntityData::empty(),
-        "alice",
-        "docs.read",
-        "folder",
-        "shared",
-    );
+    let (outcome, _) = decide(&s, &EntityData::empty(), "alice", "docs.read", "folder", "shared");
     assert_eq!(outcome, Outcome::Deny);
 }
 
 #[test]
 fn agents_and_people_share_a_policy_set() {
     let (s, data) = setup();
-    let input = with_kind(
-        request(
-            agent("bot", &[]),
-            "docs.read",
-            resource("folder", "team", Classification::Public),
-        ),
-        ActionKind::Read,
-    );
+    let input = with_kind(request(agent("bot", &[]), "docs.read", resource("folder", "team", Classification::Public)), ActionKind::Read);
     let d = s.evaluate(&input, &data);
     assert_eq!(d.reason, reason::NO_POLICY_PERMITS, "{d:?}");
 }
@@ -233,21 +166,11 @@ fn entity_data_is_checked_against_the_schema_when_asked() {
     );
     let data = EntityData::parse(&without_action, Some(&s)).unwrap();
     assert_eq!(data.len(), 10);
-    let bad =
-        r#"[{"uid": {"type": "user", "id": "x"}, "attrs": {"department": 7}, "parents": []}]"#;
+    let bad = r#"[{"uid": {"type": "user", "id": "x"}, "attrs": {"department": 7}, "parents": []}]"#;
     let err = EntityData::parse(bad, Some(&s)).unwrap_err();
     assert_eq!(err.code(), "invalid_entities");
-    assert!(
-        err.to_string().starts_with("invalid entity data: "),
-        "{err}"
-    );
+    assert!(err.to_string().starts_with("invalid entity data: "), "{err}");
     assert!(EntityData::parse(bad, None).is_ok());
-    assert_eq!(
-        EntityData::parse("not json", None).unwrap_err().code(),
-        "invalid_entities"
-    );
-    assert_ne!(
-        EntityData::parse(ENTITIES, None).unwrap().version(),
-        EntityData::empty().version()
-    );
+    assert_eq!(EntityData::parse("not json", None).unwrap_err().code(), "invalid_entities");
+    assert_ne!(EntityData::parse(ENTITIES, None).unwrap().version(), EntityData::empty().version());
 }

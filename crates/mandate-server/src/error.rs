@@ -61,7 +61,11 @@ impl From<StoreError> for ApiError {
             StoreError::Invalid(what) => ApiError::coded(StatusCode::BAD_REQUEST, "invalid_request", what),
             StoreError::Corrupt(_) => {
                 tracing::error!(error = %e, "the store holds corrupt data");
-                ApiError::coded(StatusCode::INTERNAL_SERVER_ERROR, "store_corrupt", "the store holds data this server cannot read; see the server log")
+                ApiError::coded(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "store_corrupt",
+                    "the store holds data this server cannot read; see the server log",
+                )
             }
             other => {
                 tracing::error!(error = %other, "store error");

@@ -36,13 +36,19 @@ pub fn json_rejection(rejection: JsonRejection) -> ApiError {
         JsonRejection::JsonSyntaxError(e) => {
             ApiError::coded(StatusCode::BAD_REQUEST, "malformed_request", format!("the body is not valid JSON: {}", clean(&e.body_text())))
         }
-        JsonRejection::JsonDataError(e) => {
-            ApiError::coded(StatusCode::BAD_REQUEST, "malformed_request", format!("the body does not fit this endpoint: {}", clean(&e.body_text())))
-        }
+        JsonRejection::JsonDataError(e) => ApiError::coded(
+            StatusCode::BAD_REQUEST,
+            "malformed_request",
+            format!("the body does not fit this endpoint: {}", clean(&e.body_text())),
+        ),
         _ if status == StatusCode::PAYLOAD_TOO_LARGE => {
             ApiError::coded(StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large", "the body is larger than this server accepts")
         }
-        other => ApiError::coded(StatusCode::BAD_REQUEST, "malformed_request", format!("the body could not be read: {}", clean(&other.body_text()))),
+        other => ApiError::coded(
+            StatusCode::BAD_REQUEST,
+            "malformed_request",
+            format!("the body could not be read: {}", clean(&other.body_text())),
+        ),
     }
 }
 
@@ -74,7 +80,12 @@ where
 
 fn form_rejection(rejection: FormRejection) -> OAuthFailure {
     if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
-        return OAuthFailure::new(StatusCode::PAYLOAD_TOO_LARGE, "invalid_request", "the body is larger than this server accepts", Some("payload_too_large"));
+        return OAuthFailure::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "invalid_request",
+            "the body is larger than this server accepts",
+            Some("payload_too_large"),
+        );
     }
     OAuthFailure::invalid_request(format!("the form could not be read: {}", clean(&rejection.body_text())), "malformed_request")
 }
@@ -94,6 +105,11 @@ pub fn optional_json<T: DeserializeOwned + Default>(body: &[u8]) -> Result<T, Ap
     if body.iter().all(u8::is_ascii_whitespace) {
         return Ok(T::default());
     }
-    serde_json::from_slice(body)
-        .map_err(|e| ApiError::coded(StatusCode::BAD_REQUEST, "malformed_request", format!("the body does not fit this endpoint: {}", clean(&e.to_string()))))
+    serde_json::from_slice(body).map_err(|e| {
+        ApiError::coded(
+            StatusCode::BAD_REQUEST,
+            "malformed_request",
+            format!("the body does not fit this endpoint: {}", clean(&e.to_string())),
+        )
+    })
 }

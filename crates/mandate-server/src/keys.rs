@@ -82,7 +82,12 @@ impl KeyManager {
             write_private(dir, &key)?;
             let ring = KeyRing {
                 current: key.kid().to_owned(),
-                keys: vec![KeyEntry { kid: key.kid().to_owned(), public_jwk: key.public_key().to_jwk(), created_at_ms: now_ms, retires_at_ms: None }],
+                keys: vec![KeyEntry {
+                    kid: key.kid().to_owned(),
+                    public_jwk: key.public_key().to_jwk(),
+                    created_at_ms: now_ms,
+                    retires_at_ms: None,
+                }],
             };
             write_ring(dir, &ring)?;
             tracing::info!(kid = key.kid(), "generated the first signing key");
@@ -128,7 +133,12 @@ impl KeyManager {
                 entry.retires_at_ms = Some(retires);
             }
         }
-        ring.keys.push(KeyEntry { kid: key.kid().to_owned(), public_jwk: key.public_key().to_jwk(), created_at_ms: now_ms, retires_at_ms: None });
+        ring.keys.push(KeyEntry {
+            kid: key.kid().to_owned(),
+            public_jwk: key.public_key().to_jwk(),
+            created_at_ms: now_ms,
+            retires_at_ms: None,
+        });
         ring.current = key.kid().to_owned();
         write_ring(&self.dir, &ring)?;
         let old_private = self.dir.join(format!("{previous}.pk8"));
@@ -152,8 +162,8 @@ impl KeyManager {
 pub fn read_public_keys(dir: &Path) -> Result<Vec<PublicKey>, KeyError> {
     let ring_path = dir.join("keyring.json");
     let text = fs::read_to_string(&ring_path).map_err(|e| io(&ring_path, e))?;
-    let ring: KeyRing = serde_json::from_str(&text)
-        .map_err(|e| KeyError::Corrupt { path: ring_path.display().to_string(), message: e.to_string() })?;
+    let ring: KeyRing =
+        serde_json::from_str(&text).map_err(|e| KeyError::Corrupt { path: ring_path.display().to_string(), message: e.to_string() })?;
     ring.keys
         .iter()
         .map(|k| {
@@ -204,7 +214,8 @@ fn write_private(dir: &Path, key: &SigningKey) -> Result<(), KeyError> {
 fn write_ring(dir: &Path, ring: &KeyRing) -> Result<(), KeyError> {
     let path = dir.join("keyring.json");
     let tmp = dir.join(".keyring.json.tmp");
-    let text = serde_json::to_vec_pretty(ring).map_err(|e| KeyError::Corrupt { path: path.display().to_string(), message: e.to_string() })?;
+    let text =
+        serde_json::to_vec_pretty(ring).map_err(|e| KeyError::Corrupt { path: path.display().to_string(), message: e.to_string() })?;
     let mut f = fs::File::create(&tmp).map_err(|e| io(&tmp, e))?;
     f.write_all(&text).map_err(|e| io(&tmp, e))?;
     f.sync_all().map_err(|e| io(&tmp, e))?;

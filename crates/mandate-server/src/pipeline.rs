@@ -165,11 +165,7 @@ pub fn item_error(status: u16, message: &str) -> EvaluationResponse {
 
 /// Steps 1–4: decide without I/O.
 pub fn decide(state: &AppState, c: &Checked<'_>) -> Verdict {
-    if c.subject_type == "agent" {
-        decide_agent(state, c)
-    } else {
-        decide_other(state, c)
-    }
+    if c.subject_type == "agent" { decide_agent(state, c) } else { decide_other(state, c) }
 }
 
 fn decide_agent(state: &AppState, c: &Checked<'_>) -> Verdict {
@@ -256,12 +252,17 @@ fn decide_agent(state: &AppState, c: &Checked<'_>) -> Verdict {
         },
         action: action_input(c),
         resource: resource_input(c, classification),
-        context: context_input(state, c, now_secs, Some(TaskContext {
-            id: claims.task_id.clone(),
-            intent: intent.clone(),
-            depth: claims.depth,
-            chain: actor_chain(claims.act.as_ref()),
-        })),
+        context: context_input(
+            state,
+            c,
+            now_secs,
+            Some(TaskContext {
+                id: claims.task_id.clone(),
+                intent: intent.clone(),
+                depth: claims.depth,
+                chain: actor_chain(claims.act.as_ref()),
+            }),
+        ),
     };
     apply_policy(state, &input, v)
 }
@@ -298,11 +299,7 @@ fn apply_policy(state: &AppState, input: &DecisionInput, mut v: Verdict) -> Verd
     v.reason = d.reason.clone();
     v.policies = d.policies.clone();
     v.policy_version = Some(d.version.clone());
-    v.obligations = d
-        .obligations
-        .iter()
-        .map(|o| json!({ "type": o.kind, "policy": o.policy, "value": o.value }))
-        .collect();
+    v.obligations = d.obligations.iter().map(|o| json!({ "type": o.kind, "policy": o.policy, "value": o.value })).collect();
     if !d.errors.is_empty() {
         tracing::debug!(errors = ?d.errors, "policy evaluation errors (denied)");
     }
@@ -320,11 +317,7 @@ fn classification_of(c: &Checked<'_>) -> Result<Classification, String> {
 }
 
 fn action_input(c: &Checked<'_>) -> ActionInput {
-    let kind = c
-        .action_props
-        .and_then(|p| p.get("kind"))
-        .and_then(Value::as_str)
-        .and_then(|k| k.parse::<ActionKind>().ok());
+    let kind = c.action_props.and_then(|p| p.get("kind")).and_then(Value::as_str).and_then(|k| k.parse::<ActionKind>().ok());
     ActionInput { name: c.action.to_owned(), kind }
 }
 

@@ -63,7 +63,13 @@ pub async fn reload(state: &AppState, actor: &str) -> ReloadResponse {
             }
             state.metrics.policy_reload(false);
             tracing::warn!(diagnostics = ?diagnostics, "policy reload refused; keeping the current set");
-            let ev = state.event(kinds::POLICY_RELOAD_FAILED, actor, None, None, json!({ "kept_version": previous, "diagnostics": diagnostics }));
+            let ev = state.event(
+                kinds::POLICY_RELOAD_FAILED,
+                actor,
+                None,
+                None,
+                json!({ "kept_version": previous, "diagnostics": diagnostics }),
+            );
             if let Err(e) = state.record(ev).await {
                 tracing::error!(error = %e, "could not audit a refused policy reload");
             }

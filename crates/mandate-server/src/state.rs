@@ -60,12 +60,17 @@ pub enum StartError {
 
 impl AppState {
     /// Opens everything the server needs: keys, policies, the registry view, the audit writer.
-    pub async fn start(settings: Settings, store: Arc<dyn Store>, clock: Arc<dyn Clock>) -> Result<(Arc<AppState>, Background), StartError> {
+    pub async fn start(
+        settings: Settings,
+        store: Arc<dyn Store>,
+        clock: Arc<dyn Clock>,
+    ) -> Result<(Arc<AppState>, Background), StartError> {
         let now = clock.now_ms();
         let keys = Arc::new(KeyManager::open(&settings.key_dir, &settings.issuer, &settings.audience, settings.leeway_secs(), now)?);
         let (sources, policy_source) = match &settings.policy_dir {
             Some(dir) => (
-                PolicySources::from_dir(dir).map_err(|e| StartError::Policy { path: dir.display().to_string(), diagnostics: e.to_string() })?,
+                PolicySources::from_dir(dir)
+                    .map_err(|e| StartError::Policy { path: dir.display().to_string(), diagnostics: e.to_string() })?,
                 dir.display().to_string(),
             ),
             None => (PolicySources::starter(), "built-in starter set".to_owned()),
@@ -73,7 +78,8 @@ impl AppState {
         let current = compile(&sources, &policy_source)?;
         let shadow = match &settings.shadow_policy_dir {
             Some(dir) => {
-                let src = PolicySources::from_dir(dir).map_err(|e| StartError::Policy { path: dir.display().to_string(), diagnostics: e.to_string() })?;
+                let src = PolicySources::from_dir(dir)
+                    .map_err(|e| StartError::Policy { path: dir.display().to_string(), diagnostics: e.to_string() })?;
                 Some(compile(&src, &dir.display().to_string())?)
             }
             None => None,
@@ -95,13 +101,8 @@ impl AppState {
                 Err(e) => tracing::error!(issuer = %issuer.issuer, error = %e, "stored issuer is not usable"),
             }
         }
-        let api_tokens = store
-            .list_api_tokens()
-            .await?
-            .into_iter()
-            .filter(|t| t.revoked_at_ms.is_none())
-            .map(|t| (t.secret_hash.clone(), t))
-            .collect();
+        let api_tokens =
+            store.list_api_tokens().await?.into_iter().filter(|t| t.revoked_at_ms.is_none()).map(|t| (t.secret_hash.clone(), t)).collect();
         let metrics = Arc::new(Metrics::new());
         metrics.set_live_tasks(registry.live_task_count());
         let (audit, audit_writer) = AuditSink::start(

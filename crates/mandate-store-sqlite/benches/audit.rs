@@ -3,10 +3,7 @@
 //!
 //! `cargo bench -p mandate-store-sqlite --bench audit`
 
-#![allow(
-    clippy::expect_used,
-    reason = "benchmark set-up: a failure should stop the run loudly"
-)]
+#![allow(clippy::expect_used, reason = "benchmark set-up: a failure should stop the run loudly")]
 
 use std::hint::black_box;
 use std::time::Duration;
@@ -31,10 +28,7 @@ struct Traffic {
 
 impl Traffic {
     fn new() -> Self {
-        Traffic {
-            n: 0,
-            rng: rand::thread_rng(),
-        }
+        Traffic { n: 0, rng: rand::thread_rng() }
     }
 
     fn next(&mut self) -> NewEvent {
@@ -78,10 +72,7 @@ fn durable_append(c: &mut Criterion) {
     // Start from a trail that already holds 200k decisions, so indexes are deep.
     rt.block_on(async {
         for _ in 0..200 {
-            store
-                .append_audit(traffic.take(1_000))
-                .await
-                .expect("append");
+            store.append_audit(traffic.take(1_000)).await.expect("append");
         }
     });
     for batch in [1usize, 64, 256, 1024] {
@@ -123,17 +114,12 @@ fn verify(c: &mut Criterion) {
     rt.block_on(async {
         let mut traffic = Traffic::new();
         for _ in 0..VERIFY_EVENTS / 1_000 {
-            store
-                .append_audit(traffic.take(1_000))
-                .await
-                .expect("append");
+            store.append_audit(traffic.take(1_000)).await.expect("append");
         }
     });
     group.bench_function("sqlite_read_and_verify_100k", |b| {
         b.iter(|| {
-            let report = rt
-                .block_on(verify_audit(&store, conformance::trusted_keys()))
-                .expect("read");
+            let report = rt.block_on(verify_audit(&store, conformance::trusted_keys())).expect("read");
             black_box(report.expect("genuine trail"))
         });
     });

@@ -15,15 +15,11 @@ pub(crate) enum Constraint {
 /// The constraint `e` reports breaking, if it is a constraint failure of a kind we name.
 pub(crate) fn constraint(e: &rusqlite::Error) -> Option<Constraint> {
     match e {
-        rusqlite::Error::SqliteFailure(f, _) if f.code == ErrorCode::ConstraintViolation => {
-            match f.extended_code {
-                ffi::SQLITE_CONSTRAINT_PRIMARYKEY | ffi::SQLITE_CONSTRAINT_UNIQUE => {
-                    Some(Constraint::Unique)
-                }
-                ffi::SQLITE_CONSTRAINT_FOREIGNKEY => Some(Constraint::ForeignKey),
-                _ => None,
-            }
-        }
+        rusqlite::Error::SqliteFailure(f, _) if f.code == ErrorCode::ConstraintViolation => match f.extended_code {
+            ffi::SQLITE_CONSTRAINT_PRIMARYKEY | ffi::SQLITE_CONSTRAINT_UNIQUE => Some(Constraint::Unique),
+            ffi::SQLITE_CONSTRAINT_FOREIGNKEY => Some(Constraint::ForeignKey),
+            _ => None,
+        },
         _ => None,
     }
 }
@@ -32,9 +28,7 @@ pub(crate) fn constraint(e: &rusqlite::Error) -> Option<Constraint> {
 /// everything else a backend failure.
 pub(crate) fn db(e: rusqlite::Error) -> StoreError {
     match &e {
-        rusqlite::Error::SqliteFailure(f, _)
-            if matches!(f.code, ErrorCode::DatabaseCorrupt | ErrorCode::NotADatabase) =>
-        {
+        rusqlite::Error::SqliteFailure(f, _) if matches!(f.code, ErrorCode::DatabaseCorrupt | ErrorCode::NotADatabase) => {
             StoreError::Corrupt(e.to_string())
         }
         rusqlite::Error::FromSqlConversionFailure(..)

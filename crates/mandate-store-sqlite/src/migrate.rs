@@ -19,11 +19,7 @@ struct Migration {
 }
 
 /// Every migration, in version order, from 1 without gaps.
-const MIGRATIONS: &[Migration] = &[Migration {
-    version: 1,
-    name: "initial",
-    sql: include_str!("../migrations/0001_initial.sql"),
-}];
+const MIGRATIONS: &[Migration] = &[Migration { version: 1, name: "initial", sql: include_str!("../migrations/0001_initial.sql") }];
 
 /// The schema version this code writes and reads.
 pub(crate) const LATEST_VERSION: i64 = 1;
@@ -52,82 +48,50 @@ pub(crate) fn migrate(conn: &mut Connection) -> StoreResult<Migrated> {
     check_applied(conn)?;
     for m in MIGRATIONS {
         // Another process may migrate at the same time: decide inside the write lock.
-        let tx = conn
-            .transaction_with_behavior(TransactionBehavior::Immediate)
-            .map_err(db)?;
+        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate).map_err(db)?;
         if current_version(&tx)? >= m.version {
             continue;
         }
-        tx.execute_batch(m.sql).map_err(|e| {
-            StoreError::Backend(format!(
-                "schema migration {} `{}` failed: {}",
-                m.version,
-                m.name,
-                db(e)
-            ))
-        })?;
+        tx.execute_batch(m.sql)
+            .map_err(|e| StoreError::Backend(format!("schema migration {} `{}` failed: {}", m.version, m.name, db(e))))?;
         tx.execute(
             "INSERT INTO schema_migrations (version, name, applied_at_ms) VALUES (?1, ?2, ?3)",
             params![m.version, m.name, now_ms()],
         )
         .map_err(db)?;
         tx.commit().map_err(db)?;
-        tracing::info!(
-            version = m.version,
-            name = m.name,
-            "applied schema migration"
-        );
+        tracing::info!(version = m.version, name = m.name, "applied schema migration");
     }
-    Ok(Migrated {
-        from,
-        to: current_version(conn)?,
-    })
+    Ok(Migrated { from, to: current_version(conn)? })
 }
 
 /// The highest applied version; 0 for a new database. [`StoreError::SchemaTooNew`] if it is
 /// beyond [`LATEST_VERSION`].
 fn current_version(conn: &Connection) -> StoreResult<i64> {
-    let version = conn
-        .query_row("SELECT max(version) FROM schema_migrations", [], |row| {
-            row.get::<_, Option<i64>>(0)
-        })
-        .map_err(db)?
-        .unwrap_or(0);
+    let version =
+        conn.query_row("SELECT max(version) FROM schema_migrations", [], |row| row.get::<_, Option<i64>>(0)).map_err(db)?.unwrap_or(0);
     if version > LATEST_VERSION {
-        return Err(StoreError::SchemaTooNew {
-            found: version,
-            supported: LATEST_VERSION,
-        });
+        return Err(StoreError::SchemaTooNew { found: version, supported: LATEST_VERSION });
     }
     Ok(version)
 }
 
 /// Every recorded migration must be one of ours, under the same name.
 fn check_applied(conn: &Connection) -> StoreResult<()> {
-    let mut stmt = conn
-        .prepare("SELECT version, name FROM schema_migrations ORDER BY version")
-        .map_err(db)?;
-    let rows = stmt
-        .query_map([], |row| {
-            Ok((row.get::<_, i64>(0)?, row.get::<_, String>(1)?))
-        })
-        .map_err(db)?;
+    let mut stmt = conn.prepare("SELECT version, name FROM schema_migrations ORDER BY version").map_err(db)?;
+    let rows = stmt.query_map([], |row| Ok((row.get::<_, i64>(0)?, row.get::<_, String>(1)?))).map_err(db)?;
     for row in rows {
         let (version, name) = row.map_err(db)?;
         let known = MIGRATIONS.iter().find(|m| m.version == version);
         if known.is_none_or(|m| m.name != name) {
-            return Err(StoreError::Corrupt(format!(
-                "schema migration {version} `{name}` is not one this release knows"
-            )));
+            return Err(StoreError::Corrupt(format!("schema migration {version} `{name}` is not one this release knows")));
         }
     }
     Ok(())
 }
 
 fn now_ms() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
 }
 
 #[cfg(test)]
@@ -145,23 +109,9 @@ mod tests {
     #[test]
     fn migrating_twice_is_a_no_op() {
         let mut conn = Connection::open_in_memory().unwrap();
-        assert_eq!(
-            migrate(&mut conn).unwrap(),
-            Migrated {
-                from: 0,
-                to: LATEST_VERSION
-            }
-        );
-        assert_eq!(
-            migrate(&mut conn).unwrap(),
-            Migrated {
-                from: LATEST_VERSION,
-                to: LATEST_VERSION
-            }
-        );
-        let rows: i64 = conn
-            .query_row("SELECT count(*) FROM schema_migrations", [], |r| r.get(0))
-            .unwrap();
+        assert_eq!(migrate(&mut conn).unwrap(), Migrated { from: 0, to: LATEST_VERSION });
+        assert_eq!(migrate(&mut conn).unwrap(), Migrated { from: LATEST_VERSION, to: LATEST_VERSION });
+        let rows: i64 = conn.query_row("SELECT count(*) FROM schema_migrations", [], |r| r.get(0)).unwrap();
         assert_eq!(rows, LATEST_VERSION);
     }
 
@@ -169,11 +119,7 @@ mod tests {
     fn an_unknown_migration_is_refused() {
         let mut conn = Connection::open_in_memory().unwrap();
         migrate(&mut conn).unwrap();
-        conn.execute(
-            "UPDATE schema_migrations SET name = 'other' WHERE version = 1",
-            [],
-        )
-        .unwrap();
+        conn.execute("UPDATE schema_migrations SET name = 'other' WHERE version = 1", []).unwrap();
         assert_eq!(migrate(&mut conn).unwrap_err().code(), "store_corrupt");
     }
 }

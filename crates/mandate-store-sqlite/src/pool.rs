@@ -45,10 +45,7 @@ impl Pool {
     }
 
     /// Runs `f` on the writer connection, alone.
-    pub(crate) fn write<T>(
-        &self,
-        f: impl FnOnce(&mut Connection) -> StoreResult<T>,
-    ) -> StoreResult<T> {
+    pub(crate) fn write<T>(&self, f: impl FnOnce(&mut Connection) -> StoreResult<T>) -> StoreResult<T> {
         let mut conn = self.writer.lock();
         f(&mut conn)
     }
@@ -73,25 +70,16 @@ impl Pool {
 /// Opens (creating if needed) the writer connection: WAL journal, `synchronous=FULL` so that a
 /// committed transaction survives a crash or power loss, foreign keys enforced.
 pub(crate) fn open_writer(path: &Path) -> StoreResult<Connection> {
-    let flags = OpenFlags::SQLITE_OPEN_READ_WRITE
-        | OpenFlags::SQLITE_OPEN_CREATE
-        | OpenFlags::SQLITE_OPEN_NO_MUTEX;
+    let flags = OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_CREATE | OpenFlags::SQLITE_OPEN_NO_MUTEX;
     let conn = Connection::open_with_flags(path, flags).map_err(|e| open_failed(path, e))?;
     conn.busy_timeout(BUSY_TIMEOUT).map_err(db)?;
-    let mode: String = conn
-        .pragma_update_and_check(None, "journal_mode", "WAL", |row| row.get(0))
-        .map_err(db)?;
+    let mode: String = conn.pragma_update_and_check(None, "journal_mode", "WAL", |row| row.get(0)).map_err(db)?;
     if !mode.eq_ignore_ascii_case("wal") {
-        return Err(StoreError::Backend(format!(
-            "`{}` cannot use write-ahead logging (journal mode stays `{mode}`)",
-            path.display()
-        )));
+        return Err(StoreError::Backend(format!("`{}` cannot use write-ahead logging (journal mode stays `{mode}`)", path.display())));
     }
-    conn.pragma_update(None, "synchronous", "FULL")
-        .map_err(db)?;
+    conn.pragma_update(None, "synchronous", "FULL").map_err(db)?;
     conn.pragma_update(None, "foreign_keys", "ON").map_err(db)?;
-    conn.pragma_update(None, "wal_autocheckpoint", WAL_AUTOCHECKPOINT_PAGES)
-        .map_err(db)?;
+    conn.pragma_update(None, "wal_autocheckpoint", WAL_AUTOCHECKPOINT_PAGES).map_err(db)?;
     Ok(conn)
 }
 
@@ -104,9 +92,7 @@ fn open_reader(path: &Path) -> StoreResult<Connection> {
 
 fn open_failed(path: &Path, e: rusqlite::Error) -> StoreError {
     match db(e) {
-        StoreError::Backend(m) => {
-            StoreError::Backend(format!("cannot open `{}`: {m}", path.display()))
-        }
+        StoreError::Backend(m) => StoreError::Backend(format!("cannot open `{}`: {m}", path.display())),
         other => other,
     }
 }

@@ -30,9 +30,7 @@ pub struct SqliteStore {
 
 impl fmt::Debug for SqliteStore {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("SqliteStore")
-            .field("path", &self.path)
-            .finish_non_exhaustive()
+        f.debug_struct("SqliteStore").field("path", &self.path).finish_non_exhaustive()
     }
 }
 
@@ -42,18 +40,13 @@ impl SqliteStore {
     /// ([`StoreError::SchemaTooNew`]).
     pub fn open(path: &Path) -> Result<Self, StoreError> {
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-            std::fs::create_dir_all(dir).map_err(|e| {
-                StoreError::Backend(format!("cannot create directory `{}`: {e}", dir.display()))
-            })?;
+            std::fs::create_dir_all(dir).map_err(|e| StoreError::Backend(format!("cannot create directory `{}`: {e}", dir.display())))?;
         }
         let mut writer = open_writer(path)?;
         let migrated = migrate(&mut writer)?;
         let pool = Pool::new(path, writer)?;
         tracing::info!(path = %path.display(), from = migrated.from, to = migrated.to, "opened sqlite store");
-        Ok(SqliteStore {
-            pool: Arc::new(pool),
-            path: path.to_owned(),
-        })
+        Ok(SqliteStore { pool: Arc::new(pool), path: path.to_owned() })
     }
 
     /// The database file.
@@ -68,9 +61,7 @@ impl SqliteStore {
         F: FnOnce(&Connection) -> StoreResult<T> + Send + 'static,
     {
         let pool = Arc::clone(&self.pool);
-        tokio::task::spawn_blocking(move || pool.read(f))
-            .await
-            .map_err(worker_failed)?
+        tokio::task::spawn_blocking(move || pool.read(f)).await.map_err(worker_failed)?
     }
 
     /// Runs `f` on the writer connection on a blocking thread.
@@ -80,9 +71,7 @@ impl SqliteStore {
         F: FnOnce(&mut Connection) -> StoreResult<T> + Send + 'static,
     {
         let pool = Arc::clone(&self.pool);
-        tokio::task::spawn_blocking(move || pool.write(f))
-            .await
-            .map_err(worker_failed)?
+        tokio::task::spawn_blocking(move || pool.write(f)).await.map_err(worker_failed)?
     }
 }
 
@@ -93,10 +82,8 @@ fn worker_failed(e: tokio::task::JoinError) -> StoreError {
 #[async_trait]
 impl Store for SqliteStore {
     async fn ping(&self) -> StoreResult<()> {
-        self.read(|c| c.query_row("SELECT 1", [], |_| Ok(())).map_err(db))
-            .await?;
-        self.write(|c| c.query_row("SELECT 1", [], |_| Ok(())).map_err(db))
-            .await
+        self.read(|c| c.query_row("SELECT 1", [], |_| Ok(())).map_err(db)).await?;
+        self.write(|c| c.query_row("SELECT 1", [], |_| Ok(())).map_err(db)).await
     }
 
     async fn get_meta(&self, key: &str) -> StoreResult<Option<String>> {
@@ -106,20 +93,17 @@ impl Store for SqliteStore {
 
     async fn put_meta(&self, key: &str, value: &str) -> StoreResult<()> {
         let (key, value) = (key.to_owned(), value.to_owned());
-        self.write(move |c| directory::put_meta(c, &key, &value))
-            .await
+        self.write(move |c| directory::put_meta(c, &key, &value)).await
     }
 
     async fn insert_api_token(&self, t: &ApiToken) -> StoreResult<()> {
         let t = t.clone();
-        self.write(move |c| directory::insert_api_token(c, &t))
-            .await
+        self.write(move |c| directory::insert_api_token(c, &t)).await
     }
 
     async fn api_token_by_hash(&self, secret_hash: &str) -> StoreResult<Option<ApiToken>> {
         let secret_hash = secret_hash.to_owned();
-        self.read(move |c| directory::api_token_by_hash(c, &secret_hash))
-            .await
+        self.read(move |c| directory::api_token_by_hash(c, &secret_hash)).await
     }
 
     async fn list_api_tokens(&self) -> StoreResult<Vec<ApiToken>> {
@@ -128,8 +112,7 @@ impl Store for SqliteStore {
 
     async fn revoke_api_token(&self, id: &str, at_ms: i64) -> StoreResult<bool> {
         let id = id.to_owned();
-        self.write(move |c| directory::revoke_api_token(c, &id, at_ms))
-            .await
+        self.write(move |c| directory::revoke_api_token(c, &id, at_ms)).await
     }
 
     async fn insert_agent(&self, a: &Agent) -> StoreResult<()> {
@@ -146,21 +129,14 @@ impl Store for SqliteStore {
         self.read(directory::list_agents).await
     }
 
-    async fn set_agent_status(
-        &self,
-        name: &str,
-        status: AgentStatus,
-        at_ms: i64,
-    ) -> StoreResult<bool> {
+    async fn set_agent_status(&self, name: &str, status: AgentStatus, at_ms: i64) -> StoreResult<bool> {
         let name = name.to_owned();
-        self.write(move |c| directory::set_agent_status(c, &name, status, at_ms))
-            .await
+        self.write(move |c| directory::set_agent_status(c, &name, status, at_ms)).await
     }
 
     async fn touch_agent(&self, name: &str, at_ms: i64) -> StoreResult<()> {
         let name = name.to_owned();
-        self.write(move |c| directory::touch_agent(c, &name, at_ms))
-            .await
+        self.write(move |c| directory::touch_agent(c, &name, at_ms)).await
     }
 
     async fn insert_task(&self, t: &Task) -> StoreResult<()> {
@@ -192,13 +168,11 @@ impl Store for SqliteStore {
 
     async fn live_task_ids_of_agent(&self, agent: &str) -> StoreResult<Vec<String>> {
         let agent = agent.to_owned();
-        self.read(move |c| tasks::live_task_ids_of_agent(c, &agent))
-            .await
+        self.read(move |c| tasks::live_task_ids_of_agent(c, &agent)).await
     }
 
     async fn expired_live_task_ids(&self, now_ms: i64) -> StoreResult<Vec<String>> {
-        self.read(move |c| tasks::expired_live_task_ids(c, now_ms))
-            .await
+        self.read(move |c| tasks::expired_live_task_ids(c, now_ms)).await
     }
 
     async fn descendant_task_ids(&self, id: &str) -> StoreResult<Vec<String>> {
@@ -206,16 +180,9 @@ impl Store for SqliteStore {
         self.read(move |c| tasks::descendant_task_ids(c, &id)).await
     }
 
-    async fn consume_jti(
-        &self,
-        issuer: &str,
-        jti: &str,
-        expires_at_ms: i64,
-        now_ms: i64,
-    ) -> StoreResult<bool> {
+    async fn consume_jti(&self, issuer: &str, jti: &str, expires_at_ms: i64, now_ms: i64) -> StoreResult<bool> {
         let (issuer, jti) = (issuer.to_owned(), jti.to_owned());
-        self.write(move |c| tasks::consume_jti(c, &issuer, &jti, expires_at_ms, now_ms))
-            .await
+        self.write(move |c| tasks::consume_jti(c, &issuer, &jti, expires_at_ms, now_ms)).await
     }
 
     async fn upsert_issuer(&self, i: &Issuer) -> StoreResult<()> {
@@ -234,8 +201,7 @@ impl Store for SqliteStore {
 
     async fn delete_issuer(&self, issuer: &str) -> StoreResult<bool> {
         let issuer = issuer.to_owned();
-        self.write(move |c| directory::delete_issuer(c, &issuer))
-            .await
+        self.write(move |c| directory::delete_issuer(c, &issuer)).await
     }
 
     async fn put_entities(&self, json: &str) -> StoreResult<()> {

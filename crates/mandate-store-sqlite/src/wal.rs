@@ -34,22 +34,14 @@ impl Checkpointer {
         // The thread must never wait on the writer: a passive checkpoint does not, and a busy
         // database is simply retried at the next tick.
         conn.busy_timeout(Duration::ZERO).map_err(db)?;
-        conn.pragma_update(None, "synchronous", "FULL")
-            .map_err(db)?;
+        conn.pragma_update(None, "synchronous", "FULL").map_err(db)?;
         let stop = Arc::new((Mutex::new(false), Condvar::new()));
         let signal = Arc::clone(&stop);
         let thread = std::thread::Builder::new()
             .name("mandate-sqlite-checkpoint".into())
             .spawn(move || run(&conn, &signal))
-            .map_err(|e| {
-                mandate_store::StoreError::Backend(format!(
-                    "cannot start the checkpoint thread: {e}"
-                ))
-            })?;
-        Ok(Checkpointer {
-            stop,
-            thread: Some(thread),
-        })
+            .map_err(|e| mandate_store::StoreError::Backend(format!("cannot start the checkpoint thread: {e}")))?;
+        Ok(Checkpointer { stop, thread: Some(thread) })
     }
 }
 

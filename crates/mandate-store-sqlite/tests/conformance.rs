@@ -16,15 +16,13 @@ use mandate_store_sqlite::SqliteStore;
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn sqlite_store_conforms() {
     let dir = tempfile::tempdir().unwrap();
-    let store: Arc<dyn Store> =
-        Arc::new(SqliteStore::open(&dir.path().join("mandate.db")).unwrap());
+    let store: Arc<dyn Store> = Arc::new(SqliteStore::open(&dir.path().join("mandate.db")).unwrap());
     conformance::run_all(store).await;
 }
 
 #[tokio::test]
 async fn sqlite_store_conforms_on_a_current_thread_runtime() {
     let dir = tempfile::tempdir().unwrap();
-    let store: Arc<dyn Store> =
-        Arc::new(SqliteStore::open(&dir.path().join("nested/dir/mandate.db")).unwrap());
+    let store: Arc<dyn Store> = Arc::new(SqliteStore::open(&dir.path().join("nested/dir/mandate.db")).unwrap());
     conformance::run_all(store).await;
 }

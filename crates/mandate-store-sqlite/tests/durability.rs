@@ -44,10 +44,7 @@ async fn everything_written_is_there_after_reopening() {
         let store = SqliteStore::open(&path).unwrap();
         let agent = durable_agent();
         store.insert_agent(&agent).await.unwrap();
-        store
-            .set_agent_status(agent.name.as_str(), AgentStatus::Disabled, 5)
-            .await
-            .unwrap();
+        store.set_agent_status(agent.name.as_str(), AgentStatus::Disabled, 5).await.unwrap();
         store.append_audit(batch(100, 1)).await.unwrap();
         store.append_audit(batch(1, 2)).await.unwrap();
         (store.audit_head().await.unwrap(), agent)
@@ -55,33 +52,11 @@ async fn everything_written_is_there_after_reopening() {
 
     let store = SqliteStore::open(&path).unwrap();
     assert_eq!(store.audit_head().await.unwrap(), head);
-    assert_eq!(
-        store
-            .get_agent(agent.name.as_str())
-            .await
-            .unwrap()
-            .unwrap()
-            .status,
-        AgentStatus::Disabled
-    );
-    let report = verify_audit(&store, conformance::trusted_keys())
-        .await
-        .unwrap()
-        .unwrap();
+    assert_eq!(store.get_agent(agent.name.as_str()).await.unwrap().unwrap().status, AgentStatus::Disabled);
+    let report = verify_audit(&store, conformance::trusted_keys()).await.unwrap().unwrap();
     assert_eq!(report.last_seq, 101);
-    let end = TaskEnd {
-        status: TaskStatus::Revoked,
-        at_ms: 1,
-        by: "system".into(),
-        reason: "test".into(),
-    };
-    assert!(
-        store
-            .end_tasks(&["unknown".into()], &end)
-            .await
-            .unwrap()
-            .is_empty()
-    );
+    let end = TaskEnd { status: TaskStatus::Revoked, at_ms: 1, by: "system".into(), reason: "test".into() };
+    assert!(store.end_tasks(&["unknown".into()], &end).await.unwrap().is_empty());
 }
 
 #[test]
@@ -89,12 +64,7 @@ fn acknowledged_appends_survive_sigkill() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("mandate.db");
     let mut child = Command::new(std::env::current_exe().unwrap())
-        .args([
-            "durability_child_process",
-            "--exact",
-            "--nocapture",
-            "--test-threads=1",
-        ])
+        .args(["durability_child_process", "--exact", "--nocapture", "--test-threads=1"])
         .env(CHILD_DB, &path)
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
@@ -122,24 +92,11 @@ fn acknowledged_appends_survive_sigkill() {
     rt.block_on(async {
         let store = SqliteStore::open(&path).unwrap();
         let head = store.audit_head().await.unwrap();
-        assert!(
-            head.seq >= seq,
-            "acknowledged seq {seq} lost: head is {}",
-            head.seq
-        );
+        assert!(head.seq >= seq, "acknowledged seq {seq} lost: head is {}", head.seq);
         let event = store.read_audit(seq - 1, 1).await.unwrap().remove(0);
-        assert_eq!(
-            (event.seq, event.hash),
-            (seq, hash),
-            "the acknowledged event is the one stored"
-        );
-        let report = verify_audit(&store, conformance::trusted_keys())
-            .await
-            .unwrap();
-        assert!(
-            report.is_ok(),
-            "the trail verifies after the kill: {report:?}"
-        );
+        assert_eq!((event.seq, event.hash), (seq, hash), "the acknowledged event is the one stored");
+        let report = verify_audit(&store, conformance::trusted_keys()).await.unwrap();
+        assert!(report.is_ok(), "the trail verifies after the kill: {report:?}");
         // And the store takes writes again.
         store.append_audit(batch(1, 3)).await.unwrap();
     });
@@ -156,10 +113,7 @@ fn durability_child_process() {
     rt.block_on(async {
         let store = SqliteStore::open(Path::new(&path)).unwrap();
         for i in 0.. {
-            let sealed = store
-                .append_audit(batch(1 + i % 32, i as i64))
-                .await
-                .unwrap();
+            let sealed = store.append_audit(batch(1 + i % 32, i as i64)).await.unwrap();
             let last = sealed.last().unwrap();
             println!("acked {} {}", last.seq, last.hash);
         }

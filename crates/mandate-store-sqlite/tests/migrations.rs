@@ -14,13 +14,8 @@ use rusqlite::Connection;
 
 fn migrations(path: &std::path::Path) -> Vec<(i64, String)> {
     let conn = Connection::open(path).unwrap();
-    let mut stmt = conn
-        .prepare("SELECT version, name FROM schema_migrations ORDER BY version")
-        .unwrap();
-    stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
-        .unwrap()
-        .map(Result::unwrap)
-        .collect()
+    let mut stmt = conn.prepare("SELECT version, name FROM schema_migrations ORDER BY version").unwrap();
+    stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?))).unwrap().map(Result::unwrap).collect()
 }
 
 #[tokio::test]
@@ -34,16 +29,9 @@ async fn open_creates_the_schema_and_reopen_keeps_it() {
     assert_eq!(migrations(&path), [(1, "initial".to_owned())]);
 
     let store = SqliteStore::open(&path).unwrap();
-    assert_eq!(
-        store.get_meta("trust_domain").await.unwrap().as_deref(),
-        Some("example.org")
-    );
+    assert_eq!(store.get_meta("trust_domain").await.unwrap().as_deref(), Some("example.org"));
     drop(store);
-    assert_eq!(
-        migrations(&path).len() as i64,
-        SCHEMA_VERSION,
-        "re-opening applies nothing twice"
-    );
+    assert_eq!(migrations(&path).len() as i64, SCHEMA_VERSION, "re-opening applies nothing twice");
 }
 
 #[test]
@@ -52,9 +40,7 @@ fn the_journal_is_write_ahead() {
     let path = dir.path().join("mandate.db");
     let _store = SqliteStore::open(&path).unwrap();
     let conn = Connection::open(&path).unwrap();
-    let mode: String = conn
-        .query_row("PRAGMA journal_mode", [], |r| r.get(0))
-        .unwrap();
+    let mode: String = conn.query_row("PRAGMA journal_mode", [], |r| r.get(0)).unwrap();
     assert_eq!(mode, "wal");
 }
 
@@ -64,10 +50,8 @@ fn a_newer_schema_is_refused() {
     let path = dir.path().join("mandate.db");
     drop(SqliteStore::open(&path).unwrap());
     let conn = Connection::open(&path).unwrap();
-    conn.execute("INSERT INTO schema_migrations (version, name, applied_at_ms) VALUES (?1, 'from the future', 0)", [
-        SCHEMA_VERSION + 1,
-    ])
-    .unwrap();
+    conn.execute("INSERT INTO schema_migrations (version, name, applied_at_ms) VALUES (?1, 'from the future', 0)", [SCHEMA_VERSION + 1])
+        .unwrap();
     drop(conn);
 
     let err = SqliteStore::open(&path).unwrap_err();
@@ -76,21 +60,14 @@ fn a_newer_schema_is_refused() {
         "{err:?}"
     );
     assert_eq!(err.code(), "store_schema_too_new");
-    assert!(
-        err.to_string().contains("newer than this release supports"),
-        "{err}"
-    );
+    assert!(err.to_string().contains("newer than this release supports"), "{err}");
 }
 
 #[test]
 fn a_file_that_is_not_a_database_is_refused() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("mandate.db");
-    std::fs::write(
-        &path,
-        b"this is not an sqlite database, just some text that is long enough",
-    )
-    .unwrap();
+    std::fs::write(&path, b"this is not an sqlite database, just some text that is long enough").unwrap();
     let err = SqliteStore::open(&path).unwrap_err();
     assert_eq!(err.code(), "store_corrupt", "{err}");
 }

@@ -33,12 +33,7 @@ async fn trail() -> (tempfile::TempDir, std::path::PathBuf, SqliteStore) {
         store.append_audit(events).await.unwrap();
         if batch == 2 {
             let head = store.audit_head().await.unwrap();
-            let cp = sign_checkpoint(
-                &head,
-                1,
-                conformance::CHECKPOINT_KID,
-                &conformance::checkpoint_key(),
-            );
+            let cp = sign_checkpoint(&head, 1, conformance::CHECKPOINT_KID, &conformance::checkpoint_key());
             store.insert_checkpoint(&cp).await.unwrap();
         }
     }
@@ -54,10 +49,7 @@ async fn verdict(store: &SqliteStore) -> Result<u64, (u64, &'static str)> {
 }
 
 fn sql(path: &std::path::Path, statements: &str) {
-    Connection::open(path)
-        .unwrap()
-        .execute_batch(statements)
-        .unwrap();
+    Connection::open(path).unwrap().execute_batch(statements).unwrap();
 }
 
 #[tokio::test]
@@ -68,33 +60,17 @@ async fn an_untouched_trail_verifies() {
 
 #[tokio::test]
 async fn an_edited_column_is_caught() {
-    for (column, value) in [
-        ("kind", "'task.opened'"),
-        ("actor", "'agent:mallory'"),
-        ("agent", "NULL"),
-        ("task", "'x'"),
-        ("ts_ms", "0"),
-    ] {
+    for (column, value) in [("kind", "'task.opened'"), ("actor", "'agent:mallory'"), ("agent", "NULL"), ("task", "'x'"), ("ts_ms", "0")] {
         let (_dir, path, store) = trail().await;
-        sql(
-            &path,
-            &format!("UPDATE audit_events SET {column} = {value} WHERE seq = 7"),
-        );
-        assert_eq!(
-            verdict(&store).await,
-            Err((7, codes::BODY_MISMATCH)),
-            "{column}"
-        );
+        sql(&path, &format!("UPDATE audit_events SET {column} = {value} WHERE seq = 7"));
+        assert_eq!(verdict(&store).await, Err((7, codes::BODY_MISMATCH)), "{column}");
     }
 }
 
 #[tokio::test]
 async fn an_edited_body_is_caught() {
     let (_dir, path, store) = trail().await;
-    sql(
-        &path,
-        "UPDATE audit_events SET body = replace(body, 'tickets.read', 'tickets.wipe') WHERE seq = 8",
-    );
+    sql(&path, "UPDATE audit_events SET body = replace(body, 'tickets.read', 'tickets.wipe') WHERE seq = 8");
     assert_eq!(verdict(&store).await, Err((8, codes::HASH_MISMATCH)));
 }
 
@@ -121,10 +97,7 @@ async fn an_inserted_row_is_caught() {
 #[tokio::test]
 async fn a_row_at_seq_zero_is_caught() {
     let (_dir, path, store) = trail().await;
-    sql(
-        &path,
-        "INSERT INTO audit_events SELECT 0, ts_ms, kind, actor, agent, task, body, prev_hash, hash FROM audit_events WHERE seq = 1",
-    );
+    sql(&path, "INSERT INTO audit_events SELECT 0, ts_ms, kind, actor, agent, task, body, prev_hash, hash FROM audit_events WHERE seq = 1");
     assert_eq!(verdict(&store).await, Err((1, codes::SEQUENCE_GAP)));
 }
 
@@ -157,14 +130,8 @@ async fn truncating_above_the_last_checkpoint_is_not_evidence() {
 #[tokio::test]
 async fn an_edited_checkpoint_is_caught() {
     let (_dir, path, store) = trail().await;
-    sql(
-        &path,
-        "UPDATE audit_checkpoints SET hash = (SELECT hash FROM audit_events WHERE seq = 14)",
-    );
-    assert_eq!(
-        verdict(&store).await,
-        Err((15, codes::BAD_CHECKPOINT_SIGNATURE))
-    );
+    sql(&path, "UPDATE audit_checkpoints SET hash = (SELECT hash FROM audit_events WHERE seq = 14)");
+    assert_eq!(verdict(&store).await, Err((15, codes::BAD_CHECKPOINT_SIGNATURE)));
 }
 
 #[tokio::test]

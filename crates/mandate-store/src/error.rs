@@ -23,9 +23,7 @@ pub enum StoreError {
     #[error("stored data is corrupt: {0}")]
     Corrupt(String),
     /// The stored schema was written by a newer release.
-    #[error(
-        "store schema version {found} is newer than this release supports (at most {supported}); upgrade mandate"
-    )]
+    #[error("store schema version {found} is newer than this release supports (at most {supported}); upgrade mandate")]
     SchemaTooNew {
         /// The version found in the store.
         found: i64,
@@ -58,28 +56,13 @@ mod tests {
     #[test]
     fn codes_and_messages_are_stable() {
         let e = StoreError::Conflict("agent `bot`".into());
-        assert_eq!(
-            (e.code(), e.to_string().as_str()),
-            ("conflict", "agent `bot` already exists")
-        );
+        assert_eq!((e.code(), e.to_string().as_str()), ("conflict", "agent `bot` already exists"));
         let e = StoreError::NotFound("task `t1`".into());
-        assert_eq!(
-            (e.code(), e.to_string().as_str()),
-            ("not_found", "task `t1` not found")
-        );
-        assert_eq!(
-            StoreError::Backend("disk full".into()).code(),
-            "store_unavailable"
-        );
+        assert_eq!((e.code(), e.to_string().as_str()), ("not_found", "task `t1` not found"));
+        assert_eq!(StoreError::Backend("disk full".into()).code(), "store_unavailable");
         assert_eq!(StoreError::Corrupt("x".into()).code(), "store_corrupt");
-        assert_eq!(
-            StoreError::Invalid("x".into()).code(),
-            "invalid_store_request"
-        );
-        let e = StoreError::SchemaTooNew {
-            found: 9,
-            supported: 1,
-        };
+        assert_eq!(StoreError::Invalid("x".into()).code(), "invalid_store_request");
+        let e = StoreError::SchemaTooNew { found: 9, supported: 1 };
         assert_eq!(e.code(), "store_schema_too_new");
         assert!(e.to_string().starts_with("store schema version 9 is newer"));
     }

@@ -22,12 +22,7 @@ pub struct TaskFilter {
 impl Default for TaskFilter {
     /// No filter, at most [`DEFAULT_LIMIT`].
     fn default() -> Self {
-        TaskFilter {
-            agent: None,
-            status: None,
-            root: None,
-            limit: DEFAULT_LIMIT,
-        }
+        TaskFilter { agent: None, status: None, root: None, limit: DEFAULT_LIMIT }
     }
 }
 
@@ -52,13 +47,6 @@ pub struct AuditQuery {
 impl Default for AuditQuery {
     /// No filter, at most [`DEFAULT_LIMIT`].
     fn default() -> Self {
-        AuditQuery {
-            kind: None,
-            agent: None,
-            task: None,
-            since_ms: None,
-            after_seq: None,
-            limit: DEFAULT_LIMIT,
-        }
+        AuditQuery { kind: None, agent: None, task: None, since_ms: None, after_seq: None, limit: DEFAULT_LIMIT }
     }
 }

@@ -47,12 +47,7 @@ pub trait Store: Send + Sync + 'static {
     async fn list_agents(&self) -> StoreResult<Vec<Agent>>;
 
     /// Sets an agent's status and `updated_at_ms`. `false` if the agent is unknown.
-    async fn set_agent_status(
-        &self,
-        name: &str,
-        status: AgentStatus,
-        at_ms: i64,
-    ) -> StoreResult<bool>;
+    async fn set_agent_status(&self, name: &str, status: AgentStatus, at_ms: i64) -> StoreResult<bool>;
 
     /// Records that the agent was seen at `at_ms` (`last_seen_ms`). `NotFound` if unknown.
     async fn touch_agent(&self, name: &str, at_ms: i64) -> StoreResult<()>;
@@ -89,13 +84,7 @@ pub trait Store: Send + Sync + 'static {
 
     /// Attestation replay protection. First purges entries with `expires_at_ms < now_ms`, then
     /// records `(issuer, jti)`: `true` on first use, `false` if it was seen (and not purged).
-    async fn consume_jti(
-        &self,
-        issuer: &str,
-        jti: &str,
-        expires_at_ms: i64,
-        now_ms: i64,
-    ) -> StoreResult<bool>;
+    async fn consume_jti(&self, issuer: &str, jti: &str, expires_at_ms: i64, now_ms: i64) -> StoreResult<bool>;
 
     /// Adds a trusted issuer or replaces the one with the same `issuer`.
     async fn upsert_issuer(&self, i: &Issuer) -> StoreResult<()>;

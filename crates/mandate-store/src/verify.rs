@@ -14,10 +14,7 @@ pub const VERIFY_PAGE: usize = 2048;
 /// The outer result is the store's (could the trail be read?), the inner one the verdict.
 /// Checkpoints are listed before the events are read, so events appended meanwhile only
 /// lengthen the trail and never make it look truncated.
-pub async fn verify_audit(
-    store: &dyn Store,
-    keys: Vec<(String, VerifyingKey)>,
-) -> StoreResult<Result<VerifyReport, VerifyFailure>> {
+pub async fn verify_audit(store: &dyn Store, keys: Vec<(String, VerifyingKey)>) -> StoreResult<Result<VerifyReport, VerifyFailure>> {
     let checkpoints = store.list_checkpoints().await?;
     let mut verifier = Verifier::new(keys);
     let mut after = 0;

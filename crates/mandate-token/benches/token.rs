@@ -51,21 +51,12 @@ fn bench(c: &mut Criterion) {
     // A rotation overlap: the verifier holds two keys.
     let previous = SigningKey::generate();
     let minter = Minter::new(key.clone());
-    let verifier = MandateVerifier::new(
-        ISSUER,
-        AUDIENCE,
-        &[previous.public_key(), key.public_key()],
-        60,
-    );
+    let verifier = MandateVerifier::new(ISSUER, AUDIENCE, &[previous.public_key(), key.public_key()], 60);
     let claims = claims();
     let token = minter.mint(&claims).expect("the benchmark mandate mints");
 
-    c.bench_function("mandate/mint", |b| {
-        b.iter(|| minter.mint(black_box(&claims)))
-    });
-    c.bench_function("mandate/verify", |b| {
-        b.iter(|| verifier.verify(black_box(&token), black_box(NOW + 30)))
-    });
+    c.bench_function("mandate/mint", |b| b.iter(|| minter.mint(black_box(&claims))));
+    c.bench_function("mandate/verify", |b| b.iter(|| verifier.verify(black_box(&token), black_box(NOW + 30))));
 }
 
 criterion_group!(benches, bench);

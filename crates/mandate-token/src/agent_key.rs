@@ -39,10 +39,7 @@ impl FromStr for AgentKeyAlg {
         match s {
             "ed25519" => Ok(AgentKeyAlg::Ed25519),
             "p256" => Ok(AgentKeyAlg::P256),
-            other => Err(TokenError::UnsupportedKey(format!(
-                "key type `{}`: use `ed25519` or `p256`",
-                clip(other)
-            ))),
+            other => Err(TokenError::UnsupportedKey(format!("key type `{}`: use `ed25519` or `p256`", clip(other)))),
         }
     }
 }
@@ -114,9 +111,7 @@ pub fn sign_attestation(
     let exp = now_secs
         .checked_add(lifetime_secs)
         .filter(|_| lifetime_secs > 0)
-        .ok_or_else(|| {
-            TokenError::invalid_claim("exp", "the lifetime must be a positive number of seconds")
-        })?;
+        .ok_or_else(|| TokenError::invalid_claim("exp", "the lifetime must be a positive number of seconds"))?;
     let claims = json!({
         "iss": spiffe_id,
         "sub": spiffe_id,
@@ -140,13 +135,9 @@ impl PrivateKey {
     /// Reads a private OKP Ed25519 or EC P-256 JWK, checking that its public members (if
     /// present) belong to the private key.
     fn from_jwk(v: &Value) -> Result<Self, TokenError> {
-        let obj = v
-            .as_object()
-            .ok_or_else(|| TokenError::InvalidKey("a JWK must be a JSON object".into()))?;
+        let obj = v.as_object().ok_or_else(|| TokenError::InvalidKey("a JWK must be a JSON object".into()))?;
         if !obj.contains_key("d") {
-            return Err(TokenError::InvalidKey(
-                "the JWK has no private part (`d`)".into(),
-            ));
+            return Err(TokenError::InvalidKey("the JWK has no private part (`d`)".into()));
         }
         let kty = jwk::str_member(obj, "kty")?.unwrap_or("");
         let crv = jwk::str_member(obj, "crv")?.unwrap_or("");
@@ -205,18 +196,13 @@ impl PrivateKey {
 /// The affine coordinates of a P-256 public key (never the identity, so always present).
 fn p256_coordinates(key: &p256::ecdsa::VerifyingKey) -> (Vec<u8>, Vec<u8>) {
     let point = key.to_encoded_point(false);
-    (
-        point.x().map(|x| x.to_vec()).unwrap_or_default(),
-        point.y().map(|y| y.to_vec()).unwrap_or_default(),
-    )
+    (point.x().map(|x| x.to_vec()).unwrap_or_default(), point.y().map(|y| y.to_vec()).unwrap_or_default())
 }
 
 /// A public member of a private JWK, if present, must match the key.
 fn check_public(obj: &Map<String, Value>, name: &str, actual: &[u8]) -> Result<(), TokenError> {
     if obj.contains_key(name) && jwk::bytes_member(obj, name)? != actual {
-        return Err(TokenError::InvalidKey(format!(
-            "`{name}` does not belong to the private key `d`"
-        )));
+        return Err(TokenError::InvalidKey(format!("`{name}` does not belong to the private key `d`")));
     }
     Ok(())
 }
@@ -230,10 +216,7 @@ mod tests {
 
     #[test]
     fn generated_keys_have_the_documented_shape() {
-        for (alg, kty, jws_alg) in [
-            (AgentKeyAlg::Ed25519, "OKP", "EdDSA"),
-            (AgentKeyAlg::P256, "EC", "ES256"),
-        ] {
+        for (alg, kty, jws_alg) in [(AgentKeyAlg::Ed25519, "OKP", "EdDSA"), (AgentKeyAlg::P256, "EC", "ES256")] {
             let (private, public) = generate_agent_key(alg).unwrap();
             assert_eq!(public["kty"], kty);
             assert_eq!(public["alg"], jws_alg);
@@ -254,11 +237,8 @@ mod tests {
     fn kid_is_the_rfc_7638_thumbprint_of_an_ec_key() {
         // RFC 7638 §3.1 hashes the members in this order; recompute it independently.
         let (_, public) = generate_agent_key(AgentKeyAlg::P256).unwrap();
-        let canonical = format!(
-            r#"{{"crv":"P-256","kty":"EC","x":"{}","y":"{}"}}"#,
-            public["x"].as_str().unwrap(),
-            public["y"].as_str().unwrap()
-        );
+        let canonical =
+            format!(r#"{{"crv":"P-256","kty":"EC","x":"{}","y":"{}"}}"#, public["x"].as_str().unwrap(), public["y"].as_str().unwrap());
         use sha2::Digest;
         assert_eq!(public["kid"], b64_encode(sha2::Sha256::digest(canonical)));
     }
@@ -267,40 +247,24 @@ mod tests {
     fn attestation_claims() {
         let (private, _) = generate_agent_key(AgentKeyAlg::Ed25519).unwrap();
         let token = sign_attestation(&private, AGENT_ID, ISSUER, NOW, 60, "j-1").unwrap();
-        assert_eq!(
-            part(&token, 1),
-            json!({"iss":AGENT_ID,"sub":AGENT_ID,"aud":ISSUER,"iat":NOW,"exp":NOW + 60,"jti":"j-1"})
-        );
+        assert_eq!(part(&token, 1), json!({"iss":AGENT_ID,"sub":AGENT_ID,"aud":ISSUER,"iat":NOW,"exp":NOW + 60,"jti":"j-1"}));
     }
 
     #[test]
     fn refuses_bad_input() {
         let (private, public) = generate_agent_key(AgentKeyAlg::Ed25519).unwrap();
-        let sign = |jwk: &Value, id: &str, life: i64, jti: &str| {
-            sign_attestation(jwk, id, ISSUER, NOW, life, jti)
-                .unwrap_err()
-                .code()
-        };
+        let sign = |jwk: &Value, id: &str, life: i64, jti: &str| sign_attestation(jwk, id, ISSUER, NOW, life, jti).unwrap_err().code();
         assert_eq!(sign(&public, AGENT_ID, 60, "j"), "invalid_key");
-        assert_eq!(
-            sign(&private, "agent:support-bot", 60, "j"),
-            "invalid_claim"
-        );
+        assert_eq!(sign(&private, "agent:support-bot", 60, "j"), "invalid_claim");
         assert_eq!(sign(&private, AGENT_ID, 0, "j"), "invalid_claim");
         assert_eq!(sign(&private, AGENT_ID, i64::MAX, "j"), "invalid_claim");
         assert_eq!(sign(&private, AGENT_ID, 60, ""), "invalid_claim");
-        assert_eq!(
-            sign(&private, AGENT_ID, 60, &"j".repeat(257)),
-            "invalid_claim"
-        );
+        assert_eq!(sign(&private, AGENT_ID, 60, &"j".repeat(257)), "invalid_claim");
         let (_, other) = generate_agent_key(AgentKeyAlg::Ed25519).unwrap();
         let mut mismatched = private.clone();
         mismatched["x"] = other["x"].clone();
         assert_eq!(sign(&mismatched, AGENT_ID, 60, "j"), "invalid_key");
-        let (p_private, p_other) = (
-            generate_agent_key(AgentKeyAlg::P256).unwrap().0,
-            generate_agent_key(AgentKeyAlg::P256).unwrap().1,
-        );
+        let (p_private, p_other) = (generate_agent_key(AgentKeyAlg::P256).unwrap().0, generate_agent_key(AgentKeyAlg::P256).unwrap().1);
         let mut mismatched = p_private.clone();
         mismatched["y"] = p_other["y"].clone();
         assert_eq!(sign(&mismatched, AGENT_ID, 60, "j"), "invalid_key");
@@ -315,15 +279,9 @@ mod tests {
 
     #[test]
     fn key_alg_names() {
-        assert_eq!(
-            "ed25519".parse::<AgentKeyAlg>().unwrap(),
-            AgentKeyAlg::Ed25519
-        );
+        assert_eq!("ed25519".parse::<AgentKeyAlg>().unwrap(), AgentKeyAlg::Ed25519);
         assert_eq!("p256".parse::<AgentKeyAlg>().unwrap(), AgentKeyAlg::P256);
-        assert_eq!(
-            "rsa".parse::<AgentKeyAlg>().unwrap_err().code(),
-            "unsupported_key"
-        );
+        assert_eq!("rsa".parse::<AgentKeyAlg>().unwrap_err().code(), "unsupported_key");
         assert_eq!(AgentKeyAlg::P256.to_string(), "p256");
     }
 }

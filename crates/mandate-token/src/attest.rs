@@ -38,11 +38,7 @@ pub struct AttestationRules {
 impl AttestationRules {
     /// Rules for `audience` with the default lifetime (300 s) and leeway (60 s).
     pub fn new(audience: &str) -> Self {
-        AttestationRules {
-            audience: audience.to_owned(),
-            max_lifetime_secs: DEFAULT_MAX_LIFETIME_SECS,
-            leeway_secs: DEFAULT_LEEWAY_SECS,
-        }
+        AttestationRules { audience: audience.to_owned(), max_lifetime_secs: DEFAULT_MAX_LIFETIME_SECS, leeway_secs: DEFAULT_LEEWAY_SECS }
     }
 }
 
@@ -77,12 +73,7 @@ pub fn peek(token: &str) -> Result<UnverifiedJwt, TokenError> {
     let jws = jws::parse(token)?;
     let claims = jws.claims()?;
     let jws::Header { alg, typ, kid } = jws.header;
-    Ok(UnverifiedJwt {
-        alg,
-        typ,
-        kid,
-        claims,
-    })
+    Ok(UnverifiedJwt { alg, typ, kid, claims })
 }
 
 /// A verified attestation.
@@ -126,10 +117,7 @@ pub fn verify_agent_attestation(
         None => {}
         Some(typ) if typ.eq_ignore_ascii_case("JWT") => {}
         Some(other) => {
-            return Err(TokenError::WrongType {
-                found: Some(clip(other)),
-                expected: "JWT",
-            });
+            return Err(TokenError::WrongType { found: Some(clip(other)), expected: "JWT" });
         }
     }
     let key = jwk::parse_public(jwk, KeyPolicy::Agent)?;
@@ -147,10 +135,7 @@ pub fn verify_agent_attestation(
     claims::check_issuer(&claims, expected_spiffe_id)?;
     let subject = claims::required_string(&claims, "sub")?;
     if subject != expected_spiffe_id {
-        return Err(TokenError::WrongSubject {
-            found: clip(subject),
-            expected: clip(expected_spiffe_id),
-        });
+        return Err(TokenError::WrongSubject { found: clip(subject), expected: clip(expected_spiffe_id) });
     }
     claims::check_audience(&claims, &rules.audience)?;
     let exp = claims::required_numeric_date(&claims, "exp")?;
@@ -158,22 +143,14 @@ pub fn verify_agent_attestation(
     let jti = claims::required_string(&claims, "jti")?;
     let lifetime = exp.saturating_sub(iat);
     if lifetime > rules.max_lifetime_secs {
-        return Err(TokenError::LifetimeTooLong {
-            lifetime,
-            max: rules.max_lifetime_secs,
-        });
+        return Err(TokenError::LifetimeTooLong { lifetime, max: rules.max_lifetime_secs });
     }
     let nbf = claims::numeric_date(&claims, "nbf")?;
     claims::check_times(exp, nbf, Some(iat), now_secs, rules.leeway_secs)?;
     if jti.is_empty() || jti.len() > MAX_JTI_BYTES {
         return Err(TokenError::invalid_claim("jti", "must be 1 to 256 bytes"));
     }
-    Ok(Attestation {
-        subject: subject.to_owned(),
-        jti: jti.to_owned(),
-        iat,
-        exp,
-    })
+    Ok(Attestation { subject: subject.to_owned(), jti: jti.to_owned(), iat, exp })
 }
 
 #[cfg(test)]
@@ -183,9 +160,7 @@ mod tests {
     use serde_json::json;
 
     use super::*;
-    use crate::testing::{
-        AGENT_ID, ISSUER, NOW, forge, hs256, jwt_sign, mandate_claims, rsa_key, with_payload,
-    };
+    use crate::testing::{AGENT_ID, ISSUER, NOW, forge, hs256, jwt_sign, mandate_claims, rsa_key, with_payload};
     use crate::{AgentKeyAlg, Minter, SigningKey, generate_agent_key, sign_attestation};
 
     fn rules() -> AttestationRules {
@@ -193,9 +168,7 @@ mod tests {
     }
 
     fn code(result: Result<Attestation, TokenError>) -> &'static str {
-        result
-            .expect_err("the attestation should be refused")
-            .code()
+        result.expect_err("the attestation should be refused").code()
     }
 
     fn verify(token: &str, jwk: &Value) -> Result<Attestation, TokenError> {
@@ -208,14 +181,9 @@ mod tests {
 
     /// Signs arbitrary claims with an agent's Ed25519 private JWK.
     fn sign_ed25519(private: &Value, header: &Value, claims: &Value) -> String {
-        let d: [u8; 32] = crate::jws::b64_decode(private["d"].as_str().unwrap())
-            .unwrap()
-            .try_into()
-            .unwrap();
+        let d: [u8; 32] = crate::jws::b64_decode(private["d"].as_str().unwrap()).unwrap().try_into().unwrap();
         let key = ed25519_dalek::SigningKey::from_bytes(&d);
-        forge(header, claims, |input| {
-            ed25519_dalek::Signer::sign(&key, input).to_bytes().to_vec()
-        })
+        forge(header, claims, |input| ed25519_dalek::Signer::sign(&key, input).to_bytes().to_vec())
     }
 
     #[test]
@@ -223,20 +191,9 @@ mod tests {
         let (private, public) = generate_agent_key(AgentKeyAlg::Ed25519).unwrap();
         let token = sign_attestation(&private, AGENT_ID, ISSUER, NOW, 120, "att-1").unwrap();
         let header = crate::testing::part(&token, 0);
-        assert_eq!(
-            header,
-            json!({"alg":"EdDSA","typ":"JWT","kid":public["kid"]})
-        );
+        assert_eq!(header, json!({"alg":"EdDSA","typ":"JWT","kid":public["kid"]}));
         let att = verify(&token, &public).unwrap();
-        assert_eq!(
-            att,
-            Attestation {
-                subject: AGENT_ID.into(),
-                jti: "att-1".into(),
-                iat: NOW,
-                exp: NOW + 120
-            }
-        );
+        assert_eq!(att, Attestation { subject: AGENT_ID.into(), jti: "att-1".into(), iat: NOW, exp: NOW + 120 });
     }
 
     #[test]
@@ -259,8 +216,7 @@ mod tests {
         assert_eq!(code(verify(&token, &public)), "bad_signature");
         let (_, p256_public) = generate_agent_key(AgentKeyAlg::P256).unwrap();
         let (p256_attacker, _) = generate_agent_key(AgentKeyAlg::P256).unwrap();
-        let mut token =
-            sign_attestation(&p256_attacker, AGENT_ID, ISSUER, NOW, 60, "att-1").unwrap();
+        let mut token = sign_attestation(&p256_attacker, AGENT_ID, ISSUER, NOW, 60, "att-1").unwrap();
         token = crate::testing::with_header(&token, |h| h["kid"] = p256_public["kid"].clone());
         assert_eq!(code(verify(&token, &p256_public)), "bad_signature");
     }
@@ -269,9 +225,7 @@ mod tests {
     fn tampered_claims() {
         let (private, public) = generate_agent_key(AgentKeyAlg::Ed25519).unwrap();
         let token = sign_attestation(&private, AGENT_ID, ISSUER, NOW, 60, "att-1").unwrap();
-        let other = with_payload(&token, |p| {
-            p["sub"] = json!("spiffe://mandate.local/agent/admin-bot")
-        });
+        let other = with_payload(&token, |p| p["sub"] = json!("spiffe://mandate.local/agent/admin-bot"));
         assert_eq!(code(verify(&other, &public)), "bad_signature");
     }
 
@@ -286,9 +240,7 @@ mod tests {
     #[test]
     fn alg_none() {
         let (_, public) = generate_agent_key(AgentKeyAlg::Ed25519).unwrap();
-        let token = forge(&json!({"alg":"none","typ":"JWT"}), &claims(), |_| {
-            Vec::new()
-        });
+        let token = forge(&json!({"alg":"none","typ":"JWT"}), &claims(), |_| Vec::new());
         assert_eq!(code(verify(&token, &public)), "unsupported_alg");
     }
 
@@ -298,11 +250,7 @@ mod tests {
             let (_, public) = generate_agent_key(alg).unwrap();
             let x = crate::jws::b64_decode(public["x"].as_str().unwrap()).unwrap();
             let jwk_text = public.to_string();
-            for secret in [
-                x.as_slice(),
-                public["x"].as_str().unwrap().as_bytes(),
-                jwk_text.as_bytes(),
-            ] {
+            for secret in [x.as_slice(), public["x"].as_str().unwrap().as_bytes(), jwk_text.as_bytes()] {
                 let token = hs256(&json!({"alg":"HS256","typ":"JWT"}), &claims(), secret);
                 assert_eq!(code(verify(&token, &public)), "unsupported_alg", "{alg}");
             }
@@ -355,13 +303,7 @@ mod tests {
     fn lifetime_above_five_minutes() {
         let (private, public) = generate_agent_key(AgentKeyAlg::Ed25519).unwrap();
         let token = sign_attestation(&private, AGENT_ID, ISSUER, NOW, 301, "att-1").unwrap();
-        assert_eq!(
-            verify(&token, &public).err(),
-            Some(TokenError::LifetimeTooLong {
-                lifetime: 301,
-                max: 300
-            })
-        );
+        assert_eq!(verify(&token, &public).err(), Some(TokenError::LifetimeTooLong { lifetime: 301, max: 300 }));
         let token = sign_attestation(&private, AGENT_ID, ISSUER, NOW, 300, "att-1").unwrap();
         assert!(verify(&token, &public).is_ok());
     }
@@ -378,23 +320,14 @@ mod tests {
         let token = sign_ed25519(&private, &json!({"alg":"EdDSA"}), &c);
         assert_eq!(code(verify(&token, &public)), "wrong_issuer");
         // Signed for another agent with this agent's key.
-        let token = sign_attestation(
-            &private,
-            "spiffe://mandate.local/agent/admin-bot",
-            ISSUER,
-            NOW,
-            60,
-            "a",
-        )
-        .unwrap();
+        let token = sign_attestation(&private, "spiffe://mandate.local/agent/admin-bot", ISSUER, NOW, 60, "a").unwrap();
         assert_eq!(code(verify(&token, &public)), "wrong_issuer");
     }
 
     #[test]
     fn wrong_audience() {
         let (private, public) = generate_agent_key(AgentKeyAlg::Ed25519).unwrap();
-        let token =
-            sign_attestation(&private, AGENT_ID, "https://evil.example.com", NOW, 60, "a").unwrap();
+        let token = sign_attestation(&private, AGENT_ID, "https://evil.example.com", NOW, 60, "a").unwrap();
         assert_eq!(code(verify(&token, &public)), "wrong_audience");
         let mut c = claims();
         c["aud"] = json!(["https://evil.example.com", ISSUER]);
@@ -446,25 +379,11 @@ mod tests {
         let err = validate_agent_jwk(&private).unwrap_err();
         assert_eq!(err.code(), "private_key_material");
         assert!(err.to_string().contains("`d`"));
-        assert_eq!(
-            validate_agent_jwk(&rsa_key().jwk).unwrap_err().code(),
-            "unsupported_key"
-        );
-        assert_eq!(
-            validate_agent_jwk(&json!({"kty":"oct","k":"c2VjcmV0"}))
-                .unwrap_err()
-                .code(),
-            "unsupported_key"
-        );
+        assert_eq!(validate_agent_jwk(&rsa_key().jwk).unwrap_err().code(), "unsupported_key");
+        assert_eq!(validate_agent_jwk(&json!({"kty":"oct","k":"c2VjcmV0"})).unwrap_err().code(), "unsupported_key");
         let p384 = json!({"kty":"EC","crv":"P-384","x":"AA","y":"AA"});
-        assert_eq!(
-            validate_agent_jwk(&p384).unwrap_err().code(),
-            "unsupported_key"
-        );
-        assert_eq!(
-            validate_agent_jwk(&json!("a string")).unwrap_err().code(),
-            "invalid_key"
-        );
+        assert_eq!(validate_agent_jwk(&p384).unwrap_err().code(), "unsupported_key");
+        assert_eq!(validate_agent_jwk(&json!("a string")).unwrap_err().code(), "invalid_key");
         // A private key registered by mistake is refused when verifying too.
         let token = sign_attestation(&private, AGENT_ID, ISSUER, NOW, 60, "a").unwrap();
         assert_eq!(code(verify(&token, &private)), "private_key_material");

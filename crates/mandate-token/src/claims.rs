@@ -8,10 +8,7 @@ use crate::error::clip;
 pub(crate) type Claims = Map<String, Value>;
 
 /// A string claim, if present; any other JSON type is an error.
-pub(crate) fn string<'a>(
-    claims: &'a Claims,
-    name: &'static str,
-) -> Result<Option<&'a str>, TokenError> {
+pub(crate) fn string<'a>(claims: &'a Claims, name: &'static str) -> Result<Option<&'a str>, TokenError> {
     match claims.get(name) {
         None => Ok(None),
         Some(Value::String(s)) => Ok(Some(s)),
@@ -20,10 +17,7 @@ pub(crate) fn string<'a>(
 }
 
 /// A required string claim.
-pub(crate) fn required_string<'a>(
-    claims: &'a Claims,
-    name: &'static str,
-) -> Result<&'a str, TokenError> {
+pub(crate) fn required_string<'a>(claims: &'a Claims, name: &'static str) -> Result<&'a str, TokenError> {
     string(claims, name)?.ok_or(TokenError::MissingClaim(name))
 }
 
@@ -42,10 +36,7 @@ pub(crate) fn numeric_date(claims: &Claims, name: &'static str) -> Result<Option
 }
 
 /// A required NumericDate claim.
-pub(crate) fn required_numeric_date(
-    claims: &Claims,
-    name: &'static str,
-) -> Result<i64, TokenError> {
+pub(crate) fn required_numeric_date(claims: &Claims, name: &'static str) -> Result<i64, TokenError> {
     numeric_date(claims, name)?.ok_or(TokenError::MissingClaim(name))
 }
 
@@ -65,18 +56,12 @@ pub(crate) fn check_audience(claims: &Claims, expected: &str) -> Result<(), Toke
         Some(Value::String(aud)) => aud == expected,
         Some(Value::Array(auds)) => {
             if !auds.iter().all(Value::is_string) {
-                return Err(TokenError::invalid_claim(
-                    "aud",
-                    "must be a string or an array of strings",
-                ));
+                return Err(TokenError::invalid_claim("aud", "must be a string or an array of strings"));
             }
             auds.iter().any(|a| a == expected)
         }
         Some(_) => {
-            return Err(TokenError::invalid_claim(
-                "aud",
-                "must be a string or an array of strings",
-            ));
+            return Err(TokenError::invalid_claim("aud", "must be a string or an array of strings"));
         }
     };
     if !contains {
@@ -86,13 +71,7 @@ pub(crate) fn check_audience(claims: &Claims, expected: &str) -> Result<(), Toke
 }
 
 /// The validity window: `exp > now - leeway`, `nbf <= now + leeway`, `iat <= now + leeway`.
-pub(crate) fn check_times(
-    exp: i64,
-    nbf: Option<i64>,
-    iat: Option<i64>,
-    now: i64,
-    leeway: i64,
-) -> Result<(), TokenError> {
+pub(crate) fn check_times(exp: i64, nbf: Option<i64>, iat: Option<i64>, now: i64, leeway: i64) -> Result<(), TokenError> {
     let leeway = leeway.max(0);
     if exp <= now.saturating_sub(leeway) {
         return Err(TokenError::Expired(exp));
@@ -125,50 +104,25 @@ mod tests {
         assert_eq!(numeric_date(&c, "c").unwrap_err().code(), "invalid_claim");
         assert_eq!(numeric_date(&c, "d").unwrap_err().code(), "invalid_claim");
         assert_eq!(numeric_date(&c, "e").unwrap(), Some(-5));
-        assert_eq!(
-            required_numeric_date(&c, "exp").unwrap_err(),
-            TokenError::MissingClaim("exp")
-        );
+        assert_eq!(required_numeric_date(&c, "exp").unwrap_err(), TokenError::MissingClaim("exp"));
     }
 
     #[test]
     fn audience_is_a_string_or_an_array() {
         assert!(check_audience(&claims(json!({"aud": "a"})), "a").is_ok());
         assert!(check_audience(&claims(json!({"aud": ["b", "a"]})), "a").is_ok());
-        assert_eq!(
-            check_audience(&claims(json!({"aud": ["b"]})), "a")
-                .unwrap_err()
-                .code(),
-            "wrong_audience"
-        );
-        assert_eq!(
-            check_audience(&claims(json!({"aud": ["a", 1]})), "a")
-                .unwrap_err()
-                .code(),
-            "invalid_claim"
-        );
-        assert_eq!(
-            check_audience(&claims(json!({})), "a").unwrap_err().code(),
-            "missing_claim"
-        );
+        assert_eq!(check_audience(&claims(json!({"aud": ["b"]})), "a").unwrap_err().code(), "wrong_audience");
+        assert_eq!(check_audience(&claims(json!({"aud": ["a", 1]})), "a").unwrap_err().code(), "invalid_claim");
+        assert_eq!(check_audience(&claims(json!({})), "a").unwrap_err().code(), "missing_claim");
     }
 
     #[test]
     fn time_window_edges() {
-        assert_eq!(
-            check_times(100, None, None, 160, 60).unwrap_err(),
-            TokenError::Expired(100)
-        );
+        assert_eq!(check_times(100, None, None, 160, 60).unwrap_err(), TokenError::Expired(100));
         assert!(check_times(101, None, None, 160, 60).is_ok());
         assert!(check_times(1000, Some(220), Some(220), 160, 60).is_ok());
-        assert_eq!(
-            check_times(1000, Some(221), None, 160, 60).unwrap_err(),
-            TokenError::NotYetValid(221)
-        );
-        assert_eq!(
-            check_times(1000, None, Some(221), 160, 60).unwrap_err(),
-            TokenError::IssuedInFuture(221)
-        );
+        assert_eq!(check_times(1000, Some(221), None, 160, 60).unwrap_err(), TokenError::NotYetValid(221));
+        assert_eq!(check_times(1000, None, Some(221), 160, 60).unwrap_err(), TokenError::IssuedInFuture(221));
         // A negative leeway counts as none.
         assert!(check_times(161, None, None, 160, -100).is_ok());
         assert!(check_times(i64::MAX, Some(i64::MIN), None, i64::MIN, i64::MAX).is_ok());

@@ -20,10 +20,7 @@ pub enum TokenError {
     AlgKeyMismatch { alg: String, key: String },
     /// The header's `typ` says this is another kind of token.
     #[error("{}", wrong_type_message(found.as_deref(), expected))]
-    WrongType {
-        found: Option<String>,
-        expected: &'static str,
-    },
+    WrongType { found: Option<String>, expected: &'static str },
     /// The header lists a `crit` extension, none of which is understood here.
     #[error("the token header marks `{0}` as critical, which is not understood here")]
     CriticalHeader(String),
@@ -123,10 +120,7 @@ impl TokenError {
     }
 
     pub(crate) fn invalid_claim(claim: &'static str, reason: impl Into<String>) -> Self {
-        TokenError::InvalidClaim {
-            claim,
-            reason: reason.into(),
-        }
+        TokenError::InvalidClaim { claim, reason: reason.into() }
     }
 }
 
@@ -165,15 +159,9 @@ mod tests {
 
     #[test]
     fn messages_follow_the_house_style() {
-        let e = TokenError::WrongType {
-            found: None,
-            expected: "at+jwt",
-        };
+        let e = TokenError::WrongType { found: None, expected: "at+jwt" };
         assert_eq!(e.code(), "wrong_type");
-        assert_eq!(
-            e.to_string(),
-            "the token header has no type (`typ`): expected `at+jwt`"
-        );
+        assert_eq!(e.to_string(), "the token header has no type (`typ`): expected `at+jwt`");
         let e = TokenError::UnknownKid("k1".into());
         assert_eq!(e.to_string(), "unknown key `k1`");
     }

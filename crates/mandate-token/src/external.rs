@@ -13,17 +13,7 @@ use crate::jwk::{self, Alg, KeyPolicy, ParsedJwk};
 use crate::jws;
 
 /// The algorithms accepted from external issuers. Never HMAC, never `none`.
-const ISSUER_ALGS: [Alg; 9] = [
-    Alg::RS256,
-    Alg::RS384,
-    Alg::RS512,
-    Alg::PS256,
-    Alg::PS384,
-    Alg::PS512,
-    Alg::ES256,
-    Alg::ES384,
-    Alg::EdDSA,
-];
+const ISSUER_ALGS: [Alg; 9] = [Alg::RS256, Alg::RS384, Alg::RS512, Alg::PS256, Alg::PS384, Alg::PS512, Alg::ES256, Alg::ES384, Alg::EdDSA];
 
 /// Key types this verifier understands.
 const KNOWN_KEY_TYPES: [&str; 3] = ["RSA", "EC", "OKP"];
@@ -62,15 +52,11 @@ impl ExternalVerifier {
             .jwks
             .get("keys")
             .and_then(Value::as_array)
-            .ok_or_else(|| {
-                TokenError::InvalidJwks("expected an object with a `keys` array".into())
-            })?;
+            .ok_or_else(|| TokenError::InvalidJwks("expected an object with a `keys` array".into()))?;
         let mut keys: Vec<ParsedJwk> = Vec::with_capacity(entries.len());
         for (i, entry) in entries.iter().enumerate() {
             if entry.get("kty").and_then(Value::as_str) == Some("oct") {
-                return Err(TokenError::InvalidJwks(format!(
-                    "key {i}: symmetric (`oct`) keys are refused"
-                )));
+                return Err(TokenError::InvalidJwks(format!("key {i}: symmetric (`oct`) keys are refused")));
             }
             if !is_signing_key(entry) {
                 continue;
@@ -88,22 +74,14 @@ impl ExternalVerifier {
             if let Some(kid) = &key.kid
                 && keys.iter().any(|k| k.kid.as_ref() == Some(kid))
             {
-                return Err(TokenError::InvalidJwks(format!(
-                    "duplicate `kid` `{}`",
-                    clip(kid)
-                )));
+                return Err(TokenError::InvalidJwks(format!("duplicate `kid` `{}`", clip(kid))));
             }
             keys.push(key);
         }
         if keys.is_empty() {
             return Err(TokenError::InvalidJwks("it holds no signing key".into()));
         }
-        Ok(ExternalVerifier {
-            issuer: issuer.issuer.clone(),
-            audience: issuer.audience.clone(),
-            keys,
-            rules: issuer.rules.clone(),
-        })
+        Ok(ExternalVerifier { issuer: issuer.issuer.clone(), audience: issuer.audience.clone(), keys, rules: issuer.rules.clone() })
     }
 
     /// Verifies a token of this issuer at `now_secs` and maps it to an agent.
@@ -115,30 +93,18 @@ impl ExternalVerifier {
     /// leeway; `sub` is present (and a valid SPIFFE ID if it claims to be one); then the
     /// issuer's claim rules in order, the first mapping a string claim to an agent name
     /// winning.
-    pub fn verify(
-        &self,
-        token: &str,
-        now_secs: i64,
-        leeway_secs: i64,
-    ) -> Result<ExternalAttestation, TokenError> {
+    pub fn verify(&self, token: &str, now_secs: i64, leeway_secs: i64) -> Result<ExternalAttestation, TokenError> {
         let jws = jws::parse(token)?;
         let alg = Alg::parse_allowed(&jws.header.alg, &ISSUER_ALGS)?;
         match jws.header.typ.as_deref() {
             None => {}
             Some(typ) if typ.eq_ignore_ascii_case("JWT") || typ.eq_ignore_ascii_case("JOSE") => {}
             Some(other) => {
-                return Err(TokenError::WrongType {
-                    found: Some(clip(other)),
-                    expected: "JWT",
-                });
+                return Err(TokenError::WrongType { found: Some(clip(other)), expected: "JWT" });
             }
         }
         let key = match (&jws.header.kid, self.keys.as_slice()) {
-            (Some(kid), _) => self
-                .keys
-                .iter()
-                .find(|k| k.kid.as_ref() == Some(kid))
-                .ok_or_else(|| TokenError::UnknownKid(clip(kid)))?,
+            (Some(kid), _) => self.keys.iter().find(|k| k.kid.as_ref() == Some(kid)).ok_or_else(|| TokenError::UnknownKid(clip(kid)))?,
             (None, [only]) => only,
             (None, _) => return Err(TokenError::MissingKid),
         };
@@ -156,26 +122,15 @@ impl ExternalVerifier {
         claims::check_times(exp, nbf, iat, now_secs, leeway_secs)?;
         let subject = claims::required_string(&claims, "sub")?;
         if subject.starts_with("spiffe://") {
-            SpiffeId::parse(subject)
-                .map_err(|e| TokenError::invalid_claim("sub", e.to_string()))?;
+            SpiffeId::parse(subject).map_err(|e| TokenError::invalid_claim("sub", e.to_string()))?;
         }
         let jti = claims::string(&claims, "jti")?;
         let agent = self
             .rules
             .iter()
-            .find_map(|rule| {
-                claims
-                    .get(&rule.claim)
-                    .and_then(Value::as_str)
-                    .and_then(|v| rule.map(v))
-            })
+            .find_map(|rule| claims.get(&rule.claim).and_then(Value::as_str).and_then(|v| rule.map(v)))
             .ok_or(TokenError::NoRuleMatched)?;
-        Ok(ExternalAttestation {
-            agent,
-            subject: subject.to_owned(),
-            jti: jti.map(str::to_owned),
-            exp,
-        })
+        Ok(ExternalAttestation { agent, subject: subject.to_owned(), jti: jti.map(str::to_owned), exp })
     }
 
     /// Does the issuer's JWKS hold a signing key with this id? (A miss may mean the JWKS needs
@@ -195,14 +150,7 @@ impl fmt::Debug for ExternalVerifier {
         f.debug_struct("ExternalVerifier")
             .field("issuer", &self.issuer)
             .field("audience", &self.audience)
-            .field(
-                "kids",
-                &self
-                    .keys
-                    .iter()
-                    .map(|k| k.kid.as_deref())
-                    .collect::<Vec<_>>(),
-            )
+            .field("kids", &self.keys.iter().map(|k| k.kid.as_deref()).collect::<Vec<_>>())
             .field("rules", &self.rules)
             .finish()
     }
@@ -216,10 +164,7 @@ fn is_signing_key(entry: &Value) -> bool {
     let known_type = member("kty").is_some_and(|kty| KNOWN_KEY_TYPES.contains(&kty));
     let signing_use = member("use").is_none_or(|u| u == "sig");
     let signing_alg = member("alg").is_none_or(|a| Alg::parse_allowed(a, &ISSUER_ALGS).is_ok());
-    let verifies = entry.get("key_ops").is_none_or(|ops| {
-        ops.as_array()
-            .is_some_and(|ops| ops.iter().any(|o| o == "verify"))
-    });
+    let verifies = entry.get("key_ops").is_none_or(|ops| ops.as_array().is_some_and(|ops| ops.iter().any(|o| o == "verify")));
     known_type && signing_use && signing_alg && verifies
 }
 
@@ -241,10 +186,7 @@ mod tests {
             audience: AUD.into(),
             jwks,
             jwks_url: None,
-            rules: rules
-                .iter()
-                .map(|(c, p)| ClaimRule::new(c, p).unwrap())
-                .collect(),
+            rules: rules.iter().map(|(c, p)| ClaimRule::new(c, p).unwrap()).collect(),
             created_at_ms: 0,
         }
     }
@@ -257,11 +199,7 @@ mod tests {
 
     fn k8s_verifier() -> ExternalVerifier {
         let jwks = json!({"keys": [rsa_jwk("k8s-1")]});
-        ExternalVerifier::new(&issuer(
-            jwks,
-            &[("sub", "system:serviceaccount:prod:{agent}")],
-        ))
-        .unwrap()
+        ExternalVerifier::new(&issuer(jwks, &[("sub", "system:serviceaccount:prod:{agent}")])).unwrap()
     }
 
     fn k8s_claims() -> Value {
@@ -291,26 +229,15 @@ mod tests {
         let att = k8s_verifier().verify(&token, NOW + 5, 60).unwrap();
         assert_eq!(att.agent.as_str(), "support-bot");
         assert_eq!(att.subject, "system:serviceaccount:prod:support-bot");
-        assert_eq!(
-            att.jti.as_deref(),
-            Some("5c0c1c9e-0bd8-4d3f-9d0c-7d3a3c3f2f11")
-        );
+        assert_eq!(att.jti.as_deref(), Some("5c0c1c9e-0bd8-4d3f-9d0c-7d3a3c3f2f11"));
         assert_eq!(att.exp, NOW + 3600);
     }
 
     #[test]
     fn rsa_pss() {
-        let token = forge(
-            &json!({"alg":"PS256","kid":"k8s-1"}),
-            &k8s_claims(),
-            jwt_sign(&rsa_key().encoding, J::PS256),
-        );
+        let token = forge(&json!({"alg":"PS256","kid":"k8s-1"}), &k8s_claims(), jwt_sign(&rsa_key().encoding, J::PS256));
         assert!(k8s_verifier().verify(&token, NOW, 60).is_ok());
-        let token = forge(
-            &json!({"alg":"RS512","kid":"k8s-1","typ":"JOSE"}),
-            &k8s_claims(),
-            jwt_sign(&rsa_key().encoding, J::RS512),
-        );
+        let token = forge(&json!({"alg":"RS512","kid":"k8s-1","typ":"JOSE"}), &k8s_claims(), jwt_sign(&rsa_key().encoding, J::RS512));
         assert!(k8s_verifier().verify(&token, NOW, 60).is_ok());
     }
 
@@ -326,17 +253,12 @@ mod tests {
         let rules = [("sub", "spiffe://cluster.local/ns/prod/sa/{agent}")];
         let verifier = ExternalVerifier::new(&issuer(json!({"keys":[jwk]}), &rules)).unwrap();
         let svid = "spiffe://cluster.local/ns/prod/sa/support-bot";
-        let claims =
-            json!({"iss": K8S_ISSUER, "sub": svid, "aud": AUD, "exp": NOW + 300, "iat": NOW});
+        let claims = json!({"iss": K8S_ISSUER, "sub": svid, "aud": AUD, "exp": NOW + 300, "iat": NOW});
         let sign = |input: &[u8]| {
             let sig: p256::ecdsa::Signature = p256::ecdsa::signature::Signer::sign(&key, input);
             sig.to_bytes().to_vec()
         };
-        let token = forge(
-            &json!({"alg":"ES256","kid":"spire-1","typ":"JWT"}),
-            &claims,
-            sign,
-        );
+        let token = forge(&json!({"alg":"ES256","kid":"spire-1","typ":"JWT"}), &claims, sign);
         let att = verifier.verify(&token, NOW, 60).unwrap();
         assert_eq!(att.agent.as_str(), "support-bot");
         assert_eq!(att.subject, svid);
@@ -359,12 +281,8 @@ mod tests {
             eyJpc3MiOiJodHRwczovL2t1YmVybmV0ZXMuZGVmYXVsdC5zdmMuY2x1c3Rlci5sb2NhbCIsInN1YiI6InN5c3RlbTpzZXJ2aWNlYWNjb3VudDpwcm9kOnN1cHBvcnQtYm90IiwiYXVkIjoiaHR0cHM6Ly9tYW5kYXRlLmV4YW1wbGUuY29tIiwiaWF0IjoxNzkwMDAwMDAwLCJleHAiOjE3OTAwMDM2MDB9.\
             YxWNr_xMRIFgKwm4fcawrIDWhUMpZ-QDEncWPilp9TJSXC4fkm6iStaml4rNWAKS9DgtQSiCk34aEls5FKqMQrP-0Lq9ofV_WAegFjFbz4JkrEg9K45TFO_Iw4LUvnze";
         let rules = [("sub", "system:serviceaccount:prod:{agent}")];
-        let verifier =
-            ExternalVerifier::new(&issuer(json!({"keys":[jwk.clone()]}), &rules)).unwrap();
-        assert_eq!(
-            verifier.verify(token, NOW, 60).unwrap().agent.as_str(),
-            "support-bot"
-        );
+        let verifier = ExternalVerifier::new(&issuer(json!({"keys":[jwk.clone()]}), &rules)).unwrap();
+        assert_eq!(verifier.verify(token, NOW, 60).unwrap().agent.as_str(), "support-bot");
         let tampered = with_payload(token, |p| p["exp"] = json!(NOW + 7200));
         assert_eq!(code(verifier.verify(&tampered, NOW, 60)), "bad_signature");
 
@@ -378,20 +296,9 @@ mod tests {
     fn eddsa_issuer() {
         let key = SigningKey::generate();
         let jwks = crate::jwks(&[key.public_key()]);
-        let verifier = ExternalVerifier::new(&issuer(
-            jwks,
-            &[("sub", "system:serviceaccount:prod:{agent}")],
-        ))
-        .unwrap();
-        let token = forge(
-            &json!({"alg":"EdDSA","kid":key.kid()}),
-            &k8s_claims(),
-            ed25519(&key),
-        );
-        assert_eq!(
-            verifier.verify(&token, NOW, 60).unwrap().agent.as_str(),
-            "support-bot"
-        );
+        let verifier = ExternalVerifier::new(&issuer(jwks, &[("sub", "system:serviceaccount:prod:{agent}")])).unwrap();
+        let token = forge(&json!({"alg":"EdDSA","kid":key.kid()}), &k8s_claims(), ed25519(&key));
+        assert_eq!(verifier.verify(&token, NOW, 60).unwrap().agent.as_str(), "support-bot");
     }
 
     #[test]
@@ -408,40 +315,26 @@ mod tests {
         let token = rs256(json!({"alg":"RS256"}), &k8s_claims());
         assert!(k8s_verifier().verify(&token, NOW, 60).is_ok());
         let other = SigningKey::generate().public_key().to_jwk();
-        let two = ExternalVerifier::new(&issuer(
-            json!({"keys":[rsa_jwk("k8s-1"), other]}),
-            &[("sub", "{agent}")],
-        ))
-        .unwrap();
+        let two = ExternalVerifier::new(&issuer(json!({"keys":[rsa_jwk("k8s-1"), other]}), &[("sub", "{agent}")])).unwrap();
         assert_eq!(code(two.verify(&token, NOW, 60)), "missing_kid");
     }
 
     #[test]
     fn rs256_against_an_ed25519_key() {
         let key = SigningKey::generate();
-        let verifier = ExternalVerifier::new(&issuer(
-            crate::jwks(&[key.public_key()]),
-            &[("sub", "{agent}")],
-        ))
-        .unwrap();
+        let verifier = ExternalVerifier::new(&issuer(crate::jwks(&[key.public_key()]), &[("sub", "{agent}")])).unwrap();
         let token = rs256(json!({"alg":"RS256","kid":key.kid()}), &k8s_claims());
         assert_eq!(code(verifier.verify(&token, NOW, 60)), "alg_key_mismatch");
         // And ES256 against an RSA key.
-        let token = forge(&json!({"alg":"ES256","kid":"k8s-1"}), &k8s_claims(), |_| {
-            vec![0; 64]
-        });
-        assert_eq!(
-            code(k8s_verifier().verify(&token, NOW, 60)),
-            "alg_key_mismatch"
-        );
+        let token = forge(&json!({"alg":"ES256","kid":"k8s-1"}), &k8s_claims(), |_| vec![0; 64]);
+        assert_eq!(code(k8s_verifier().verify(&token, NOW, 60)), "alg_key_mismatch");
     }
 
     #[test]
     fn alg_pinned_by_the_jwk() {
         let mut jwk = rsa_jwk("k8s-1");
         jwk["alg"] = json!("RS512");
-        let verifier =
-            ExternalVerifier::new(&issuer(json!({"keys":[jwk]}), &[("sub", "{agent}")])).unwrap();
+        let verifier = ExternalVerifier::new(&issuer(json!({"keys":[jwk]}), &[("sub", "{agent}")])).unwrap();
         let token = rs256(json!({"alg":"RS256","kid":"k8s-1"}), &k8s_claims());
         assert_eq!(code(verifier.verify(&token, NOW, 60)), "alg_key_mismatch");
     }
@@ -451,68 +344,36 @@ mod tests {
         let n = crate::jws::b64_decode(rsa_key().jwk["n"].as_str().unwrap()).unwrap();
         for secret in [n.as_slice(), rsa_jwk("k8s-1").to_string().as_bytes()] {
             let token = hs256(&json!({"alg":"HS256","kid":"k8s-1"}), &k8s_claims(), secret);
-            assert_eq!(
-                code(k8s_verifier().verify(&token, NOW, 60)),
-                "unsupported_alg"
-            );
+            assert_eq!(code(k8s_verifier().verify(&token, NOW, 60)), "unsupported_alg");
         }
         let token = forge(&json!({"alg":"none"}), &k8s_claims(), |_| Vec::new());
-        assert_eq!(
-            code(k8s_verifier().verify(&token, NOW, 60)),
-            "unsupported_alg"
-        );
-        let token = forge(&json!({"alg":"ES512","kid":"k8s-1"}), &k8s_claims(), |_| {
-            vec![0; 132]
-        });
-        assert_eq!(
-            code(k8s_verifier().verify(&token, NOW, 60)),
-            "unsupported_alg"
-        );
+        assert_eq!(code(k8s_verifier().verify(&token, NOW, 60)), "unsupported_alg");
+        let token = forge(&json!({"alg":"ES512","kid":"k8s-1"}), &k8s_claims(), |_| vec![0; 132]);
+        assert_eq!(code(k8s_verifier().verify(&token, NOW, 60)), "unsupported_alg");
     }
 
     #[test]
     fn forged_and_tampered_tokens() {
         let token = rs256(json!({"alg":"RS256","kid":"k8s-1"}), &k8s_claims());
-        let tampered = with_payload(&token, |p| {
-            p["sub"] = json!("system:serviceaccount:prod:admin-bot")
-        });
-        assert_eq!(
-            code(k8s_verifier().verify(&tampered, NOW, 60)),
-            "bad_signature"
-        );
+        let tampered = with_payload(&token, |p| p["sub"] = json!("system:serviceaccount:prod:admin-bot"));
+        assert_eq!(code(k8s_verifier().verify(&tampered, NOW, 60)), "bad_signature");
         let truncated = &token[..token.len() - 4];
-        assert_eq!(
-            code(k8s_verifier().verify(truncated, NOW, 60)),
-            "bad_signature"
-        );
+        assert_eq!(code(k8s_verifier().verify(truncated, NOW, 60)), "bad_signature");
     }
 
     #[test]
     fn typ_iss_aud_and_time() {
         let v = k8s_verifier();
         let h = json!({"alg":"RS256","kid":"k8s-1","typ":"at+jwt"});
-        assert_eq!(
-            code(v.verify(&rs256(h, &k8s_claims()), NOW, 60)),
-            "wrong_type"
-        );
+        assert_eq!(code(v.verify(&rs256(h, &k8s_claims()), NOW, 60)), "wrong_type");
         let h = || json!({"alg":"RS256","kid":"k8s-1"});
         let edit = |f: &dyn Fn(&mut Value)| {
             let mut c = k8s_claims();
             f(&mut c);
             rs256(h(), &c)
         };
-        assert_eq!(
-            code(v.verify(
-                &edit(&|c| c["iss"] = json!("https://evil.example.com")),
-                NOW,
-                60
-            )),
-            "wrong_issuer"
-        );
-        assert_eq!(
-            code(v.verify(&edit(&|c| c["aud"] = json!(["vault"])), NOW, 60)),
-            "wrong_audience"
-        );
+        assert_eq!(code(v.verify(&edit(&|c| c["iss"] = json!("https://evil.example.com")), NOW, 60)), "wrong_issuer");
+        assert_eq!(code(v.verify(&edit(&|c| c["aud"] = json!(["vault"])), NOW, 60)), "wrong_audience");
         assert_eq!(
             code(v.verify(
                 &edit(&|c| {
@@ -547,26 +408,17 @@ mod tests {
     #[test]
     fn claim_rules_in_order() {
         let jwks = json!({"keys": [rsa_jwk("k8s-1")]});
-        let rules = [
-            ("repository", "acme/{agent}"),
-            ("email", "{agent}@agents.acme.example"),
-            ("sub", "system:serviceaccount:prod:{agent}"),
-        ];
+        let rules =
+            [("repository", "acme/{agent}"), ("email", "{agent}@agents.acme.example"), ("sub", "system:serviceaccount:prod:{agent}")];
         let v = ExternalVerifier::new(&issuer(jwks, &rules)).unwrap();
         let mut c = k8s_claims();
         c["repository"] = json!(["not", "a", "string"]);
         c["email"] = json!("triage-bot@agents.acme.example");
         let token = rs256(json!({"alg":"RS256","kid":"k8s-1"}), &c);
-        assert_eq!(
-            v.verify(&token, NOW, 60).unwrap().agent.as_str(),
-            "triage-bot"
-        );
+        assert_eq!(v.verify(&token, NOW, 60).unwrap().agent.as_str(), "triage-bot");
         c["repository"] = json!("acme/release-bot");
         let token = rs256(json!({"alg":"RS256","kid":"k8s-1"}), &c);
-        assert_eq!(
-            v.verify(&token, NOW, 60).unwrap().agent.as_str(),
-            "release-bot"
-        );
+        assert_eq!(v.verify(&token, NOW, 60).unwrap().agent.as_str(), "release-bot");
     }
 
     #[test]
@@ -574,39 +426,21 @@ mod tests {
         let mut c = k8s_claims();
         c["sub"] = json!("system:serviceaccount:dev:support-bot");
         let token = rs256(json!({"alg":"RS256","kid":"k8s-1"}), &c);
-        assert_eq!(
-            code(k8s_verifier().verify(&token, NOW, 60)),
-            "no_rule_matched"
-        );
+        assert_eq!(code(k8s_verifier().verify(&token, NOW, 60)), "no_rule_matched");
         c["sub"] = json!("system:serviceaccount:prod:Not/An/Agent");
         let token = rs256(json!({"alg":"RS256","kid":"k8s-1"}), &c);
-        assert_eq!(
-            code(k8s_verifier().verify(&token, NOW, 60)),
-            "no_rule_matched"
-        );
+        assert_eq!(code(k8s_verifier().verify(&token, NOW, 60)), "no_rule_matched");
     }
 
     #[test]
     fn jwks_parsing() {
-        let build = |keys: Value| {
-            ExternalVerifier::new(&issuer(json!({"keys": keys}), &[("sub", "{agent}")]))
-        };
+        let build = |keys: Value| ExternalVerifier::new(&issuer(json!({"keys": keys}), &[("sub", "{agent}")]));
         let code_of = |keys: Value| build(keys).err().map(|e| e.code());
-        assert_eq!(
-            code_of(json!([{"kty":"oct","k":"c2VjcmV0","kid":"h"}])),
-            Some("invalid_jwks")
-        );
-        assert_eq!(
-            code_of(json!([rsa_jwk("a"), {"kty":"oct","k":"c2VjcmV0"}])),
-            Some("invalid_jwks")
-        );
+        assert_eq!(code_of(json!([{"kty":"oct","k":"c2VjcmV0","kid":"h"}])), Some("invalid_jwks"));
+        assert_eq!(code_of(json!([rsa_jwk("a"), {"kty":"oct","k":"c2VjcmV0"}])), Some("invalid_jwks"));
         assert_eq!(code_of(json!([])), Some("invalid_jwks"));
-        assert_eq!(
-            code_of(json!([rsa_jwk("a"), rsa_jwk("a")])),
-            Some("invalid_jwks")
-        );
-        let weak =
-            json!({"kty":"RSA","kid":"w","n":crate::jws::b64_encode([0xffu8; 128]),"e":"AQAB"});
+        assert_eq!(code_of(json!([rsa_jwk("a"), rsa_jwk("a")])), Some("invalid_jwks"));
+        let weak = json!({"kty":"RSA","kid":"w","n":crate::jws::b64_encode([0xffu8; 128]),"e":"AQAB"});
         assert_eq!(code_of(json!([weak])), Some("invalid_jwks"));
         let (private, _) = generate_agent_key(AgentKeyAlg::P256).unwrap();
         assert_eq!(code_of(json!([private])), Some("private_key_material"));
@@ -618,30 +452,17 @@ mod tests {
         enc["use"] = json!("enc");
         let mut oaep = rsa_jwk("oaep-1");
         oaep["alg"] = json!("RSA-OAEP-256");
-        let x25519 =
-            json!({"kty":"OKP","crv":"X25519","kid":"x","x":crate::jws::b64_encode([9u8; 32])});
+        let x25519 = json!({"kty":"OKP","crv":"X25519","kid":"x","x":crate::jws::b64_encode([9u8; 32])});
         let p521 = json!({"kty":"EC","crv":"P-521","kid":"p","x":"AA","y":"AA"});
         let future = json!({"kty":"AKP","kid":"pq","pub":"AA"});
         let mut wrap = rsa_jwk("wrap-1");
         wrap["key_ops"] = json!(["wrapKey"]);
-        let v = build(json!([
-            enc,
-            oaep,
-            x25519,
-            p521,
-            future,
-            wrap,
-            rsa_jwk("sig-1")
-        ]))
-        .unwrap();
+        let v = build(json!([enc, oaep, x25519, p521, future, wrap, rsa_jwk("sig-1")])).unwrap();
         assert!(v.has_kid("sig-1"));
         for skipped in ["enc-1", "oaep-1", "x", "p", "pq", "wrap-1"] {
             assert!(!v.has_kid(skipped), "{skipped}");
         }
-        assert_eq!(
-            code_of(json!([{"kty":"RSA","kid":"e"}])),
-            Some("invalid_jwks")
-        );
+        assert_eq!(code_of(json!([{"kty":"RSA","kid":"e"}])), Some("invalid_jwks"));
         assert_eq!(v.issuer(), K8S_ISSUER);
         assert!(format!("{v:?}").contains("sig-1"));
     }

@@ -38,28 +38,16 @@ pub(crate) fn parse(token: &str) -> Result<Jws<'_>, TokenError> {
         return Err(TokenError::Malformed("longer than 16 KiB"));
     }
     let mut parts = token.split('.');
-    let (Some(header_b64), Some(payload_b64), Some(signature_b64), None) =
-        (parts.next(), parts.next(), parts.next(), parts.next())
-    else {
-        return Err(TokenError::Malformed(
-            "not a compact JWS of three dot-separated parts",
-        ));
+    let (Some(header_b64), Some(payload_b64), Some(signature_b64), None) = (parts.next(), parts.next(), parts.next(), parts.next()) else {
+        return Err(TokenError::Malformed("not a compact JWS of three dot-separated parts"));
     };
-    let header = decode_object(header_b64)
-        .map_err(|_| TokenError::Malformed("the header is not a base64url JSON object"))?;
+    let header = decode_object(header_b64).map_err(|_| TokenError::Malformed("the header is not a base64url JSON object"))?;
     let header = Header::from_object(&header)?;
     let signing_input = token
         .as_bytes()
         .get(..header_b64.len() + 1 + payload_b64.len())
-        .ok_or(TokenError::Malformed(
-            "not a compact JWS of three dot-separated parts",
-        ))?;
-    Ok(Jws {
-        header,
-        signing_input,
-        payload_b64,
-        signature_b64,
-    })
+        .ok_or(TokenError::Malformed("not a compact JWS of three dot-separated parts"))?;
+    Ok(Jws { header, signing_input, payload_b64, signature_b64 })
 }
 
 impl Header {
@@ -78,10 +66,7 @@ impl Header {
         let kid = optional("kid", "`kid` is not a string")?;
         // No header extension is understood here, so any `crit` entry is refused (RFC 7515 §4.1.11).
         if let Some(crit) = header.get("crit") {
-            let first = crit
-                .as_array()
-                .and_then(|c| c.first())
-                .and_then(Value::as_str);
+            let first = crit.as_array().and_then(|c| c.first()).and_then(Value::as_str);
             return Err(TokenError::CriticalHeader(clip(first.unwrap_or("crit"))));
         }
         Ok(Header { alg, typ, kid })
@@ -92,8 +77,7 @@ impl Jws<'_> {
     /// The decoded payload. Call only once the signature has been verified, unless the claims
     /// are used for routing alone.
     pub fn claims(&self) -> Result<Map<String, Value>, TokenError> {
-        decode_object(self.payload_b64)
-            .map_err(|_| TokenError::Malformed("the payload is not a base64url JSON object"))
+        decode_object(self.payload_b64).map_err(|_| TokenError::Malformed("the payload is not a base64url JSON object"))
     }
 
     /// The decoded signature, or `None` if it is not valid base64url.
@@ -114,8 +98,7 @@ pub(crate) fn encode<C: Serialize + ?Sized>(
     claims: &C,
     sign: impl FnOnce(&[u8]) -> Result<Vec<u8>, TokenError>,
 ) -> Result<String, TokenError> {
-    let payload = serde_json::to_vec(claims)
-        .map_err(|_| TokenError::SigningFailed("the claims could not be serialised"))?;
+    let payload = serde_json::to_vec(claims).map_err(|_| TokenError::SigningFailed("the claims could not be serialised"))?;
     let mut token = String::with_capacity(header_b64.len() + payload.len() * 4 / 3 + 96);
     token.push_str(header_b64);
     token.push('.');
@@ -157,11 +140,7 @@ mod tests {
 
     #[test]
     fn splits_a_well_formed_token() {
-        let token = format!(
-            "{}.{}.AAAA",
-            part(&json!({"alg":"EdDSA","kid":"k"})),
-            part(&json!({"a":1}))
-        );
+        let token = format!("{}.{}.AAAA", part(&json!({"alg":"EdDSA","kid":"k"})), part(&json!({"a":1})));
         let jws = parse(&token).unwrap();
         assert_eq!(jws.header.alg, "EdDSA");
         assert_eq!(jws.header.kid.as_deref(), Some("k"));
@@ -187,11 +166,7 @@ mod tests {
             format!("{}.{p}.sig", part(&json!({"alg":1}))),
             format!("{}.{p}.sig", part(&json!({"alg":"EdDSA","kid":7}))),
         ] {
-            assert_eq!(
-                parse(&bad).err().map(|e| e.code()),
-                Some("malformed"),
-                "{bad}"
-            );
+            assert_eq!(parse(&bad).err().map(|e| e.code()), Some("malformed"), "{bad}");
         }
         let token = format!("{h}.%%%.sig");
         let jws = parse(&token).unwrap();
@@ -209,9 +184,6 @@ mod tests {
     #[test]
     fn refuses_oversized_input_before_parsing() {
         let token = "a".repeat(MAX_TOKEN_BYTES + 1);
-        assert_eq!(
-            parse(&token).err().unwrap(),
-            TokenError::Malformed("longer than 16 KiB")
-        );
+        assert_eq!(parse(&token).err().unwrap(), TokenError::Malformed("longer than 16 KiB"));
     }
 }

@@ -35,10 +35,7 @@ impl SigningKey {
 
     /// The key as a PKCS#8 (RFC 8410) DER document, zeroized when dropped.
     pub fn to_pkcs8_der(&self) -> Result<Zeroizing<Vec<u8>>, TokenError> {
-        let doc = self
-            .key
-            .to_pkcs8_der()
-            .map_err(|_| TokenError::SigningFailed("the key could not be encoded as PKCS#8"))?;
+        let doc = self.key.to_pkcs8_der().map_err(|_| TokenError::SigningFailed("the key could not be encoded as PKCS#8"))?;
         Ok(Zeroizing::new(doc.as_bytes().to_vec()))
     }
 
@@ -49,10 +46,7 @@ impl SigningKey {
 
     /// The public half.
     pub fn public_key(&self) -> PublicKey {
-        PublicKey {
-            kid: self.kid.clone(),
-            key: self.key.verifying_key(),
-        }
+        PublicKey { kid: self.kid.clone(), key: self.key.verifying_key() }
     }
 
     /// A raw Ed25519 signature over `msg` (used for audit checkpoints).
@@ -66,18 +60,13 @@ impl SigningKey {
     }
 
     fn from_dalek(key: ed25519_dalek::SigningKey) -> Self {
-        SigningKey {
-            kid: jwk::okp_thumbprint(key.verifying_key().as_bytes()),
-            key,
-        }
+        SigningKey { kid: jwk::okp_thumbprint(key.verifying_key().as_bytes()), key }
     }
 }
 
 impl fmt::Debug for SigningKey {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("SigningKey")
-            .field("kid", &self.kid)
-            .finish_non_exhaustive()
+        f.debug_struct("SigningKey").field("kid", &self.kid).finish_non_exhaustive()
     }
 }
 
@@ -111,15 +100,11 @@ impl PublicKey {
     pub fn from_jwk(v: &Value) -> Result<Self, TokenError> {
         let parsed = jwk::parse_public(v, KeyPolicy::Agent)?;
         let VerifyKey::Ed25519(key) = parsed.key else {
-            return Err(TokenError::UnsupportedKey(
-                "Mandate keys are OKP Ed25519 keys".into(),
-            ));
+            return Err(TokenError::UnsupportedKey("Mandate keys are OKP Ed25519 keys".into()));
         };
         let kid = jwk::okp_thumbprint(key.as_bytes());
         if parsed.kid.as_ref().is_some_and(|k| *k != kid) {
-            return Err(TokenError::InvalidKey(
-                "`kid` is not the key's RFC 7638 thumbprint".into(),
-            ));
+            return Err(TokenError::InvalidKey("`kid` is not the key's RFC 7638 thumbprint".into()));
         }
         Ok(PublicKey { kid, key })
     }
@@ -127,8 +112,7 @@ impl PublicKey {
     /// Verifies a raw Ed25519 signature (strict verification: no small-order keys, canonical
     /// signatures only).
     pub fn verify_raw(&self, msg: &[u8], sig: &[u8]) -> bool {
-        ed25519_dalek::Signature::from_slice(sig)
-            .is_ok_and(|sig| self.key.verify_strict(msg, &sig).is_ok())
+        ed25519_dalek::Signature::from_slice(sig).is_ok_and(|sig| self.key.verify_strict(msg, &sig).is_ok())
     }
 
     /// The underlying key.
@@ -159,10 +143,7 @@ mod tests {
     fn kid_is_the_rfc_7638_thumbprint() {
         let key = rfc8037_key();
         assert_eq!(key.kid(), "kPrK_qmxVWaYVA9wwBF6Iuo3vVzz7TxHCTwXBygrS4k");
-        assert_eq!(
-            key.public_key().to_jwk()["x"],
-            "11qYAYKxCrfVS_7TyWQHOg7hcvPapiMlrwIaaPcHURo"
-        );
+        assert_eq!(key.public_key().to_jwk()["x"], "11qYAYKxCrfVS_7TyWQHOg7hcvPapiMlrwIaaPcHURo");
     }
 
     #[test]
@@ -172,10 +153,7 @@ mod tests {
         let back = SigningKey::from_pkcs8_der(&der).unwrap();
         assert_eq!(back.kid(), key.kid());
         assert_eq!(back.public_key(), key.public_key());
-        assert_eq!(
-            SigningKey::from_pkcs8_der(b"not a key").unwrap_err().code(),
-            "invalid_key"
-        );
+        assert_eq!(SigningKey::from_pkcs8_der(b"not a key").unwrap_err().code(), "invalid_key");
     }
 
     #[test]
@@ -198,26 +176,17 @@ mod tests {
 
         let mut with_d = jwk.clone();
         with_d["d"] = RFC8037_D.into();
-        assert_eq!(
-            PublicKey::from_jwk(&with_d).unwrap_err().code(),
-            "private_key_material"
-        );
+        assert_eq!(PublicKey::from_jwk(&with_d).unwrap_err().code(), "private_key_material");
         let mut wrong_kid = jwk.clone();
         wrong_kid["kid"] = "someone-else".into();
-        assert_eq!(
-            PublicKey::from_jwk(&wrong_kid).unwrap_err().code(),
-            "invalid_key"
-        );
+        assert_eq!(PublicKey::from_jwk(&wrong_kid).unwrap_err().code(), "invalid_key");
         let mut no_kid = jwk.clone();
         no_kid.as_object_mut().unwrap().remove("kid");
         assert_eq!(PublicKey::from_jwk(&no_kid).unwrap().kid(), public.kid());
         let ec = serde_json::json!({"kty":"EC","crv":"P-256","x":"AA","y":"AA"});
         assert!(PublicKey::from_jwk(&ec).is_err());
         let rsa = serde_json::json!({"kty":"RSA","n":"AQAB","e":"AQAB"});
-        assert_eq!(
-            PublicKey::from_jwk(&rsa).unwrap_err().code(),
-            "unsupported_key"
-        );
+        assert_eq!(PublicKey::from_jwk(&rsa).unwrap_err().code(), "unsupported_key");
     }
 
     #[test]
@@ -228,11 +197,7 @@ mod tests {
         assert!(public.verify_raw(b"checkpoint 7", &sig));
         assert!(!public.verify_raw(b"checkpoint 8", &sig));
         assert!(!public.verify_raw(b"checkpoint 7", &sig[..63]));
-        assert!(
-            !SigningKey::generate()
-                .public_key()
-                .verify_raw(b"checkpoint 7", &sig)
-        );
+        assert!(!SigningKey::generate().public_key().verify_raw(b"checkpoint 7", &sig));
     }
 
     #[test]

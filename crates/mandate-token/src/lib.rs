@@ -31,8 +31,8 @@ mod testing;
 
 pub use agent_key::{AgentKeyAlg, generate_agent_key, sign_attestation};
 pub use attest::{
-    Attestation, AttestationRules, DEFAULT_LEEWAY_SECS, DEFAULT_MAX_LIFETIME_SECS, MAX_JTI_BYTES,
-    UnverifiedJwt, peek, validate_agent_jwk, verify_agent_attestation,
+    Attestation, AttestationRules, DEFAULT_LEEWAY_SECS, DEFAULT_MAX_LIFETIME_SECS, MAX_JTI_BYTES, UnverifiedJwt, peek, validate_agent_jwk,
+    verify_agent_attestation,
 };
 pub use error::TokenError;
 pub use external::{ExternalAttestation, ExternalVerifier};

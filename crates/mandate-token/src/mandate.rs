@@ -22,19 +22,8 @@ use crate::{PublicKey, SigningKey, TokenError};
 pub const MANDATE_TYP: &str = "at+jwt";
 
 /// Claims a mandate must carry: those RFC 9068 §2.2 requires, and Mandate's own.
-const REQUIRED_CLAIMS: [&str; 11] = [
-    "iss",
-    "sub",
-    "aud",
-    "client_id",
-    "iat",
-    "exp",
-    "jti",
-    "task_id",
-    "agent",
-    "scope",
-    "authorization_details",
-];
+const REQUIRED_CLAIMS: [&str; 11] =
+    ["iss", "sub", "aud", "client_id", "iat", "exp", "jti", "task_id", "agent", "scope", "authorization_details"];
 
 /// The claims of a mandate.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -96,29 +85,18 @@ impl MandateClaims {
     /// Checks what both minting and verification require beyond the registered claims, and
     /// returns the granted intent.
     fn check(&self) -> Result<Intent, TokenError> {
-        for (name, value) in [
-            ("sub", &self.sub),
-            ("client_id", &self.client_id),
-            ("jti", &self.jti),
-            ("task_id", &self.task_id),
-        ] {
+        for (name, value) in [("sub", &self.sub), ("client_id", &self.client_id), ("jti", &self.jti), ("task_id", &self.task_id)] {
             if value.is_empty() {
                 return Err(TokenError::invalid_claim(name, "must not be empty"));
             }
         }
-        AgentName::parse(&self.agent).map_err(|_| {
-            TokenError::invalid_claim(
-                "agent",
-                format!("`{}` is not an agent name", clip(&self.agent)),
-            )
-        })?;
+        AgentName::parse(&self.agent)
+            .map_err(|_| TokenError::invalid_claim("agent", format!("`{}` is not an agent name", clip(&self.agent))))?;
         if self.exp <= self.iat {
             return Err(TokenError::invalid_claim("exp", "must be after `iat`"));
         }
         let [detail] = self.authorization_details.as_slice() else {
-            return Err(TokenError::InvalidIntent(
-                "it must hold exactly one `agent_task` entry".into(),
-            ));
+            return Err(TokenError::InvalidIntent("it must hold exactly one `agent_task` entry".into()));
         };
         let (intent, _) = detail.clone().validate().map_err(|e| {
             TokenError::InvalidIntent(match e {
@@ -143,8 +121,7 @@ pub struct Minter {
 impl Minter {
     /// A minter for `key`. Tokens carry the header `{"alg":"EdDSA","typ":"at+jwt","kid":…}`.
     pub fn new(key: Arc<SigningKey>) -> Self {
-        let header_b64 =
-            jws::encode_header(&json!({"alg": "EdDSA", "typ": MANDATE_TYP, "kid": key.kid()}));
+        let header_b64 = jws::encode_header(&json!({"alg": "EdDSA", "typ": MANDATE_TYP, "kid": key.kid()}));
         Minter { key, header_b64 }
     }
 
@@ -153,14 +130,9 @@ impl Minter {
     /// identifier) and tokens longer than [`MAX_TOKEN_BYTES`].
     pub fn mint(&self, claims: &MandateClaims) -> Result<String, TokenError> {
         claims.check()?;
-        let token = jws::encode(&self.header_b64, claims, |input| {
-            Ok(self.key.sign_raw(input).to_vec())
-        })?;
+        let token = jws::encode(&self.header_b64, claims, |input| Ok(self.key.sign_raw(input).to_vec()))?;
         if token.len() > MAX_TOKEN_BYTES {
-            return Err(TokenError::TokenTooLarge {
-                size: token.len(),
-                max: MAX_TOKEN_BYTES,
-            });
+            return Err(TokenError::TokenTooLarge { size: token.len(), max: MAX_TOKEN_BYTES });
         }
         Ok(token)
     }
@@ -173,9 +145,7 @@ impl Minter {
 
 impl fmt::Debug for Minter {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Minter")
-            .field("kid", &self.kid())
-            .finish_non_exhaustive()
+        f.debug_struct("Minter").field("kid", &self.kid()).finish_non_exhaustive()
     }
 }
 
@@ -195,10 +165,7 @@ impl MandateVerifier {
         MandateVerifier {
             issuer: issuer.to_owned(),
             audience: audience.to_owned(),
-            keys: keys
-                .iter()
-                .map(|k| (k.kid().to_owned(), k.clone()))
-                .collect(),
+            keys: keys.iter().map(|k| (k.kid().to_owned(), k.clone())).collect(),
             leeway_secs: leeway_secs.max(0),
         }
     }
@@ -215,21 +182,13 @@ impl MandateVerifier {
             return Err(TokenError::UnsupportedAlg(clip(&jws.header.alg)));
         }
         match jws.header.typ.as_deref() {
-            Some(typ)
-                if typ.eq_ignore_ascii_case(MANDATE_TYP)
-                    || typ.eq_ignore_ascii_case("application/at+jwt") => {}
+            Some(typ) if typ.eq_ignore_ascii_case(MANDATE_TYP) || typ.eq_ignore_ascii_case("application/at+jwt") => {}
             other => {
-                return Err(TokenError::WrongType {
-                    found: other.map(clip),
-                    expected: MANDATE_TYP,
-                });
+                return Err(TokenError::WrongType { found: other.map(clip), expected: MANDATE_TYP });
             }
         }
         let kid = jws.header.kid.as_deref().ok_or(TokenError::MissingKid)?;
-        let key = self
-            .keys
-            .get(kid)
-            .ok_or_else(|| TokenError::UnknownKid(clip(kid)))?;
+        let key = self.keys.get(kid).ok_or_else(|| TokenError::UnknownKid(clip(kid)))?;
         let signature = jws.signature().ok_or(TokenError::BadSignature)?;
         if !key.verify_raw(jws.signing_input, &signature) {
             return Err(TokenError::BadSignature);
@@ -244,19 +203,9 @@ impl MandateVerifier {
         raw.insert("aud".to_owned(), Value::String(self.audience.clone()));
         let claims: MandateClaims = serde_json::from_value(Value::Object(raw))
             .map_err(|_| TokenError::Malformed("the claims do not have the shape of a mandate"))?;
-        claims::check_times(
-            claims.exp,
-            Some(claims.nbf),
-            Some(claims.iat),
-            now_secs,
-            self.leeway_secs,
-        )?;
+        claims::check_times(claims.exp, Some(claims.nbf), Some(claims.iat), now_secs, self.leeway_secs)?;
         let intent = claims.check()?;
-        Ok(VerifiedMandate {
-            claims,
-            intent,
-            kid: key.kid().to_owned(),
-        })
+        Ok(VerifiedMandate { claims, intent, kid: key.kid().to_owned() })
     }
 }
 
@@ -292,8 +241,7 @@ mod tests {
 
     use super::*;
     use crate::testing::{
-        AUDIENCE, ISSUER, NOW, ed25519, forge, hs256, jwt_sign, mandate_claims, part, rsa_key,
-        with_header, with_payload,
+        AUDIENCE, ISSUER, NOW, ed25519, forge, hs256, jwt_sign, mandate_claims, part, rsa_key, with_header, with_payload,
     };
 
     struct Fixture {
@@ -305,11 +253,7 @@ mod tests {
     fn fixture() -> Fixture {
         let key = Arc::new(SigningKey::generate());
         let verifier = MandateVerifier::new(ISSUER, AUDIENCE, &[key.public_key()], 60);
-        Fixture {
-            minter: Minter::new(key.clone()),
-            key,
-            verifier,
-        }
+        Fixture { minter: Minter::new(key.clone()), key, verifier }
     }
 
     fn header(key: &SigningKey) -> Value {
@@ -336,10 +280,7 @@ mod tests {
         assert_eq!(verified.kid(), f.key.kid());
         assert_eq!(f.minter.kid(), f.key.kid());
         let intent = verified.intent();
-        assert_eq!(
-            intent.actions,
-            vec!["kb.search", "tickets.comment", "tickets.read"]
-        );
+        assert_eq!(intent.actions, vec!["kb.search", "tickets.comment", "tickets.read"]);
         assert_eq!(intent.resources, vec!["kb:*", "ticket:42"]);
         assert_eq!(claims.scope, "kb.search tickets.comment tickets.read");
     }
@@ -350,18 +291,12 @@ mod tests {
         let mut claims = mandate_claims();
         claims.act = Some(Actor {
             sub: "spiffe://mandate.local/agent/b".into(),
-            act: Some(Box::new(Actor {
-                sub: "spiffe://mandate.local/agent/a".into(),
-                act: None,
-            })),
+            act: Some(Box::new(Actor { sub: "spiffe://mandate.local/agent/a".into(), act: None })),
         });
         claims.parent_task_id = Some("task_parent".into());
         claims.depth = 1;
         let token = f.minter.mint(&claims).unwrap();
-        assert_eq!(
-            part(&token, 1)["act"]["act"]["sub"],
-            "spiffe://mandate.local/agent/a"
-        );
+        assert_eq!(part(&token, 1)["act"]["act"]["sub"], "spiffe://mandate.local/agent/a");
         assert_eq!(f.verifier.verify(&token, NOW).unwrap().claims(), &claims);
         // Absent optional claims stay absent.
         let plain = f.minter.mint(&mandate_claims()).unwrap();
@@ -375,8 +310,7 @@ mod tests {
         let f = fixture();
         let token = f.minter.mint(&mandate_claims()).unwrap();
         let jwk = f.key.public_key().to_jwk();
-        let key =
-            jsonwebtoken::DecodingKey::from_ed_components(jwk["x"].as_str().unwrap()).unwrap();
+        let key = jsonwebtoken::DecodingKey::from_ed_components(jwk["x"].as_str().unwrap()).unwrap();
         let mut validation = jsonwebtoken::Validation::new(jsonwebtoken::Algorithm::EdDSA);
         validation.validate_exp = false;
         validation.set_audience(&[AUDIENCE]);
@@ -408,13 +342,7 @@ mod tests {
         assert!(token.ends_with('.'));
         assert_eq!(code(f.verifier.verify(&token, NOW)), "unsupported_alg");
         let h = json!({"alg": "None", "typ": "at+jwt", "kid": f.key.kid()});
-        assert_eq!(
-            code(
-                f.verifier
-                    .verify(&forge(&h, &claims_json(), |_| Vec::new()), NOW)
-            ),
-            "unsupported_alg"
-        );
+        assert_eq!(code(f.verifier.verify(&forge(&h, &claims_json(), |_| Vec::new()), NOW)), "unsupported_alg");
     }
 
     #[test]
@@ -424,11 +352,7 @@ mod tests {
         let public = f.key.public_key();
         let jwk_text = public.to_jwk().to_string();
         let x = public.to_jwk()["x"].as_str().unwrap().to_owned();
-        for secret in [
-            public.dalek().as_bytes().as_slice(),
-            x.as_bytes(),
-            jwk_text.as_bytes(),
-        ] {
+        for secret in [public.dalek().as_bytes().as_slice(), x.as_bytes(), jwk_text.as_bytes()] {
             let token = hs256(&h, &claims_json(), secret);
             assert_eq!(code(f.verifier.verify(&token, NOW)), "unsupported_alg");
         }
@@ -438,11 +362,7 @@ mod tests {
     fn rs256() {
         let f = fixture();
         let h = json!({"alg": "RS256", "typ": "at+jwt", "kid": f.key.kid()});
-        let token = forge(
-            &h,
-            &claims_json(),
-            jwt_sign(&rsa_key().encoding, jsonwebtoken::Algorithm::RS256),
-        );
+        let token = forge(&h, &claims_json(), jwt_sign(&rsa_key().encoding, jsonwebtoken::Algorithm::RS256));
         assert_eq!(code(f.verifier.verify(&token, NOW)), "unsupported_alg");
     }
 
@@ -494,10 +414,7 @@ mod tests {
         let mut c = claims_json();
         c["aud"] = json!(["https://other.example.com", AUDIENCE]);
         let token = forge(&header(&f.key), &c, ed25519(&f.key));
-        assert_eq!(
-            f.verifier.verify(&token, NOW).unwrap().claims().aud,
-            AUDIENCE
-        );
+        assert_eq!(f.verifier.verify(&token, NOW).unwrap().claims().aud, AUDIENCE);
         c["aud"] = json!(["https://other.example.com"]);
         let token = forge(&header(&f.key), &c, ed25519(&f.key));
         assert_eq!(code(f.verifier.verify(&token, NOW)), "wrong_audience");
@@ -517,23 +434,12 @@ mod tests {
         let f = fixture();
         let sign = |h: Value| forge(&h, &claims_json(), ed25519(&f.key));
         let kid = f.key.kid();
-        assert_eq!(
-            code(
-                f.verifier
-                    .verify(&sign(json!({"alg":"EdDSA","kid":kid})), NOW)
-            ),
-            "wrong_type"
-        );
+        assert_eq!(code(f.verifier.verify(&sign(json!({"alg":"EdDSA","kid":kid})), NOW)), "wrong_type");
         for typ in ["JWT", "jwt", "dpop+jwt", "txntoken+jwt", ""] {
             let token = sign(json!({"alg":"EdDSA","typ":typ,"kid":kid}));
             assert_eq!(code(f.verifier.verify(&token, NOW)), "wrong_type", "{typ}");
         }
-        for typ in [
-            "at+jwt",
-            "AT+JWT",
-            "application/at+jwt",
-            "Application/AT+JWT",
-        ] {
+        for typ in ["at+jwt", "AT+JWT", "application/at+jwt", "Application/AT+JWT"] {
             let token = sign(json!({"alg":"EdDSA","typ":typ,"kid":kid}));
             assert!(f.verifier.verify(&token, NOW).is_ok(), "{typ}");
         }
@@ -563,10 +469,7 @@ mod tests {
         assert_eq!(code(f.verifier.verify(&token, NOW)), "intent_mismatch");
         let mut claims = mandate_claims();
         claims.scope = "tickets.read".into();
-        assert_eq!(
-            f.minter.mint(&claims).unwrap_err().code(),
-            "intent_mismatch"
-        );
+        assert_eq!(f.minter.mint(&claims).unwrap_err().code(), "intent_mismatch");
     }
 
     #[test]
@@ -596,21 +499,12 @@ mod tests {
     #[test]
     fn unknown_or_missing_kid() {
         let f = fixture();
-        let token = forge(
-            &json!({"alg":"EdDSA","typ":"at+jwt","kid":"nobody"}),
-            &claims_json(),
-            ed25519(&f.key),
-        );
+        let token = forge(&json!({"alg":"EdDSA","typ":"at+jwt","kid":"nobody"}), &claims_json(), ed25519(&f.key));
         assert_eq!(code(f.verifier.verify(&token, NOW)), "unknown_kid");
-        let token = forge(
-            &json!({"alg":"EdDSA","typ":"at+jwt"}),
-            &claims_json(),
-            ed25519(&f.key),
-        );
+        let token = forge(&json!({"alg":"EdDSA","typ":"at+jwt"}), &claims_json(), ed25519(&f.key));
         assert_eq!(code(f.verifier.verify(&token, NOW)), "missing_kid");
         let token = f.minter.mint(&mandate_claims()).unwrap();
-        let other =
-            MandateVerifier::new(ISSUER, AUDIENCE, &[SigningKey::generate().public_key()], 60);
+        let other = MandateVerifier::new(ISSUER, AUDIENCE, &[SigningKey::generate().public_key()], 60);
         assert_eq!(code(other.verify(&token, NOW)), "unknown_kid");
     }
 
@@ -618,12 +512,7 @@ mod tests {
     fn kid_swapped_to_another_trusted_key() {
         let f = fixture();
         let second = SigningKey::generate();
-        let verifier = MandateVerifier::new(
-            ISSUER,
-            AUDIENCE,
-            &[f.key.public_key(), second.public_key()],
-            60,
-        );
+        let verifier = MandateVerifier::new(ISSUER, AUDIENCE, &[f.key.public_key(), second.public_key()], 60);
         let token = f.minter.mint(&mandate_claims()).unwrap();
         let swapped = with_header(&token, |h| h["kid"] = json!(second.kid()));
         assert_eq!(code(verifier.verify(&swapped, NOW)), "bad_signature");
@@ -645,9 +534,7 @@ mod tests {
     fn mint_refuses_a_mandate_above_the_size_limit() {
         let f = fixture();
         let mut request = crate::testing::intent_request();
-        request.resources = (0..40)
-            .map(|i| format!("ticket:{i}-{}", "x".repeat(400)))
-            .collect();
+        request.resources = (0..40).map(|i| format!("ticket:{i}-{}", "x".repeat(400))).collect();
         let (intent, lifetime) = request.validate().unwrap();
         let mut claims = mandate_claims();
         claims.authorization_details = vec![intent.to_authorization_detail(lifetime)];
@@ -660,14 +547,7 @@ mod tests {
         let f = fixture();
         let token = f.minter.mint(&mandate_claims()).unwrap();
         let two_parts = token.rsplit_once('.').unwrap().0;
-        for bad in [
-            "",
-            "abc",
-            two_parts,
-            &format!("{token}."),
-            &format!("={token}"),
-            &format!(" {token}"),
-        ] {
+        for bad in ["", "abc", two_parts, &format!("{token}."), &format!("={token}"), &format!(" {token}")] {
             assert_eq!(code(f.verifier.verify(bad, NOW)), "malformed", "{bad}");
         }
         // The payload is only decoded once the signature over its bytes holds.
@@ -690,10 +570,7 @@ mod tests {
             let mut c = claims_json();
             c.as_object_mut().unwrap().remove(claim);
             let token = forge(&header(&f.key), &c, ed25519(&f.key));
-            assert_eq!(
-                f.verifier.verify(&token, NOW).err(),
-                Some(TokenError::MissingClaim(claim))
-            );
+            assert_eq!(f.verifier.verify(&token, NOW).err(), Some(TokenError::MissingClaim(claim)));
         }
         let mut c = claims_json();
         c.as_object_mut().unwrap().remove("nbf");
@@ -709,25 +586,10 @@ mod tests {
             edit(&mut c);
             forge(&header(&f.key), &c, ed25519(&f.key))
         };
-        assert_eq!(
-            code(f.verifier.verify(&sign(&|c| c["jti"] = json!("")), NOW)),
-            "invalid_claim"
-        );
-        assert_eq!(
-            code(
-                f.verifier
-                    .verify(&sign(&|c| c["agent"] = json!("Bad/Agent")), NOW)
-            ),
-            "invalid_claim"
-        );
-        assert_eq!(
-            code(f.verifier.verify(&sign(&|c| c["exp"] = json!("soon")), NOW)),
-            "malformed"
-        );
-        assert_eq!(
-            code(f.verifier.verify(&sign(&|c| c["iss"] = json!(7)), NOW)),
-            "invalid_claim"
-        );
+        assert_eq!(code(f.verifier.verify(&sign(&|c| c["jti"] = json!("")), NOW)), "invalid_claim");
+        assert_eq!(code(f.verifier.verify(&sign(&|c| c["agent"] = json!("Bad/Agent")), NOW)), "invalid_claim");
+        assert_eq!(code(f.verifier.verify(&sign(&|c| c["exp"] = json!("soon")), NOW)), "malformed");
+        assert_eq!(code(f.verifier.verify(&sign(&|c| c["iss"] = json!(7)), NOW)), "invalid_claim");
         let mut claims = mandate_claims();
         claims.exp = claims.iat;
         assert_eq!(f.minter.mint(&claims).unwrap_err().code(), "invalid_claim");
@@ -740,8 +602,7 @@ mod tests {
         let old_token = Minter::new(old.clone()).mint(&mandate_claims()).unwrap();
         let new_token = Minter::new(new.clone()).mint(&mandate_claims()).unwrap();
 
-        let overlap =
-            MandateVerifier::new(ISSUER, AUDIENCE, &[old.public_key(), new.public_key()], 60);
+        let overlap = MandateVerifier::new(ISSUER, AUDIENCE, &[old.public_key(), new.public_key()], 60);
         assert_eq!(overlap.verify(&old_token, NOW).unwrap().kid(), old.kid());
         assert_eq!(overlap.verify(&new_token, NOW).unwrap().kid(), new.kid());
 
@@ -762,8 +623,6 @@ mod tests {
             assert!(message.len() < 200, "{message}");
             assert!(!message.contains(bad.split('.').nth(1).unwrap()));
         }
-        assert!(
-            !format!("{:?}", f.minter).contains(&crate::jws::b64_encode(f.key.dalek().as_bytes()))
-        );
+        assert!(!format!("{:?}", f.minter).contains(&crate::jws::b64_encode(f.key.dalek().as_bytes())));
     }
 }

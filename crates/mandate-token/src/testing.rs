@@ -52,11 +52,7 @@ pub fn mandate_claims() -> MandateClaims {
 
 /// A compact JWS of any header and claims, signed by `sign` over the signing input.
 pub fn forge(header: &Value, claims: &Value, sign: impl FnOnce(&[u8]) -> Vec<u8>) -> String {
-    let input = format!(
-        "{}.{}",
-        b64_encode(header.to_string()),
-        b64_encode(claims.to_string())
-    );
+    let input = format!("{}.{}", b64_encode(header.to_string()), b64_encode(claims.to_string()));
     let signature = sign(input.as_bytes());
     format!("{input}.{}", b64_encode(signature))
 }
@@ -88,12 +84,7 @@ pub fn with_payload(token: &str, edit: impl FnOnce(&mut Value)) -> String {
     let mut payload = part(token, 1);
     edit(&mut payload);
     let parts: Vec<&str> = token.split('.').collect();
-    format!(
-        "{}.{}.{}",
-        parts[0],
-        b64_encode(payload.to_string()),
-        parts[2]
-    )
+    format!("{}.{}.{}", parts[0], b64_encode(payload.to_string()), parts[2])
 }
 
 /// The token with its header edited and its payload and signature kept.
@@ -101,12 +92,7 @@ pub fn with_header(token: &str, edit: impl FnOnce(&mut Value)) -> String {
     let mut header = part(token, 0);
     edit(&mut header);
     let parts: Vec<&str> = token.split('.').collect();
-    format!(
-        "{}.{}.{}",
-        b64_encode(header.to_string()),
-        parts[1],
-        parts[2]
-    )
+    format!("{}.{}.{}", b64_encode(header.to_string()), parts[1], parts[2])
 }
 
 /// A 2048-bit RSA key, generated once per test run.
@@ -126,9 +112,6 @@ pub fn rsa_key() -> &'static RsaKey {
             "n": b64_encode(private.n().to_bytes_be()),
             "e": b64_encode(private.e().to_bytes_be()),
         });
-        RsaKey {
-            encoding: EncodingKey::from_rsa_der(der.as_bytes()),
-            jwk,
-        }
+        RsaKey { encoding: EncodingKey::from_rsa_der(der.as_bytes()), jwk }
     })
 }

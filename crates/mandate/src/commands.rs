@@ -42,7 +42,9 @@ pub async fn run(command: Command) -> anyhow::Result<ExitCode> {
         }
         Command::Key(KeyCmd::Rotate { remote }) => {
             let r = client(&remote)?.rotate_key().await?;
-            print(&remote, &r, || format!("new signing key {}; {} stays in the JWKS until {} ms", r.kid, r.previous_kid, r.previous_retires_at_ms));
+            print(&remote, &r, || {
+                format!("new signing key {}; {} stays in the JWKS until {} ms", r.kid, r.previous_kid, r.previous_retires_at_ms)
+            });
             Ok(ExitCode::SUCCESS)
         }
         Command::Audit(cmd) => audit(cmd).await,
@@ -149,7 +151,12 @@ async fn agent(cmd: AgentCmd) -> anyhow::Result<ExitCode> {
 
 /// The agent side of the flow: sign a fresh attestation for this server, exchange it with the
 /// intent for a task mandate.
-pub async fn agent_mandate(c: &Client, name: &str, private_jwk: &Value, intent: &Value) -> anyhow::Result<mandate_proto::oauth::TokenExchangeResponse> {
+pub async fn agent_mandate(
+    c: &Client,
+    name: &str,
+    private_jwk: &Value,
+    intent: &Value,
+) -> anyhow::Result<mandate_proto::oauth::TokenExchangeResponse> {
     let meta = c.oauth_metadata().await?;
     let issuer = meta.get("issuer").and_then(Value::as_str).context("the server's metadata has no `issuer`")?;
     let td = meta.get("mandate_trust_domain").and_then(Value::as_str).context("the server's metadata has no trust domain")?;
@@ -245,7 +252,9 @@ async fn issuer(cmd: IssuerCmd) -> anyhow::Result<ExitCode> {
         }
         IssuerCmd::List { remote } => {
             let list = client(&remote)?.list_issuers().await?;
-            print(&remote, &list, || list.iter().map(|i| format!("{}  aud={}  keys={}", i.issuer, i.audience, i.keys)).collect::<Vec<_>>().join("\n"));
+            print(&remote, &list, || {
+                list.iter().map(|i| format!("{}  aud={}  keys={}", i.issuer, i.audience, i.keys)).collect::<Vec<_>>().join("\n")
+            });
         }
         IssuerCmd::Remove { issuer, remote } => {
             client(&remote)?.remove_issuer(&issuer).await?;
@@ -301,7 +310,9 @@ async fn policy(cmd: PolicyCmd) -> anyhow::Result<ExitCode> {
         }
         PolicyCmd::Status { remote } => {
             let s = client(&remote)?.policy_status().await?;
-            print(&remote, &s, || format!("version {}\nsource {}\npolicies: {}", s.version, s.source.clone().unwrap_or_default(), s.policies.join(", ")));
+            print(&remote, &s, || {
+                format!("version {}\nsource {}\npolicies: {}", s.version, s.source.clone().unwrap_or_default(), s.policies.join(", "))
+            });
             Ok(ExitCode::SUCCESS)
         }
         PolicyCmd::Reload { remote } => {
@@ -400,7 +411,10 @@ pub fn render_event(e: &Value) -> String {
             d.pointer("/resource/type").and_then(Value::as_str).unwrap_or(""),
             d.pointer("/resource/id").and_then(Value::as_str).unwrap_or(""),
             ds("reason"),
-            d.get("policies").and_then(Value::as_array).map(|p| p.iter().filter_map(Value::as_str).collect::<Vec<_>>().join(",")).unwrap_or_default()
+            d.get("policies")
+                .and_then(Value::as_array)
+                .map(|p| p.iter().filter_map(Value::as_str).collect::<Vec<_>>().join(","))
+                .unwrap_or_default()
         ),
         "task.opened" => format!("intent: {}", d.pointer("/intent/purpose").and_then(Value::as_str).unwrap_or("")),
         "token.issued" => format!("mandate {} (kid {})", ds("jti"), ds("kid")),

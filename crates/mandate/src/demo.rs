@@ -63,7 +63,11 @@ fn step(n: u32, title: &str) {
 fn show(label: &str, r: &EvaluationResponse) {
     let ctx = r.context.clone().unwrap_or(Value::Null);
     let reason = ctx.get("reason").and_then(Value::as_str).unwrap_or("");
-    let policies = ctx.get("policies").and_then(Value::as_array).map(|p| p.iter().filter_map(Value::as_str).collect::<Vec<_>>().join(", ")).unwrap_or_default();
+    let policies = ctx
+        .get("policies")
+        .and_then(Value::as_array)
+        .map(|p| p.iter().filter_map(Value::as_str).collect::<Vec<_>>().join(", "))
+        .unwrap_or_default();
     let verdict = if r.decision { "ALLOW" } else { "DENY " };
     let by = if policies.is_empty() { String::new() } else { format!("  [{policies}]") };
     println!("   {verdict} {label:<46} {reason}{by}");
@@ -119,16 +123,34 @@ async fn story(url: &str, admin_secret: &str) -> anyhow::Result<()> {
 
     step(3, "Every call is decided at request time (AuthZEN), the intent is a hard ceiling");
     let spiffe = agent.spiffe_id.clone();
-    show("tickets.read  ticket:4411 (internal)", &pep.evaluate(&ask(&spiffe, &mandate, "tickets.read", "ticket", "4411", "internal")?).await?);
-    show("tickets.export ticket:4411 (internal)", &pep.evaluate(&ask(&spiffe, &mandate, "tickets.export", "ticket", "4411", "internal")?).await?);
-    show("tickets.read  ticket:9000 (confidential)", &pep.evaluate(&ask(&spiffe, &mandate, "tickets.read", "ticket", "9000", "confidential")?).await?);
-    show("tickets.read  invoice:17 (internal)", &pep.evaluate(&ask(&spiffe, &mandate, "tickets.read", "invoice", "17", "internal")?).await?);
+    show(
+        "tickets.read  ticket:4411 (internal)",
+        &pep.evaluate(&ask(&spiffe, &mandate, "tickets.read", "ticket", "4411", "internal")?).await?,
+    );
+    show(
+        "tickets.export ticket:4411 (internal)",
+        &pep.evaluate(&ask(&spiffe, &mandate, "tickets.export", "ticket", "4411", "internal")?).await?,
+    );
+    show(
+        "tickets.read  ticket:9000 (confidential)",
+        &pep.evaluate(&ask(&spiffe, &mandate, "tickets.read", "ticket", "9000", "confidential")?).await?,
+    );
+    show(
+        "tickets.read  invoice:17 (internal)",
+        &pep.evaluate(&ask(&spiffe, &mandate, "tickets.read", "invoice", "17", "internal")?).await?,
+    );
     println!("   (outside the declared actions, classification or resources: denied before any policy runs)");
 
     step(4, "Inside the intent, policy still decides: read / write / execute are separate");
-    show("tickets.write ticket:4411 (internal)", &pep.evaluate(&ask(&spiffe, &mandate, "tickets.write", "ticket", "4411", "internal")?).await?);
+    show(
+        "tickets.write ticket:4411 (internal)",
+        &pep.evaluate(&ask(&spiffe, &mandate, "tickets.write", "ticket", "4411", "internal")?).await?,
+    );
     println!("   (writes need an agent marked `writer=true`; support-bot is not)");
-    show("payments.refund payment:991 (internal)", &pep.evaluate(&ask(&spiffe, &mandate, "payments.refund", "payment", "991", "internal")?).await?);
+    show(
+        "payments.refund payment:991 (internal)",
+        &pep.evaluate(&ask(&spiffe, &mandate, "payments.refund", "payment", "991", "internal")?).await?,
+    );
     println!("   (money moves only after a person approves the exact call: an obligation from policy)");
 
     step(5, "Revoke the task: effective on the very next request, not at token expiry");
@@ -142,10 +164,16 @@ async fn story(url: &str, admin_secret: &str) -> anyhow::Result<()> {
 
     step(6, "The kill switch: disable the agent, every live task dies with it");
     let second = crate::commands::agent_mandate(&anon, "support-bot", &private_jwk, &intent).await?;
-    show("tickets.read  (new task)", &pep.evaluate(&ask(&spiffe, &second.access_token, "tickets.read", "ticket", "4411", "internal")?).await?);
+    show(
+        "tickets.read  (new task)",
+        &pep.evaluate(&ask(&spiffe, &second.access_token, "tickets.read", "ticket", "4411", "internal")?).await?,
+    );
     let disabled = admin.disable_agent("support-bot").await?;
     println!("   agent disabled; {} live task(s) revoked", disabled.revoked_tasks.len());
-    show("tickets.read  (same mandate)", &pep.evaluate(&ask(&spiffe, &second.access_token, "tickets.read", "ticket", "4411", "internal")?).await?);
+    show(
+        "tickets.read  (same mandate)",
+        &pep.evaluate(&ask(&spiffe, &second.access_token, "tickets.read", "ticket", "4411", "internal")?).await?,
+    );
     match crate::commands::agent_mandate(&anon, "support-bot", &private_jwk, &intent).await {
         Ok(_) => anyhow::bail!("a disabled agent was given a mandate"),
         Err(e) => println!("   a new attestation is refused: {e}"),
@@ -163,7 +191,13 @@ async fn story(url: &str, admin_secret: &str) -> anyhow::Result<()> {
     if !v.ok {
         anyhow::bail!("the audit trail did not verify: {:?}", v);
     }
-    println!("   ok: {} events, {} signed checkpoints, head #{} {}", v.events, v.checkpoints, v.last_seq.unwrap_or(0), v.last_hash.unwrap_or_default());
+    println!(
+        "   ok: {} events, {} signed checkpoints, head #{} {}",
+        v.events,
+        v.checkpoints,
+        v.last_seq.unwrap_or(0),
+        v.last_hash.unwrap_or_default()
+    );
     println!("\nDone. Try it for real: `mandate serve`, then see README.md.");
     Ok(())
 }

@@ -80,7 +80,8 @@ pub async fn start(cfg: ServeConfig, admin_secret: Option<String>, handle_signal
         }
     };
     let store: Arc<dyn Store> = Arc::new(
-        SqliteStore::open(&cfg.data_dir.join("mandate.db")).with_context(|| format!("cannot open the store in `{}`", cfg.data_dir.display()))?,
+        SqliteStore::open(&cfg.data_dir.join("mandate.db"))
+            .with_context(|| format!("cannot open the store in `{}`", cfg.data_dir.display()))?,
     );
     let mut settings = Settings::new(issuer, trust_domain, cfg.data_dir.join("keys"));
     settings.audience = cfg.audience.clone();

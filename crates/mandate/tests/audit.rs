@@ -37,7 +37,8 @@ async fn trail_fixture() -> (tempfile::TempDir, u64) {
 }
 
 fn verify_offline(dir: &Path) -> (bool, String) {
-    let out = assert_cmd::Command::cargo_bin("mandate").unwrap().args(["audit", "verify", "--data-dir"]).arg(dir.join("data")).output().unwrap();
+    let out =
+        assert_cmd::Command::cargo_bin("mandate").unwrap().args(["audit", "verify", "--data-dir"]).arg(dir.join("data")).output().unwrap();
     (out.status.success(), format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr)))
 }
 
@@ -93,8 +94,9 @@ async fn an_inserted_row_is_caught() {
     let c = db(tmp.path());
     c.execute("UPDATE audit_events SET seq = seq + 1000000 WHERE seq >= 20", []).unwrap();
     c.execute("UPDATE audit_events SET seq = seq - 1000000 + 1 WHERE seq >= 1000000", []).unwrap();
-    let (body, prev, hash): (String, String, String) =
-        c.query_row("SELECT body, prev_hash, hash FROM audit_events WHERE seq = 21", [], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?))).unwrap();
+    let (body, prev, hash): (String, String, String) = c
+        .query_row("SELECT body, prev_hash, hash FROM audit_events WHERE seq = 21", [], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+        .unwrap();
     // A forged row that chains correctly onto 19, as an attacker with the file would write it.
     let forged = body.replace("tickets.read", "tickets.export");
     let forged_hash = hex::encode(Sha256::digest(forged.as_bytes()));
@@ -152,8 +154,11 @@ async fn a_rewritten_chain_is_caught_by_the_signed_checkpoints() {
             new_prev = new.clone();
         }
         let new_hash = hex::encode(Sha256::digest(body.as_bytes()));
-        c.execute("UPDATE audit_events SET body = ?1, prev_hash = ?2, hash = ?3 WHERE seq = ?4", rusqlite::params![body, new_prev, new_hash, seq])
-            .unwrap();
+        c.execute(
+            "UPDATE audit_events SET body = ?1, prev_hash = ?2, hash = ?3 WHERE seq = ?4",
+            rusqlite::params![body, new_prev, new_hash, seq],
+        )
+        .unwrap();
         prev_new = Some((hash, new_hash));
     }
     let (ok, out) = verify_offline(tmp.path());

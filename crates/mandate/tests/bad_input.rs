@@ -6,7 +6,15 @@ mod common;
 use common::*;
 use serde_json::{Value, json};
 
-async fn raw(server: &Server, method: &str, path: &str, token: Option<&str>, content_type: &str, body: Vec<u8>, rid: Option<&str>) -> (u16, Value, reqwest::header::HeaderMap) {
+async fn raw(
+    server: &Server,
+    method: &str,
+    path: &str,
+    token: Option<&str>,
+    content_type: &str,
+    body: Vec<u8>,
+    rid: Option<&str>,
+) -> (u16, Value, reqwest::header::HeaderMap) {
     let http = reqwest::Client::new();
     let mut b = http.request(method.parse().unwrap(), format!("{}{}", server.url, path)).header("content-type", content_type).body(body);
     if let Some(t) = token {
@@ -33,7 +41,9 @@ async fn admin_api_errors_are_stable_and_clear() {
     let (s, v, _) = raw(&server, "POST", "/v1/agents", Some(ADMIN), j, br#"{"name":1,"owner":"a","purpose":"b"}"#.to_vec(), None).await;
     assert_eq!((s, v["error"]["code"].as_str()), (400, Some("malformed_request")));
     // Unknown fields where they matter.
-    let (s, v, _) = raw(&server, "POST", "/v1/agents", Some(ADMIN), j, br#"{"name":"a","owner":"a","purpose":"b","role":"admin"}"#.to_vec(), None).await;
+    let (s, v, _) =
+        raw(&server, "POST", "/v1/agents", Some(ADMIN), j, br#"{"name":"a","owner":"a","purpose":"b","role":"admin"}"#.to_vec(), None)
+            .await;
     assert_eq!((s, v["error"]["code"].as_str()), (400, Some("malformed_request")));
     assert!(v["error"]["message"].as_str().unwrap().contains("role"));
     // Owner and purpose are required.
@@ -42,7 +52,8 @@ async fn admin_api_errors_are_stable_and_clear() {
     let (s, v, _) = raw(&server, "POST", "/v1/agents", Some(ADMIN), j, br#"{"name":"a","owner":"o","purpose":""}"#.to_vec(), None).await;
     assert_eq!((s, v["error"]["code"].as_str()), (400, Some("purpose_required")));
     // A bad name.
-    let (s, v, _) = raw(&server, "POST", "/v1/agents", Some(ADMIN), j, br#"{"name":"Bad/Name","owner":"o","purpose":"p"}"#.to_vec(), None).await;
+    let (s, v, _) =
+        raw(&server, "POST", "/v1/agents", Some(ADMIN), j, br#"{"name":"Bad/Name","owner":"o","purpose":"p"}"#.to_vec(), None).await;
     assert_eq!((s, v["error"]["code"].as_str()), (400, Some("invalid_agent_name")));
     // A private key offered as the public one is refused, and nothing is registered.
     let (private, _) = mandate_token::generate_agent_key(mandate_token::AgentKeyAlg::Ed25519).unwrap();
@@ -82,12 +93,30 @@ async fn authzen_follows_the_spec_error_semantics() {
     let j = "application/json";
     let t = server.admin().create_token("pep", "raw").await.unwrap().token;
     // Missing members are a 400, and X-Request-ID is echoed.
-    let (s, v, h) = raw(&server, "POST", "/access/v1/evaluation", Some(&t), j, br#"{"subject":{"type":"user","id":"alice"},"action":{"name":"read"}}"#.to_vec(), Some("req-123")).await;
+    let (s, v, h) = raw(
+        &server,
+        "POST",
+        "/access/v1/evaluation",
+        Some(&t),
+        j,
+        br#"{"subject":{"type":"user","id":"alice"},"action":{"name":"read"}}"#.to_vec(),
+        Some("req-123"),
+    )
+    .await;
     assert_eq!(s, 400);
     assert_eq!(v["error"]["code"], "invalid_request");
     assert!(v["error"]["message"].as_str().unwrap().contains("resource"));
     assert_eq!(h.get("x-request-id").unwrap(), "req-123");
-    let (s, _, _) = raw(&server, "POST", "/access/v1/evaluation", Some(&t), j, br#"{"subject":{"type":"user"},"action":{"name":"read"},"resource":{"type":"doc","id":"1"}}"#.to_vec(), None).await;
+    let (s, _, _) = raw(
+        &server,
+        "POST",
+        "/access/v1/evaluation",
+        Some(&t),
+        j,
+        br#"{"subject":{"type":"user"},"action":{"name":"read"},"resource":{"type":"doc","id":"1"}}"#.to_vec(),
+        None,
+    )
+    .await;
     assert_eq!(s, 400);
     // Unknown fields are ignored; a deny is a 200 with decision false.
     let (s, v, h) = raw(
@@ -177,12 +206,16 @@ async fn oauth_endpoints_answer_in_rfc_6749_shape() {
     };
     let (s, v) = token(base("not json")).await;
     assert_eq!((s, v["error"].as_str()), (400, Some("invalid_authorization_details")));
-    let (s, v) = token(base(r#"[{"type":"agent_task","purpose":"x","actions":["a"],"resources":["r"],"max_classification":"top-secret"}]"#)).await;
+    let (s, v) =
+        token(base(r#"[{"type":"agent_task","purpose":"x","actions":["a"],"resources":["r"],"max_classification":"top-secret"}]"#)).await;
     assert_eq!((s, v["error"].as_str()), (400, Some("invalid_authorization_details")));
     let (s, v) = token(base(r#"[{"type":"agent_task","purpose":"x","actions":[],"resources":["r"],"max_classification":"public"}]"#)).await;
     assert_eq!((s, v["error"].as_str()), (400, Some("invalid_authorization_details")));
     // Policy refuses a restricted task to an agent without clearance; nothing is opened.
-    let (s, v) = token(base(r#"[{"type":"agent_task","purpose":"x","actions":["tickets.read"],"resources":["ticket:*"],"max_classification":"restricted"}]"#)).await;
+    let (s, v) = token(base(
+        r#"[{"type":"agent_task","purpose":"x","actions":["tickets.read"],"resources":["ticket:*"],"max_classification":"restricted"}]"#,
+    ))
+    .await;
     assert_eq!((s, v["mandate_error"].as_str()), (400, Some("policy_denied")), "{v}");
     assert!(server.admin().list_tasks(Some("bot"), None, None).await.unwrap().is_empty());
     // An intent too large to fit in a mandate is the caller's error, not the server's.

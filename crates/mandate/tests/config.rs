@@ -1,11 +1,6 @@
 //! `mandate serve` configuration: unknown keys are errors that name the key, task lifetimes
 //! are capped by `[tasks]`, environment variables override the file; and serving over TLS.
-#![allow(
-    clippy::unwrap_used,
-    clippy::expect_used,
-    clippy::panic,
-    clippy::indexing_slicing
-)] // test code
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::indexing_slicing)] // test code
 
 mod common;
 mod support;
@@ -33,38 +28,23 @@ fn refused_config(tmp: &Path, toml: &str) -> String {
         .unwrap();
     let (stdout, stderr) = output_text(&out);
     assert!(!out.status.success(), "{stdout}{stderr}");
-    assert!(
-        !stdout.contains("listening on"),
-        "the server started: {stdout}"
-    );
+    assert!(!stdout.contains("listening on"), "the server started: {stdout}");
     stderr
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn unknown_config_keys_are_errors_that_name_the_key() {
     let tmp = tempfile::tempdir().unwrap();
-    let stderr = refused_config(
-        tmp.path(),
-        "listen = \"127.0.0.1:0\"\nchekpoint_every = 5\n",
-    );
-    assert!(
-        stderr.contains("unknown field `chekpoint_every`"),
-        "{stderr}"
-    );
+    let stderr = refused_config(tmp.path(), "listen = \"127.0.0.1:0\"\nchekpoint_every = 5\n");
+    assert!(stderr.contains("unknown field `chekpoint_every`"), "{stderr}");
     assert!(stderr.contains("mandate.toml"), "{stderr}");
 
     let stderr = refused_config(tmp.path(), "[tasks]\nmax_ttl = 120\n");
     assert!(stderr.contains("unknown field `max_ttl`"), "{stderr}");
 
-    let stderr = refused_config(
-        tmp.path(),
-        "[tasks]\nmax_ttl_secs = 120\ndefault_ttl_secs = 900\n",
-    );
+    let stderr = refused_config(tmp.path(), "[tasks]\nmax_ttl_secs = 120\ndefault_ttl_secs = 900\n");
     assert!(stderr.contains("tasks.default_ttl_secs"), "{stderr}");
-    assert!(
-        !tmp.path().join("data/mandate.db").exists(),
-        "nothing is opened for a refused config"
-    );
+    assert!(!tmp.path().join("data/mandate.db").exists(), "nothing is opened for a refused config");
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -72,52 +52,28 @@ async fn max_ttl_caps_every_task_lifetime() {
     let tmp = tempfile::tempdir().unwrap();
     let config = tmp.path().join("mandate.toml");
     std::fs::write(&config, "[tasks]\nmax_ttl_secs = 120\n").unwrap();
-    let server = Server::start_in(
-        tmp.path(),
-        Options {
-            extra_args: vec!["--config".into(), config.display().to_string()],
-            envs: vec![],
-        },
-    );
+    let server = Server::start_in(tmp.path(), Options { extra_args: vec!["--config".into(), config.display().to_string()], envs: vec![] });
     let agent = register_agent(&server.admin(), "capped", &[]).await;
 
     // Asking for longer than the cap gets the cap.
-    let r = server
-        .anon()
-        .exchange(&attestation(&agent, &server.url), &read_intent())
-        .await
-        .unwrap();
+    let r = server.anon().exchange(&attestation(&agent, &server.url), &read_intent()).await.unwrap();
     assert_eq!(r.expires_in, 120);
     assert_eq!(r.authorization_details[0]["lifetime_seconds"], 120);
     let claims = jwt_part(&r.access_token, 1);
-    assert_eq!(
-        claims["exp"].as_i64().unwrap() - claims["iat"].as_i64().unwrap(),
-        120
-    );
+    assert_eq!(claims["exp"].as_i64().unwrap() - claims["iat"].as_i64().unwrap(), 120);
     let task = server.admin().get_task(&r.task_id).await.unwrap();
     assert_eq!(task.expires_at_ms, claims["exp"].as_i64().unwrap() * 1000);
-    assert!(
-        (119_000..=121_000).contains(&(task.expires_at_ms - task.created_at_ms)),
-        "{task:?}"
-    );
+    assert!((119_000..=121_000).contains(&(task.expires_at_ms - task.created_at_ms)), "{task:?}");
 
     // Asking for no lifetime gets the default, which never exceeds the cap either.
     let mut intent = read_intent();
     intent.as_object_mut().unwrap().remove("lifetime_seconds");
-    let r = server
-        .anon()
-        .exchange(&attestation(&agent, &server.url), &intent)
-        .await
-        .unwrap();
+    let r = server.anon().exchange(&attestation(&agent, &server.url), &intent).await.unwrap();
     assert_eq!(r.expires_in, 120);
 
     // Shorter than the cap is granted as asked.
     intent["lifetime_seconds"] = json!(30);
-    let r = server
-        .anon()
-        .exchange(&attestation(&agent, &server.url), &intent)
-        .await
-        .unwrap();
+    let r = server.anon().exchange(&attestation(&agent, &server.url), &intent).await.unwrap();
     assert_eq!(r.expires_in, 30);
 }
 
@@ -125,11 +81,7 @@ async fn max_ttl_caps_every_task_lifetime() {
 async fn environment_overrides_the_config_file() {
     let tmp = tempfile::tempdir().unwrap();
     let config = tmp.path().join("mandate.toml");
-    std::fs::write(
-        &config,
-        "trust_domain = \"file.example\"\naudience = \"tools.example\"\n",
-    )
-    .unwrap();
+    std::fs::write(&config, "trust_domain = \"file.example\"\naudience = \"tools.example\"\n").unwrap();
     let server = Server::start_in(
         tmp.path(),
         Options {
@@ -147,134 +99,59 @@ async fn environment_overrides_the_config_file() {
 }
 
 fn openssl_available() -> bool {
-    std::process::Command::new("openssl")
-        .arg("version")
-        .output()
-        .is_ok_and(|o| o.status.success())
+    std::process::Command::new("openssl").arg("version").output().is_ok_and(|o| o.status.success())
 }
 
 /// The DER of the first certificate in a PEM file.
 fn pem_to_der(pem: &str) -> Vec<u8> {
     use base64::Engine;
-    let body: String = pem
-        .lines()
-        .skip_while(|l| !l.starts_with("-----BEGIN CERTIFICATE"))
-        .skip(1)
-        .take_while(|l| !l.starts_with("-----END"))
-        .collect();
-    base64::engine::general_purpose::STANDARD
-        .decode(body)
-        .unwrap()
+    let body: String =
+        pem.lines().skip_while(|l| !l.starts_with("-----BEGIN CERTIFICATE")).skip(1).take_while(|l| !l.starts_with("-----END")).collect();
+    base64::engine::general_purpose::STANDARD.decode(body).unwrap()
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn serves_https_with_the_configured_certificate() {
     if !openssl_available() {
-        eprintln!(
-            "note: skipping the TLS test: the `openssl` command is not available to make a certificate"
-        );
+        eprintln!("note: skipping the TLS test: the `openssl` command is not available to make a certificate");
         return;
     }
     let tmp = tempfile::tempdir().unwrap();
     let (cert, key) = (tmp.path().join("cert.pem"), tmp.path().join("key.pem"));
     let out = std::process::Command::new("openssl")
-        .args([
-            "req",
-            "-x509",
-            "-newkey",
-            "ec",
-            "-pkeyopt",
-            "ec_paramgen_curve:prime256v1",
-            "-nodes",
-            "-days",
-            "2",
-        ])
-        .args([
-            "-subj",
-            "/CN=localhost",
-            "-addext",
-            "subjectAltName=IP:127.0.0.1,DNS:localhost",
-            "-keyout",
-        ])
+        .args(["req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes", "-days", "2"])
+        .args(["-subj", "/CN=localhost", "-addext", "subjectAltName=IP:127.0.0.1,DNS:localhost", "-keyout"])
         .arg(&key)
         .arg("-out")
         .arg(&cert)
         .output()
         .unwrap();
-    assert!(
-        out.status.success(),
-        "openssl: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert!(out.status.success(), "openssl: {}", String::from_utf8_lossy(&out.stderr));
 
     let server = Server::start_with(Options {
-        extra_args: vec![
-            "--tls-cert".into(),
-            cert.display().to_string(),
-            "--tls-key".into(),
-            key.display().to_string(),
-        ],
+        extra_args: vec!["--tls-cert".into(), cert.display().to_string(), "--tls-key".into(), key.display().to_string()],
         envs: vec![],
     });
-    assert!(
-        server.url.starts_with("https://127.0.0.1:"),
-        "{}",
-        server.url
-    );
+    assert!(server.url.starts_with("https://127.0.0.1:"), "{}", server.url);
 
-    let http = reqwest::Client::builder()
-        .danger_accept_invalid_certs(true)
-        .tls_info(true)
-        .build()
-        .unwrap();
-    let r = poll("the TLS listener to answer", || async {
-        http.get(format!("{}/healthz", server.url))
-            .send()
-            .await
-            .ok()
-    })
-    .await;
+    let http = reqwest::Client::builder().danger_accept_invalid_certs(true).tls_info(true).build().unwrap();
+    let r = poll("the TLS listener to answer", || async { http.get(format!("{}/healthz", server.url)).send().await.ok() }).await;
     assert_eq!(r.status(), 200);
     // It is our certificate the server presents.
-    let presented = r
-        .extensions()
-        .get::<reqwest::tls::TlsInfo>()
-        .and_then(|i| i.peer_certificate())
-        .map(<[u8]>::to_vec);
-    assert_eq!(
-        presented,
-        Some(pem_to_der(&std::fs::read_to_string(&cert).unwrap()))
-    );
+    let presented = r.extensions().get::<reqwest::tls::TlsInfo>().and_then(|i| i.peer_certificate()).map(<[u8]>::to_vec);
+    assert_eq!(presented, Some(pem_to_der(&std::fs::read_to_string(&cert).unwrap())));
     assert_eq!(r.text().await.unwrap(), "ok\n");
 
     // The metadata names the https URL, and the API works over TLS.
-    let meta: serde_json::Value = http
-        .get(format!(
-            "{}/.well-known/oauth-authorization-server",
-            server.url
-        ))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let meta: serde_json::Value =
+        http.get(format!("{}/.well-known/oauth-authorization-server", server.url)).send().await.unwrap().json().await.unwrap();
     assert_eq!(meta["issuer"], server.url.as_str());
-    let info = http
-        .get(format!("{}/v1/info", server.url))
-        .bearer_auth(ADMIN)
-        .send()
-        .await
-        .unwrap();
+    let info = http.get(format!("{}/v1/info", server.url)).bearer_auth(ADMIN).send().await.unwrap();
     assert_eq!(info.status(), 200);
 
     // Plain HTTP on the TLS port gets no answer.
     let plain = server.url.replacen("https://", "http://", 1);
-    if let Ok(r) = reqwest::Client::new()
-        .get(format!("{plain}/healthz"))
-        .send()
-        .await
-    {
+    if let Ok(r) = reqwest::Client::new().get(format!("{plain}/healthz")).send().await {
         assert_ne!(r.status(), 200, "plain HTTP was served on the TLS port");
     }
 }
@@ -283,11 +160,7 @@ async fn serves_https_with_the_configured_certificate() {
 async fn unusable_tls_material_stops_the_start_before_anything_is_opened() {
     let tmp = tempfile::tempdir().unwrap();
     let (cert, key) = (tmp.path().join("cert.pem"), tmp.path().join("key.pem"));
-    std::fs::write(
-        &cert,
-        "-----BEGIN CERTIFICATE-----\nbm90IGEgY2VydA==\n-----END CERTIFICATE-----\n",
-    )
-    .unwrap();
+    std::fs::write(&cert, "-----BEGIN CERTIFICATE-----\nbm90IGEgY2VydA==\n-----END CERTIFICATE-----\n").unwrap();
     std::fs::write(&key, "not a key\n").unwrap();
     let out = mandate_cmd()
         .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
@@ -305,13 +178,7 @@ async fn unusable_tls_material_stops_the_start_before_anything_is_opened() {
     assert!(!out.status.success(), "{stdout}{stderr}");
     assert!(stderr.contains("cannot load TLS certificate"), "{stderr}");
     assert!(stderr.contains("cert.pem"), "{stderr}");
-    assert!(
-        !stdout.contains("listening on"),
-        "a server that cannot serve said it listens: {stdout}"
-    );
+    assert!(!stdout.contains("listening on"), "a server that cannot serve said it listens: {stdout}");
     assert!(!stderr.contains("bootstrap admin token"), "{stderr}");
-    assert!(
-        !tmp.path().join("data/mandate.db").exists(),
-        "the store was created for a server that never served"
-    );
+    assert!(!tmp.path().join("data/mandate.db").exists(), "the store was created for a server that never served");
 }

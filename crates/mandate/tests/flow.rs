@@ -17,7 +17,17 @@ async fn register_attest_decide_revoke_verify() {
     server.cli().args(["agent", "keygen", "--name", "support-bot", "--out-dir"]).arg(dir.path()).assert().success();
     let out = server
         .cli()
-        .args(["agent", "register", "--name", "support-bot", "--owner", "alice@example.com", "--purpose", "Summarise support tickets", "--public-key"])
+        .args([
+            "agent",
+            "register",
+            "--name",
+            "support-bot",
+            "--owner",
+            "alice@example.com",
+            "--purpose",
+            "Summarise support tickets",
+            "--public-key",
+        ])
         .arg(dir.path().join("support-bot.pub.jwk"))
         .output()
         .unwrap();

@@ -2,12 +2,7 @@
 //! and a Kubernetes-style service account token (RS256, JWKS fetched from a URL) open tasks
 //! for agents registered without a key; tokens that match no rule, come from an issuer not
 //! trusted, carry another audience, are replayed or are forged are refused with precise codes.
-#![allow(
-    clippy::unwrap_used,
-    clippy::expect_used,
-    clippy::panic,
-    clippy::indexing_slicing
-)] // test code
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::indexing_slicing)] // test code
 
 mod common;
 mod support;
@@ -33,16 +28,11 @@ struct EcIssuerKey {
 
 impl EcIssuerKey {
     fn generate(kid: &str) -> Self {
-        EcIssuerKey {
-            key: p256::ecdsa::SigningKey::random(&mut rand::rngs::OsRng),
-            kid: kid.to_owned(),
-        }
+        EcIssuerKey { key: p256::ecdsa::SigningKey::random(&mut rand::rngs::OsRng), kid: kid.to_owned() }
     }
 
     fn public_jwk(&self) -> Value {
-        let mut jwk =
-            serde_json::to_value(p256::PublicKey::from(*self.key.verifying_key()).to_jwk())
-                .unwrap();
+        let mut jwk = serde_json::to_value(p256::PublicKey::from(*self.key.verifying_key()).to_jwk()).unwrap();
         jwk["kid"] = json!(self.kid);
         jwk["alg"] = json!("ES256");
         jwk["use"] = json!("sig");
@@ -80,11 +70,7 @@ async fn register_keyless(server: &Server, name: &str) {
 }
 
 async fn refused(server: &Server, token: &str) -> String {
-    let err = server
-        .anon()
-        .exchange(token, &read_intent())
-        .await
-        .unwrap_err();
+    let err = server.anon().exchange(token, &read_intent()).await.unwrap_err();
     err.code().unwrap_or("").to_owned()
 }
 
@@ -94,23 +80,11 @@ async fn spire_svids_attest_keyless_agents_and_bad_tokens_are_refused() {
     let tmp = tempfile::tempdir().unwrap();
     let spire = EcIssuerKey::generate("spire-2024-1");
     let jwks_file = tmp.path().join("spire.jwks.json");
-    std::fs::write(
-        &jwks_file,
-        json!({ "keys": [spire.public_jwk()] }).to_string(),
-    )
-    .unwrap();
+    std::fs::write(&jwks_file, json!({ "keys": [spire.public_jwk()] }).to_string()).unwrap();
 
     let out = server
         .cli()
-        .args([
-            "issuer",
-            "add",
-            "--issuer",
-            SPIRE,
-            "--audience",
-            AUD,
-            "--jwks-file",
-        ])
+        .args(["issuer", "add", "--issuer", SPIRE, "--audience", AUD, "--jwks-file"])
         .arg(&jwks_file)
         .args(["--rule", "sub=spiffe://cluster.example/ns/prod/sa/{agent}"])
         .output()
@@ -120,17 +94,10 @@ async fn spire_svids_attest_keyless_agents_and_bad_tokens_are_refused() {
     assert_eq!(stdout.trim(), format!("trusting {SPIRE} (1 key(s))"));
     let issuers = server.admin().list_issuers().await.unwrap();
     assert_eq!(issuers.len(), 1);
-    assert_eq!(
-        issuers[0].rules[0].pattern,
-        "spiffe://cluster.example/ns/prod/sa/{agent}"
-    );
+    assert_eq!(issuers[0].rules[0].pattern, "spiffe://cluster.example/ns/prod/sa/{agent}");
 
     register_keyless(&server, "billing").await;
-    let svid = spire.sign(&svid_claims(
-        SPIRE,
-        "spiffe://cluster.example/ns/prod/sa/billing",
-        AUD,
-    ));
+    let svid = spire.sign(&svid_claims(SPIRE, "spiffe://cluster.example/ns/prod/sa/billing", AUD));
     let r = server.anon().exchange(&svid, &read_intent()).await.unwrap();
     let claims = jwt_part(&r.access_token, 1);
     assert_eq!(claims["agent"], "billing");
@@ -148,82 +115,35 @@ async fn spire_svids_attest_keyless_agents_and_bad_tokens_are_refused() {
         private_jwk: Value::Null,
         public_jwk: Value::Null,
     };
-    let d = pep
-        .evaluate(&evaluation(
-            &billing,
-            &r.access_token,
-            "tickets.read",
-            "ticket",
-            "1",
-            "internal",
-        ))
-        .await
-        .unwrap();
+    let d = pep.evaluate(&evaluation(&billing, &r.access_token, "tickets.read", "ticket", "1", "internal")).await.unwrap();
     assert!(d.decision, "{d:?}");
 
     // A subject no rule maps to an agent.
-    let other_ns = spire.sign(&svid_claims(
-        SPIRE,
-        "spiffe://cluster.example/ns/dev/sa/billing",
-        AUD,
-    ));
+    let other_ns = spire.sign(&svid_claims(SPIRE, "spiffe://cluster.example/ns/dev/sa/billing", AUD));
     assert_eq!(refused(&server, &other_ns).await, "no_rule_matched");
     // A rule that maps to an agent nobody registered.
-    let ghost = spire.sign(&svid_claims(
-        SPIRE,
-        "spiffe://cluster.example/ns/prod/sa/ghost",
-        AUD,
-    ));
+    let ghost = spire.sign(&svid_claims(SPIRE, "spiffe://cluster.example/ns/prod/sa/ghost", AUD));
     assert_eq!(refused(&server, &ghost).await, "unknown_agent");
     // The same key, but an issuer that is not trusted.
-    let untrusted = spire.sign(&svid_claims(
-        "https://spire.evil.example",
-        "spiffe://cluster.example/ns/prod/sa/billing",
-        AUD,
-    ));
+    let untrusted = spire.sign(&svid_claims("https://spire.evil.example", "spiffe://cluster.example/ns/prod/sa/billing", AUD));
     assert_eq!(refused(&server, &untrusted).await, "unknown_issuer");
     // A token meant for someone else.
-    let elsewhere = spire.sign(&svid_claims(
-        SPIRE,
-        "spiffe://cluster.example/ns/prod/sa/billing",
-        "another-service",
-    ));
+    let elsewhere = spire.sign(&svid_claims(SPIRE, "spiffe://cluster.example/ns/prod/sa/billing", "another-service"));
     assert_eq!(refused(&server, &elsewhere).await, "wrong_audience");
     // Another key claiming the trusted key's kid.
     let forger = EcIssuerKey::generate("spire-2024-1");
-    let forged = forger.sign(&svid_claims(
-        SPIRE,
-        "spiffe://cluster.example/ns/prod/sa/billing",
-        AUD,
-    ));
+    let forged = forger.sign(&svid_claims(SPIRE, "spiffe://cluster.example/ns/prod/sa/billing", AUD));
     assert_eq!(refused(&server, &forged).await, "bad_signature");
     // The accepted token, presented again.
     assert_eq!(refused(&server, &svid).await, "replayed_jti");
 
     // Nothing was issued for the refusals, and each one is in the trail.
-    let tasks = server
-        .admin()
-        .list_tasks(Some("billing"), None, None)
-        .await
-        .unwrap();
+    let tasks = server.admin().list_tasks(Some("billing"), None, None).await.unwrap();
     assert_eq!(tasks.len(), 1);
-    let reasons: Vec<String> = events_of_kind(&server, "attestation.refused")
-        .await
-        .iter()
-        .map(|e| e["details"]["reason"].as_str().unwrap().to_owned())
-        .collect();
-    for code in [
-        "no_rule_matched",
-        "unknown_agent",
-        "unknown_issuer",
-        "wrong_audience",
-        "bad_signature",
-        "replayed_jti",
-    ] {
-        assert!(
-            reasons.iter().any(|r| r == code),
-            "{code} not audited: {reasons:?}"
-        );
+    let reasons: Vec<String> =
+        events_of_kind(&server, "attestation.refused").await.iter().map(|e| e["details"]["reason"].as_str().unwrap().to_owned()).collect();
+    for code in ["no_rule_matched", "unknown_agent", "unknown_issuer", "wrong_audience", "bad_signature", "replayed_jti"] {
+        assert!(reasons.iter().any(|r| r == code), "{code} not audited: {reasons:?}");
     }
 }
 
@@ -316,33 +236,19 @@ async fn kubernetes_tokens_verify_against_a_jwks_fetched_from_a_url() {
     let (stdout, stderr) = output_text(&out);
     assert!(out.status.success(), "{stdout}{stderr}");
     assert_eq!(stdout.trim(), format!("trusting {K8S} (1 key(s))"));
-    assert!(
-        hits.load(Ordering::SeqCst) >= 1,
-        "the JWKS was never fetched"
-    );
+    assert!(hits.load(Ordering::SeqCst) >= 1, "the JWKS was never fetched");
     let listed = server.admin().list_issuers().await.unwrap();
     assert_eq!(listed[0].jwks_url.as_deref(), Some(url.as_str()));
 
     register_keyless(&server, "billing").await;
-    let r = server
-        .anon()
-        .exchange(
-            &k8s_token(&key, "k8s-sa-1", "system:serviceaccount:prod:billing"),
-            &read_intent(),
-        )
-        .await
-        .unwrap();
+    let r = server.anon().exchange(&k8s_token(&key, "k8s-sa-1", "system:serviceaccount:prod:billing"), &read_intent()).await.unwrap();
     assert_eq!(jwt_part(&r.access_token, 1)["agent"], "billing");
 
     let staging = k8s_token(&key, "k8s-sa-1", "system:serviceaccount:staging:billing");
     assert_eq!(refused(&server, &staging).await, "no_rule_matched");
 
     // Once the issuer is removed, its tokens are no longer trusted.
-    let out = server
-        .cli()
-        .args(["issuer", "remove", K8S])
-        .output()
-        .unwrap();
+    let out = server.cli().args(["issuer", "remove", K8S]).output().unwrap();
     assert!(out.status.success(), "{:?}", output_text(&out));
     let after = k8s_token(&key, "k8s-sa-1", "system:serviceaccount:prod:billing");
     assert_eq!(refused(&server, &after).await, "unknown_issuer");
@@ -353,18 +259,7 @@ async fn a_jwks_url_must_be_https_unless_it_is_loopback() {
     let server = Server::start();
     let out = server
         .cli()
-        .args([
-            "issuer",
-            "add",
-            "--issuer",
-            K8S,
-            "--audience",
-            AUD,
-            "--jwks-url",
-            "http://jwks.example.com/keys",
-            "--rule",
-            "sub={agent}",
-        ])
+        .args(["issuer", "add", "--issuer", K8S, "--audience", AUD, "--jwks-url", "http://jwks.example.com/keys", "--rule", "sub={agent}"])
         .output()
         .unwrap();
     let (stdout, stderr) = output_text(&out);

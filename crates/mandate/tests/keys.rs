@@ -1,12 +1,7 @@
 //! Signing key rotation: both keys are published, mandates signed by the old key keep
 //! working until they expire, new mandates carry the new kid, and checkpoints signed by
 //! either key still verify, online and offline.
-#![allow(
-    clippy::unwrap_used,
-    clippy::expect_used,
-    clippy::panic,
-    clippy::indexing_slicing
-)] // test code
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::indexing_slicing)] // test code
 
 mod common;
 mod support;
@@ -21,39 +16,20 @@ use support::*;
 async fn checkpoint_kids(server: &Server) -> BTreeSet<String> {
     let (status, body) = admin_get_json(server, "/v1/audit/checkpoints").await;
     assert_eq!(status, 200, "{body}");
-    body["checkpoints"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|c| c["kid"].as_str().unwrap().to_owned())
-        .collect()
+    body["checkpoints"].as_array().unwrap().iter().map(|c| c["kid"].as_str().unwrap().to_owned()).collect()
 }
 
 fn jwks_kids(jwks: &Value) -> BTreeSet<String> {
-    jwks["keys"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|k| k["kid"].as_str().unwrap().to_owned())
-        .collect()
+    jwks["keys"].as_array().unwrap().iter().map(|k| k["kid"].as_str().unwrap().to_owned()).collect()
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn rotation_keeps_old_mandates_and_checkpoints_valid() {
     let tmp = tempfile::tempdir().unwrap();
     let config = tmp.path().join("mandate.toml");
-    std::fs::write(
-        &config,
-        "[audit]\ncheckpoint_every = 1\ncheckpoint_interval_secs = 1\n",
-    )
-    .unwrap();
-    let mut server = Server::start_in(
-        tmp.path(),
-        Options {
-            extra_args: vec!["--config".into(), config.display().to_string()],
-            envs: vec![],
-        },
-    );
+    std::fs::write(&config, "[audit]\ncheckpoint_every = 1\ncheckpoint_interval_secs = 1\n").unwrap();
+    let mut server =
+        Server::start_in(tmp.path(), Options { extra_args: vec!["--config".into(), config.display().to_string()], envs: vec![] });
     let agent = register_agent(&server.admin(), "rotator", &[]).await;
     let pep = pep(&server).await;
 
@@ -65,19 +41,9 @@ async fn rotation_keeps_old_mandates_and_checkpoints_valid() {
     // Mandate A is signed by the first key and not used (so not cached) before the rotation.
     let (mandate_a, _) = open_task(&server, &agent, &read_intent()).await;
     assert_eq!(jwt_part(&mandate_a, 0)["kid"], old_kid.as_str());
-    poll("a checkpoint signed by the first key", || async {
-        checkpoint_kids(&server)
-            .await
-            .contains(&old_kid)
-            .then_some(())
-    })
-    .await;
+    poll("a checkpoint signed by the first key", || async { checkpoint_kids(&server).await.contains(&old_kid).then_some(()) }).await;
 
-    let out = server
-        .cli()
-        .args(["key", "rotate", "--json"])
-        .output()
-        .unwrap();
+    let out = server.cli().args(["key", "rotate", "--json"]).output().unwrap();
     let (stdout, stderr) = output_text(&out);
     assert!(out.status.success(), "{stdout}{stderr}");
     let rotated: Value = serde_json::from_str(&stdout).unwrap();
@@ -88,40 +54,17 @@ async fn rotation_keeps_old_mandates_and_checkpoints_valid() {
 
     // Both keys are published.
     let after = server.anon().jwks().await.unwrap();
-    assert_eq!(
-        jwks_kids(&after),
-        BTreeSet::from([old_kid.clone(), new_kid.clone()])
-    );
+    assert_eq!(jwks_kids(&after), BTreeSet::from([old_kid.clone(), new_kid.clone()]));
 
     // The old mandate still verifies.
-    let r = pep
-        .evaluate(&evaluation(
-            &agent,
-            &mandate_a,
-            "tickets.read",
-            "ticket",
-            "1",
-            "internal",
-        ))
-        .await
-        .unwrap();
+    let r = pep.evaluate(&evaluation(&agent, &mandate_a, "tickets.read", "ticket", "1", "internal")).await.unwrap();
     assert!(r.decision, "{r:?}");
     assert!(pep.introspect(&mandate_a).await.unwrap().active);
 
     // A new task's mandate is signed by the new key.
     let (mandate_b, task_b) = open_task(&server, &agent, &read_intent()).await;
     assert_eq!(jwt_part(&mandate_b, 0)["kid"], new_kid.as_str());
-    let r = pep
-        .evaluate(&evaluation(
-            &agent,
-            &mandate_b,
-            "tickets.read",
-            "ticket",
-            "2",
-            "internal",
-        ))
-        .await
-        .unwrap();
+    let r = pep.evaluate(&evaluation(&agent, &mandate_b, "tickets.read", "ticket", "2", "internal")).await.unwrap();
     assert!(r.decision, "{r:?}");
     let trail = server.admin().audit_trail(&task_b).await.unwrap().events;
     let issued = trail.iter().find(|e| e["kind"] == "token.issued").unwrap();
@@ -131,13 +74,7 @@ async fn rotation_keeps_old_mandates_and_checkpoints_valid() {
     assert_eq!(rotations[0]["details"]["kid"], new_kid.as_str());
 
     // Checkpoints by both keys, and the whole trail verifies.
-    poll("a checkpoint signed by the new key", || async {
-        checkpoint_kids(&server)
-            .await
-            .contains(&new_kid)
-            .then_some(())
-    })
-    .await;
+    poll("a checkpoint signed by the new key", || async { checkpoint_kids(&server).await.contains(&new_kid).then_some(()) }).await;
     let out = server.cli().args(["audit", "verify"]).output().unwrap();
     let (stdout, stderr) = output_text(&out);
     assert!(out.status.success(), "{stdout}{stderr}");
@@ -148,11 +85,7 @@ async fn rotation_keeps_old_mandates_and_checkpoints_valid() {
     assert!(!keys_dir.join(format!("{old_kid}.pk8")).exists());
     assert!(keys_dir.join(format!("{new_kid}.pk8")).exists());
     server.stop();
-    let out = mandate_cmd()
-        .args(["audit", "verify", "--data-dir"])
-        .arg(server.data_dir())
-        .output()
-        .unwrap();
+    let out = mandate_cmd().args(["audit", "verify", "--data-dir"]).arg(server.data_dir()).output().unwrap();
     let (stdout, stderr) = output_text(&out);
     assert!(out.status.success(), "{stdout}{stderr}");
     assert!(stdout.starts_with("ok: "), "{stdout}");
@@ -163,29 +96,11 @@ async fn a_retired_key_leaves_the_jwks_once_its_mandates_have_expired() {
     let tmp = tempfile::tempdir().unwrap();
     let config = tmp.path().join("mandate.toml");
     // Mandates live one second and no clock skew is tolerated: the overlap is one second.
-    std::fs::write(
-        &config,
-        "[tasks]\nmax_ttl_secs = 1\n[attestation]\nleeway_secs = 0\n[audit]\ncheckpoint_every = 1\n",
-    )
-    .unwrap();
-    let mut server = Server::start_in(
-        tmp.path(),
-        Options {
-            extra_args: vec!["--config".into(), config.display().to_string()],
-            envs: vec![],
-        },
-    );
-    let old_kid = jwks_kids(&server.anon().jwks().await.unwrap())
-        .into_iter()
-        .next()
-        .unwrap();
-    poll("a checkpoint signed by the first key", || async {
-        checkpoint_kids(&server)
-            .await
-            .contains(&old_kid)
-            .then_some(())
-    })
-    .await;
+    std::fs::write(&config, "[tasks]\nmax_ttl_secs = 1\n[attestation]\nleeway_secs = 0\n[audit]\ncheckpoint_every = 1\n").unwrap();
+    let mut server =
+        Server::start_in(tmp.path(), Options { extra_args: vec!["--config".into(), config.display().to_string()], envs: vec![] });
+    let old_kid = jwks_kids(&server.anon().jwks().await.unwrap()).into_iter().next().unwrap();
+    poll("a checkpoint signed by the first key", || async { checkpoint_kids(&server).await.contains(&old_kid).then_some(()) }).await;
     let rotated = server.admin().rotate_key().await.unwrap();
     assert_eq!(rotated.previous_kid, old_kid);
 
@@ -201,28 +116,11 @@ async fn a_retired_key_leaves_the_jwks_once_its_mandates_have_expired() {
     let pep = pep(&server).await;
     let (mandate, _) = open_task(&server, &agent, &read_intent()).await;
     assert_eq!(jwt_part(&mandate, 0)["kid"], rotated.kid.as_str());
-    let r = pep
-        .evaluate(&evaluation(
-            &agent,
-            &mandate,
-            "tickets.read",
-            "ticket",
-            "1",
-            "internal",
-        ))
-        .await
-        .unwrap();
-    assert!(
-        r.decision || reason(&r) == "task_expired",
-        "a one-second task is allowed or already expired: {r:?}"
-    );
+    let r = pep.evaluate(&evaluation(&agent, &mandate, "tickets.read", "ticket", "1", "internal")).await.unwrap();
+    assert!(r.decision || reason(&r) == "task_expired", "a one-second task is allowed or already expired: {r:?}");
     let verified = server.admin().audit_verify().await.unwrap();
     assert!(verified.ok, "{verified:?}");
     server.stop();
-    let out = mandate_cmd()
-        .args(["audit", "verify", "--data-dir"])
-        .arg(server.data_dir())
-        .output()
-        .unwrap();
+    let out = mandate_cmd().args(["audit", "verify", "--data-dir"]).arg(server.data_dir()).output().unwrap();
     assert!(out.status.success(), "{:?}", output_text(&out));
 }

@@ -123,19 +123,16 @@ async fn run_mandate(args: &Args, n: usize) -> anyhow::Result<Report> {
             "action": { "name": "tickets.read" },
             "resource": { "type": "ticket", "id": "42", "properties": { "classification": "internal" } }
         });
-        let check: Value = reqwest::Client::new()
-            .post(format!("{url}/access/v1/evaluation"))
-            .bearer_auth(&pep)
-            .json(&body)
-            .send()
-            .await?
-            .json()
-            .await?;
+        let check: Value =
+            reqwest::Client::new().post(format!("{url}/access/v1/evaluation")).bearer_auth(&pep).json(&body).send().await?.json().await?;
         if check.get("decision") != Some(&json!(true)) {
             bail!("the measured request is not allowed: {check}");
         }
         let endpoint = format!("{url}/access/v1/evaluation");
-        drive(args, "mandate (audited)", n, endpoint, Some(format!("Bearer {pep}")), body, |v: &Value| v.get("decision") == Some(&json!(true))).await
+        drive(args, "mandate (audited)", n, endpoint, Some(format!("Bearer {pep}")), body, |v: &Value| {
+            v.get("decision") == Some(&json!(true))
+        })
+        .await
     }
     .await;
     let _ = child.kill();

@@ -5,8 +5,8 @@ use std::collections::BTreeMap;
 
 use mandate_core::{Classification, Intent};
 use mandate_policy::{
-    ActionInput, ActionKind, ContextInput, DecisionInput, Diagnostic, PolicySnapshot,
-    PolicySources, PrincipalInput, ResourceInput, TaskContext,
+    ActionInput, ActionKind, ContextInput, DecisionInput, Diagnostic, PolicySnapshot, PolicySources, PrincipalInput, ResourceInput,
+    TaskContext,
 };
 use serde_json::{Map, Value};
 
@@ -27,19 +27,12 @@ pub fn compile(src: PolicySources) -> PolicySnapshot {
 /// The starter schema with the given policy files.
 pub fn with_starter_schema(files: &[(&str, &str)]) -> PolicySources {
     let mut src = PolicySources::starter();
-    src.policies = files
-        .iter()
-        .map(|(n, t)| ((*n).to_owned(), (*t).to_owned()))
-        .collect();
+    src.policies = files.iter().map(|(n, t)| ((*n).to_owned(), (*t).to_owned())).collect();
     src
 }
 
 pub fn lines(diags: &[Diagnostic]) -> String {
-    diags
-        .iter()
-        .map(ToString::to_string)
-        .collect::<Vec<_>>()
-        .join("\n")
+    diags.iter().map(ToString::to_string).collect::<Vec<_>>().join("\n")
 }
 
 pub fn agent(name: &str, tags: &[(&str, &str)]) -> PrincipalInput {
@@ -49,28 +42,16 @@ pub fn agent(name: &str, tags: &[(&str, &str)]) -> PrincipalInput {
         owner: "alice@example.com".into(),
         purpose: "Summarise tickets".into(),
         trust_domain: "mandate.local".into(),
-        tags: tags
-            .iter()
-            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
-            .collect::<BTreeMap<_, _>>(),
+        tags: tags.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect::<BTreeMap<_, _>>(),
     }
 }
 
 pub fn subject(kind: &str, id: &str, properties: Value) -> PrincipalInput {
-    PrincipalInput::Other {
-        kind: kind.into(),
-        id: id.into(),
-        properties: object(properties),
-    }
+    PrincipalInput::Other { kind: kind.into(), id: id.into(), properties: object(properties) }
 }
 
 pub fn resource(kind: &str, id: &str, classification: Classification) -> ResourceInput {
-    ResourceInput {
-        kind: kind.into(),
-        id: id.into(),
-        classification,
-        properties: Map::new(),
-    }
+    ResourceInput { kind: kind.into(), id: id.into(), classification, properties: Map::new() }
 }
 
 pub fn object(value: Value) -> Map<String, Value> {
@@ -92,32 +73,16 @@ pub fn intent(actions: &[&str], resources: &[&str], max: Classification) -> Inte
 }
 
 pub fn task(max: Classification) -> TaskContext {
-    TaskContext {
-        id: "task-1".into(),
-        intent: intent(&["*"], &["*"], max),
-        depth: 0,
-        chain: vec![],
-    }
+    TaskContext { id: "task-1".into(), intent: intent(&["*"], &["*"], max), depth: 0, chain: vec![] }
 }
 
 pub fn context(task: Option<TaskContext>) -> ContextInput {
-    ContextInput {
-        now_secs: NOON_MONDAY,
-        environment: "production".into(),
-        risk: 0,
-        task,
-        extra: Map::new(),
-    }
+    ContextInput { now_secs: NOON_MONDAY, environment: "production".into(), risk: 0, task, extra: Map::new() }
 }
 
 /// A request with a production context and no task.
 pub fn request(principal: PrincipalInput, action: &str, resource: ResourceInput) -> DecisionInput {
-    DecisionInput {
-        principal,
-        action: ActionInput::named(action),
-        resource,
-        context: context(None),
-    }
+    DecisionInput { principal, action: ActionInput::named(action), resource, context: context(None) }
 }
 
 pub fn with_kind(mut input: DecisionInput, kind: ActionKind) -> DecisionInput {

@@ -10,8 +10,9 @@ use mandate_audit::kinds;
 use mandate_core::{Agent, AgentName, AgentStatus, ClaimRule, Issuer, Role, SpiffeId, Task, TaskStatus};
 use mandate_policy::EntityData;
 use mandate_proto::admin::{
-    AddIssuerRequest, AgentStatusChange, AgentView, ClaimRuleView, CreateTokenRequest, CreateTokenResponse, EndTaskRequest, EndTaskResponse,
-    EntitiesLoadResponse, IssuerView, KeyRotateResponse, PolicyStatus, RegisterAgentRequest, ReloadResponse, ServerInfo, TaskView, TokenView,
+    AddIssuerRequest, AgentStatusChange, AgentView, ClaimRuleView, CreateTokenRequest, CreateTokenResponse, EndTaskRequest,
+    EndTaskResponse, EntitiesLoadResponse, IssuerView, KeyRotateResponse, PolicyStatus, RegisterAgentRequest, ReloadResponse, ServerInfo,
+    TaskView, TokenView,
 };
 use mandate_store::TaskFilter;
 use serde::Deserialize;
@@ -60,7 +61,8 @@ pub async fn register_agent(
         return Err(ApiError::invalid("`attributes`: at most 64, keys 1 to 64 bytes, values at most 256 bytes"));
     }
     if let Some(jwk) = &req.public_jwk {
-        mandate_token::validate_agent_jwk(jwk).map_err(|e| ApiError::coded(StatusCode::BAD_REQUEST, e.code(), format!("`public_jwk`: {e}")))?;
+        mandate_token::validate_agent_jwk(jwk)
+            .map_err(|e| ApiError::coded(StatusCode::BAD_REQUEST, e.code(), format!("`public_jwk`: {e}")))?;
     }
     let now = state.clock.now_ms();
     let agent = Agent {
@@ -100,21 +102,33 @@ pub async fn list_agents(State(state): State<Arc<AppState>>, headers: HeaderMap)
     Ok(Json(agents.iter().map(|a| agent_view(a, None)).collect()))
 }
 
-pub async fn get_agent(State(state): State<Arc<AppState>>, headers: HeaderMap, Path(name): Path<String>) -> Result<Json<AgentView>, ApiError> {
+pub async fn get_agent(
+    State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
+    Path(name): Path<String>,
+) -> Result<Json<AgentView>, ApiError> {
     auth::require(&state, &headers, READERS, "read agents").await?;
     let agent = state.store.get_agent(&name).await?.ok_or_else(|| ApiError::not_found("agent", &name))?;
     let live = state.store.live_task_ids_of_agent(&name).await?.len();
     Ok(Json(agent_view(&agent, Some(live))))
 }
 
-pub async fn disable_agent(State(state): State<Arc<AppState>>, headers: HeaderMap, Path(name): Path<String>) -> Result<Json<AgentStatusChange>, ApiError> {
+pub async fn disable_agent(
+    State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
+    Path(name): Path<String>,
+) -> Result<Json<AgentStatusChange>, ApiError> {
     let caller = auth::require(&state, &headers, &[], "disable agents").await?;
     let revoked = tasks::disable_agent(&state, &name, &caller.actor()).await?;
     let agent = state.store.get_agent(&name).await?.ok_or_else(|| ApiError::not_found("agent", &name))?;
     Ok(Json(AgentStatusChange { agent: agent_view(&agent, Some(0)), revoked_tasks: revoked }))
 }
 
-pub async fn enable_agent(State(state): State<Arc<AppState>>, headers: HeaderMap, Path(name): Path<String>) -> Result<Json<AgentStatusChange>, ApiError> {
+pub async fn enable_agent(
+    State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
+    Path(name): Path<String>,
+) -> Result<Json<AgentStatusChange>, ApiError> {
     let caller = auth::require(&state, &headers, &[], "enable agents").await?;
     let now = state.clock.now_ms();
     if !state.store.set_agent_status(&name, AgentStatus::Active, now).await? {
@@ -153,7 +167,11 @@ pub struct TaskQuery {
     limit: Option<usize>,
 }
 
-pub async fn list_tasks(State(state): State<Arc<AppState>>, headers: HeaderMap, Query(q): Query<TaskQuery>) -> Result<Json<Vec<TaskView>>, ApiError> {
+pub async fn list_tasks(
+    State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
+    Query(q): Query<TaskQuery>,
+) -> Result<Json<Vec<TaskView>>, ApiError> {
     auth::require(&state, &headers, READERS, "list tasks").await?;
     let status = match q.status.as_deref() {
         None => None,
@@ -204,7 +222,13 @@ pub async fn complete_task(
     end(&state, &caller, &id, TaskStatus::Completed, body).await
 }
 
-async fn end(state: &AppState, caller: &Caller, id: &str, status: TaskStatus, body: EndTaskRequest) -> Result<Json<EndTaskResponse>, ApiError> {
+async fn end(
+    state: &AppState,
+    caller: &Caller,
+    id: &str,
+    status: TaskStatus,
+    body: EndTaskRequest,
+) -> Result<Json<EndTaskResponse>, ApiError> {
     let task = state.store.get_task(id).await?.ok_or_else(|| ApiError::not_found("task", id))?;
     if task.status != TaskStatus::Live {
         return Err(ApiError::coded(
@@ -214,7 +238,9 @@ async fn end(state: &AppState, caller: &Caller, id: &str, status: TaskStatus, bo
         ));
     }
     let actor = if caller.token_id.starts_with("agent:") { caller.token_id.clone() } else { caller.actor() };
-    let reason = body.reason.unwrap_or_else(|| if status == TaskStatus::Completed { "completed".into() } else { "revoked by an administrator".into() });
+    let reason = body
+        .reason
+        .unwrap_or_else(|| if status == TaskStatus::Completed { "completed".into() } else { "revoked by an administrator".into() });
     if reason.len() > 512 {
         return Err(ApiError::invalid("`reason` may be at most 512 bytes"));
     }
@@ -257,7 +283,13 @@ pub async fn create_token(
         return Err(ApiError::invalid("`label` may be at most 128 bytes"));
     }
     let (token, secret) = state.create_api_token(role, &req.label).await?;
-    let ev = state.event(kinds::API_TOKEN_CREATED, &caller.actor(), None, None, json!({ "id": token.id, "role": role.as_str(), "label": token.label }));
+    let ev = state.event(
+        kinds::API_TOKEN_CREATED,
+        &caller.actor(),
+        None,
+        None,
+        json!({ "id": token.id, "role": role.as_str(), "label": token.label }),
+    );
     state.record(ev).await.map_err(ApiError::internal)?;
     Ok((StatusCode::CREATED, Json(CreateTokenResponse { id: token.id, role: role.as_str().to_owned(), label: token.label, token: secret })))
 }
@@ -268,7 +300,13 @@ pub async fn list_tokens(State(state): State<Arc<AppState>>, headers: HeaderMap)
     Ok(Json(
         tokens
             .into_iter()
-            .map(|t| TokenView { id: t.id, role: t.role.as_str().to_owned(), label: t.label, created_at_ms: t.created_at_ms, revoked_at_ms: t.revoked_at_ms })
+            .map(|t| TokenView {
+                id: t.id,
+                role: t.role.as_str().to_owned(),
+                label: t.label,
+                created_at_ms: t.created_at_ms,
+                revoked_at_ms: t.revoked_at_ms,
+            })
             .collect(),
     ))
 }
@@ -304,14 +342,24 @@ pub async fn add_issuer(
     let rules = req.rules.iter().map(|r| ClaimRule::new(&r.claim, &r.pattern)).collect::<Result<Vec<_>, _>>()?;
     let jwks = match (req.jwks, &req.jwks_url) {
         (Some(j), None) => j,
-        (None, Some(url)) => crate::jwks_fetch::fetch_jwks(&state.http, url).await.map_err(|m| ApiError::coded(StatusCode::BAD_REQUEST, "jwks_unavailable", m))?,
+        (None, Some(url)) => crate::jwks_fetch::fetch_jwks(&state.http, url)
+            .await
+            .map_err(|m| ApiError::coded(StatusCode::BAD_REQUEST, "jwks_unavailable", m))?,
         _ => return Err(ApiError::invalid("give exactly one of `jwks` and `jwks_url`")),
     };
-    let issuer = Issuer { issuer: req.issuer, audience: req.audience, jwks, jwks_url: req.jwks_url, rules, created_at_ms: state.clock.now_ms() };
-    let verifier = mandate_token::ExternalVerifier::new(&issuer).map_err(|e| ApiError::coded(StatusCode::BAD_REQUEST, e.code(), format!("`jwks`: {e}")))?;
+    let issuer =
+        Issuer { issuer: req.issuer, audience: req.audience, jwks, jwks_url: req.jwks_url, rules, created_at_ms: state.clock.now_ms() };
+    let verifier = mandate_token::ExternalVerifier::new(&issuer)
+        .map_err(|e| ApiError::coded(StatusCode::BAD_REQUEST, e.code(), format!("`jwks`: {e}")))?;
     state.store.upsert_issuer(&issuer).await?;
     state.issuers.write().insert(issuer.issuer.clone(), Arc::new(verifier));
-    let ev = state.event(kinds::ISSUER_ADDED, &caller.actor(), None, None, json!({ "issuer": issuer.issuer, "audience": issuer.audience, "jwks_url": issuer.jwks_url, "rules": issuer.rules }));
+    let ev = state.event(
+        kinds::ISSUER_ADDED,
+        &caller.actor(),
+        None,
+        None,
+        json!({ "issuer": issuer.issuer, "audience": issuer.audience, "jwks_url": issuer.jwks_url, "rules": issuer.rules }),
+    );
     state.record(ev).await.map_err(ApiError::internal)?;
     Ok((StatusCode::CREATED, Json(issuer_view(&issuer))))
 }
@@ -327,7 +375,11 @@ pub struct IssuerQuery {
     issuer: String,
 }
 
-pub async fn remove_issuer(State(state): State<Arc<AppState>>, headers: HeaderMap, Query(q): Query<IssuerQuery>) -> Result<StatusCode, ApiError> {
+pub async fn remove_issuer(
+    State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
+    Query(q): Query<IssuerQuery>,
+) -> Result<StatusCode, ApiError> {
     let caller = auth::require(&state, &headers, &[], "remove issuers").await?;
     if !state.store.delete_issuer(&q.issuer).await? {
         return Err(ApiError::not_found("issuer", &q.issuer));
@@ -368,7 +420,11 @@ pub async fn reload_policies(State(state): State<Arc<AppState>>, headers: Header
     Ok(Json(policy_reload::reload(&state, &caller.actor()).await))
 }
 
-pub async fn load_entities(State(state): State<Arc<AppState>>, headers: HeaderMap, body: String) -> Result<Json<EntitiesLoadResponse>, ApiError> {
+pub async fn load_entities(
+    State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
+    body: String,
+) -> Result<Json<EntitiesLoadResponse>, ApiError> {
     let caller = auth::require(&state, &headers, &[], "load entities").await?;
     let current = state.policy.current();
     let data = EntityData::parse(&body, Some(&current)).map_err(|e| ApiError::coded(StatusCode::BAD_REQUEST, e.code(), e.to_string()))?;
@@ -384,7 +440,13 @@ pub async fn rotate_key(State(state): State<Arc<AppState>>, headers: HeaderMap) 
     let caller = auth::require(&state, &headers, &[], "rotate signing keys").await?;
     let overlap = i64::try_from((state.settings.max_task_ttl + state.settings.leeway).as_millis()).unwrap_or(i64::MAX);
     let (kid, previous_kid, retires) = state.keys.rotate(state.clock.now_ms(), overlap).map_err(ApiError::internal)?;
-    let ev = state.event(kinds::KEY_ROTATED, &caller.actor(), None, None, json!({ "kid": kid, "previous_kid": previous_kid, "previous_retires_at_ms": retires }));
+    let ev = state.event(
+        kinds::KEY_ROTATED,
+        &caller.actor(),
+        None,
+        None,
+        json!({ "kid": kid, "previous_kid": previous_kid, "previous_retires_at_ms": retires }),
+    );
     state.record(ev).await.map_err(ApiError::internal)?;
     Ok(Json(KeyRotateResponse { kid, previous_kid, previous_retires_at_ms: retires }))
 }

@@ -37,7 +37,11 @@ pub struct EventsQuery {
     limit: Option<usize>,
 }
 
-pub async fn events(State(state): State<Arc<AppState>>, headers: HeaderMap, Query(q): Query<EventsQuery>) -> Result<Json<AuditEventsResponse>, ApiError> {
+pub async fn events(
+    State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
+    Query(q): Query<EventsQuery>,
+) -> Result<Json<AuditEventsResponse>, ApiError> {
     auth::require(&state, &headers, AUDITORS, "read the audit trail").await?;
     let query = AuditQuery {
         kind: q.kind,
@@ -58,7 +62,11 @@ pub struct TrailQuery {
 }
 
 /// One task's evidence chain, in order: the task and every task delegated from it.
-pub async fn trail(State(state): State<Arc<AppState>>, headers: HeaderMap, Query(q): Query<TrailQuery>) -> Result<Json<AuditEventsResponse>, ApiError> {
+pub async fn trail(
+    State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
+    Query(q): Query<TrailQuery>,
+) -> Result<Json<AuditEventsResponse>, ApiError> {
     auth::require(&state, &headers, AUDITORS, "read the audit trail").await?;
     if state.store.get_task(&q.task).await?.is_none() {
         return Err(ApiError::not_found("task", &q.task));

@@ -92,9 +92,10 @@ async fn exchange(state: &AppState, form: TokenExchangeForm) -> Result<TokenExch
         }
     }
     let intent_req = parse_intent(form.authorization_details.as_deref())?;
-    let (intent, lifetime) = intent_req.clone().validate().map_err(|e| {
-        OAuthFailure::new(StatusCode::BAD_REQUEST, "invalid_authorization_details", e.to_string(), Some(e.code()))
-    })?;
+    let (intent, lifetime) = intent_req
+        .clone()
+        .validate()
+        .map_err(|e| OAuthFailure::new(StatusCode::BAD_REQUEST, "invalid_authorization_details", e.to_string(), Some(e.code())))?;
 
     let agent = attest(state, subject_token).await?;
 
@@ -123,13 +124,7 @@ async fn exchange(state: &AppState, form: TokenExchangeForm) -> Result<TokenExch
         },
         action: ActionInput { name: "task.open".into(), kind: None },
         resource: ResourceInput { kind: "task".into(), id: task_id.clone(), classification: intent.max_classification, properties: props },
-        context: ContextInput {
-            now_secs,
-            environment: state.settings.environment.clone(),
-            risk: 0,
-            task: None,
-            extra: Map::new(),
-        },
+        context: ContextInput { now_secs, environment: state.settings.environment.clone(), risk: 0, task: None, extra: Map::new() },
     };
     let eval = state.policy.evaluate(&input);
     let decision = eval.enforced;
@@ -242,7 +237,8 @@ fn parse_intent(raw: Option<&str>) -> Result<IntentRequest, OAuthFailure> {
     let bad = |m: String| OAuthFailure::new(StatusCode::BAD_REQUEST, "invalid_authorization_details", m, Some("invalid_intent"));
     let raw = raw.ok_or_else(|| bad("`authorization_details` is required: a JSON array holding one `agent_task` object".into()))?;
     let list: Vec<Value> = serde_json::from_str(raw).map_err(|e| bad(format!("`authorization_details` is not a JSON array: {e}")))?;
-    let mut tasks: Vec<Value> = list.into_iter().filter(|v| v.get("type").and_then(Value::as_str) == Some(mandate_core::AGENT_TASK_TYPE)).collect();
+    let mut tasks: Vec<Value> =
+        list.into_iter().filter(|v| v.get("type").and_then(Value::as_str) == Some(mandate_core::AGENT_TASK_TYPE)).collect();
     if tasks.len() != 1 {
         return Err(bad("`authorization_details` must hold exactly one object of type `agent_task`".into()));
     }
@@ -281,7 +277,10 @@ async fn attest_inner(state: &AppState, token: &str) -> Result<Agent, Refusal> {
             return Err(refuse("foreign_trust_domain", None, format!("trust domain `{}` is not this server's", id.trust_domain())));
         }
         let name = id.agent_name().ok_or_else(|| refuse("unknown_agent", None, "the issuer is not an agent SPIFFE ID".into()))?;
-        let agent = state.registry.agent(name.as_str()).ok_or_else(|| refuse("unknown_agent", None, format!("agent `{name}` is not registered")))?;
+        let agent = state
+            .registry
+            .agent(name.as_str())
+            .ok_or_else(|| refuse("unknown_agent", None, format!("agent `{name}` is not registered")))?;
         let jwk = agent
             .public_jwk
             .as_ref()
@@ -316,13 +315,16 @@ async fn attest_inner(state: &AppState, token: &str) -> Result<Agent, Refusal> {
         return Err(refuse("agent_disabled", Some(agent_name.as_str()), format!("agent `{agent_name}` is disabled")));
     }
     if let Some(jti) = jti {
-        let first = state
-            .store
-            .consume_jti(&issuer_key, &jti, (exp + leeway) * 1000, state.clock.now_ms())
-            .await
-            .map_err(|e| refuse("store_unavailable", Some(agent_name.as_str()), format!("cannot check the attestation for replay: {e}")))?;
+        let first =
+            state.store.consume_jti(&issuer_key, &jti, (exp + leeway) * 1000, state.clock.now_ms()).await.map_err(|e| {
+                refuse("store_unavailable", Some(agent_name.as_str()), format!("cannot check the attestation for replay: {e}"))
+            })?;
         if !first {
-            return Err(refuse("replayed_jti", Some(agent_name.as_str()), "this attestation was already used; sign a new one with a fresh `jti`".into()));
+            return Err(refuse(
+                "replayed_jti",
+                Some(agent_name.as_str()),
+                "this attestation was already used; sign a new one with a fresh `jti`".into(),
+            ));
         }
     }
     Ok((*agent).clone())
@@ -368,14 +370,15 @@ pub struct TokenForm {
 }
 
 /// `POST /oauth2/introspect` (RFC 7662), for enforcement points and admins.
-pub async fn introspect(
-    State(state): State<Arc<AppState>>,
-    headers: HeaderMap,
-    OAuthForm(form): OAuthForm<TokenForm>,
-) -> Response {
+pub async fn introspect(State(state): State<Arc<AppState>>, headers: HeaderMap, OAuthForm(form): OAuthForm<TokenForm>) -> Response {
     if let Err(e) = auth::require(&state, &headers, &[mandate_core::Role::Pep, mandate_core::Role::Auditor], "introspect tokens").await {
-        return OAuthFailure::new(e.status, if e.status == StatusCode::FORBIDDEN { "access_denied" } else { "invalid_client" }, e.message, Some(&e.code))
-            .into_response();
+        return OAuthFailure::new(
+            e.status,
+            if e.status == StatusCode::FORBIDDEN { "access_denied" } else { "invalid_client" },
+            e.message,
+            Some(&e.code),
+        )
+        .into_response();
     }
     let Some(token) = form.token.filter(|t| !t.is_empty()) else {
         return OAuthFailure::invalid_request("`token` is required", "missing_parameter").into_response();

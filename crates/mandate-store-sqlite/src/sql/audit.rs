@@ -16,30 +16,14 @@ pub(crate) fn append(c: &mut Connection, events: Vec<NewEvent>) -> StoreResult<V
     if events.is_empty() {
         return Ok(Vec::new());
     }
-    let tx = c
-        .transaction_with_behavior(TransactionBehavior::Immediate)
-        .map_err(db)?;
+    let tx = c.transaction_with_behavior(TransactionBehavior::Immediate).map_err(db)?;
     let sealed = seal(&head(&tx)?, events);
     {
-        let sql = format!(
-            "INSERT INTO audit_events ({EVENT_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)"
-        );
+        let sql = format!("INSERT INTO audit_events ({EVENT_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)");
         let mut stmt = tx.prepare_cached(&sql).map_err(db)?;
         for e in &sealed {
-            let seq = i64::try_from(e.seq)
-                .map_err(|_| StoreError::Backend("the audit trail is full".into()))?;
-            stmt.execute(params![
-                seq,
-                e.ts_ms,
-                e.kind,
-                e.actor,
-                e.agent,
-                e.task,
-                e.body,
-                e.prev_hash,
-                e.hash
-            ])
-            .map_err(db)?;
+            let seq = i64::try_from(e.seq).map_err(|_| StoreError::Backend("the audit trail is full".into()))?;
+            stmt.execute(params![seq, e.ts_ms, e.kind, e.actor, e.agent, e.task, e.body, e.prev_hash, e.hash]).map_err(db)?;
         }
     }
     tx.commit().map_err(db)?;
@@ -50,17 +34,11 @@ pub(crate) fn append(c: &mut Connection, events: Vec<NewEvent>) -> StoreResult<V
 pub(crate) fn head(c: &Connection) -> StoreResult<ChainHead> {
     let row = c
         .prepare_cached("SELECT seq, hash FROM audit_events ORDER BY seq DESC LIMIT 1")
-        .and_then(|mut s| {
-            s.query_row([], |r| Ok((r.get::<_, i64>(0)?, r.get::<_, String>(1)?)))
-                .optional()
-        })
+        .and_then(|mut s| s.query_row([], |r| Ok((r.get::<_, i64>(0)?, r.get::<_, String>(1)?))).optional())
         .map_err(db)?;
     match row {
         None => Ok(ChainHead::genesis()),
-        Some((seq, hash)) => Ok(ChainHead {
-            seq: seq_from_db(seq)?,
-            hash,
-        }),
+        Some((seq, hash)) => Ok(ChainHead { seq: seq_from_db(seq)?, hash }),
     }
 }
 
@@ -70,8 +48,7 @@ pub(crate) fn read(c: &Connection, after_seq: u64, n: usize) -> StoreResult<Vec<
     let Some(lower) = lower_bound(Some(after_seq)) else {
         return Ok(Vec::new());
     };
-    let sql =
-        format!("SELECT {EVENT_COLUMNS} FROM audit_events WHERE seq > ?1 ORDER BY seq LIMIT ?2");
+    let sql = format!("SELECT {EVENT_COLUMNS} FROM audit_events WHERE seq > ?1 ORDER BY seq LIMIT ?2");
     query_events(c, &sql, params![lower, limit(n)])
 }
 
@@ -92,11 +69,7 @@ pub(crate) fn query(c: &Connection, q: &AuditQuery) -> StoreResult<Vec<SealedEve
         clauses.push(format!("ts_ms >= ?{}", values.len()));
     }
     values.push(SqlValue::Integer(limit(q.limit)));
-    let sql = format!(
-        "SELECT {EVENT_COLUMNS} FROM audit_events WHERE {} ORDER BY seq LIMIT ?{}",
-        clauses.join(" AND "),
-        values.len()
-    );
+    let sql = format!("SELECT {EVENT_COLUMNS} FROM audit_events WHERE {} ORDER BY seq LIMIT ?{}", clauses.join(" AND "), values.len());
     query_events(c, &sql, params_from_iter(values))
 }
 
@@ -107,53 +80,29 @@ pub(crate) fn for_tasks(c: &Connection, task_ids: &[String]) -> StoreResult<Vec<
         return Ok(Vec::new());
     }
     let ids = to_json("task ids", &task_ids)?;
-    let sql = format!(
-        "SELECT {EVENT_COLUMNS} FROM audit_events WHERE task IN (SELECT value FROM json_each(?1)) ORDER BY seq"
-    );
+    let sql = format!("SELECT {EVENT_COLUMNS} FROM audit_events WHERE task IN (SELECT value FROM json_each(?1)) ORDER BY seq");
     query_events(c, &sql, params![ids])
 }
 
 pub(crate) fn insert_checkpoint(c: &Connection, cp: &Checkpoint) -> StoreResult<()> {
-    let seq = i64::try_from(cp.seq)
-        .map_err(|_| StoreError::Invalid(format!("checkpoint seq {} is out of range", cp.seq)))?;
+    let seq = i64::try_from(cp.seq).map_err(|_| StoreError::Invalid(format!("checkpoint seq {} is out of range", cp.seq)))?;
     let result = c.execute(
         "INSERT INTO audit_checkpoints (seq, hash, ts_ms, kid, signature) VALUES (?1, ?2, ?3, ?4, ?5)",
         params![seq, cp.hash, cp.ts_ms, cp.kid, cp.signature],
     );
     match result {
         Ok(_) => Ok(()),
-        Err(e) if constraint(&e) == Some(Constraint::Unique) => Err(StoreError::Conflict(format!(
-            "audit checkpoint at seq {}",
-            cp.seq
-        ))),
+        Err(e) if constraint(&e) == Some(Constraint::Unique) => Err(StoreError::Conflict(format!("audit checkpoint at seq {}", cp.seq))),
         Err(e) => Err(db(e)),
     }
 }
 
 pub(crate) fn list_checkpoints(c: &Connection) -> StoreResult<Vec<Checkpoint>> {
-    let mut stmt = c
-        .prepare("SELECT seq, hash, ts_ms, kid, signature FROM audit_checkpoints ORDER BY seq")
-        .map_err(db)?;
-    let rows = stmt
-        .query_map([], |r| {
-            Ok((
-                r.get::<_, i64>(0)?,
-                r.get(1)?,
-                r.get(2)?,
-                r.get(3)?,
-                r.get(4)?,
-            ))
-        })
-        .map_err(db)?;
+    let mut stmt = c.prepare("SELECT seq, hash, ts_ms, kid, signature FROM audit_checkpoints ORDER BY seq").map_err(db)?;
+    let rows = stmt.query_map([], |r| Ok((r.get::<_, i64>(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?))).map_err(db)?;
     rows.map(|r| {
         let (seq, hash, ts_ms, kid, signature) = r.map_err(db)?;
-        Ok(Checkpoint {
-            seq: seq_from_db(seq)?,
-            hash,
-            ts_ms,
-            kid,
-            signature,
-        })
+        Ok(Checkpoint { seq: seq_from_db(seq)?, hash, ts_ms, kid, signature })
     })
     .collect()
 }
@@ -170,19 +119,12 @@ fn seq_from_db(seq: i64) -> StoreResult<u64> {
     u64::try_from(seq).map_err(|_| corrupt("audit trail", format!("an event has seq {seq}")))
 }
 
-fn query_events(
-    c: &Connection,
-    sql: &str,
-    values: impl rusqlite::Params,
-) -> StoreResult<Vec<SealedEvent>> {
+fn query_events(c: &Connection, sql: &str, values: impl rusqlite::Params) -> StoreResult<Vec<SealedEvent>> {
     let mut stmt = c.prepare_cached(sql).map_err(db)?;
     let rows = stmt.query_map(values, event_row).map_err(db)?;
     rows.map(|r| {
         let (seq, e) = r.map_err(db)?;
-        Ok(SealedEvent {
-            seq: seq_from_db(seq)?,
-            ..e
-        })
+        Ok(SealedEvent { seq: seq_from_db(seq)?, ..e })
     })
     .collect()
 }

@@ -10,17 +10,12 @@ use super::{from_json, to_json};
 use crate::error::{Constraint, constraint, corrupt, db};
 
 pub(crate) fn get_meta(c: &Connection, key: &str) -> StoreResult<Option<String>> {
-    c.prepare_cached("SELECT value FROM meta WHERE key = ?1")
-        .and_then(|mut s| s.query_row([key], |r| r.get(0)).optional())
-        .map_err(db)
+    c.prepare_cached("SELECT value FROM meta WHERE key = ?1").and_then(|mut s| s.query_row([key], |r| r.get(0)).optional()).map_err(db)
 }
 
 pub(crate) fn put_meta(c: &Connection, key: &str, value: &str) -> StoreResult<()> {
-    c.execute(
-        "INSERT INTO meta (key, value) VALUES (?1, ?2) ON CONFLICT (key) DO UPDATE SET value = excluded.value",
-        [key, value],
-    )
-    .map_err(db)?;
+    c.execute("INSERT INTO meta (key, value) VALUES (?1, ?2) ON CONFLICT (key) DO UPDATE SET value = excluded.value", [key, value])
+        .map_err(db)?;
     Ok(())
 }
 
@@ -28,17 +23,7 @@ const TOKEN_COLUMNS: &str = "id, role, label, secret_hash, created_at_ms, revoke
 
 pub(crate) fn insert_api_token(c: &Connection, t: &ApiToken) -> StoreResult<()> {
     let sql = format!("INSERT INTO api_tokens ({TOKEN_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6)");
-    match c.execute(
-        &sql,
-        params![
-            t.id,
-            t.role.as_str(),
-            t.label,
-            t.secret_hash,
-            t.created_at_ms,
-            t.revoked_at_ms
-        ],
-    ) {
+    match c.execute(&sql, params![t.id, t.role.as_str(), t.label, t.secret_hash, t.created_at_ms, t.revoked_at_ms]) {
         Ok(_) => Ok(()),
         Err(e) if constraint(&e) == Some(Constraint::Unique) => {
             if e.to_string().contains("secret_hash") {
@@ -51,15 +36,9 @@ pub(crate) fn insert_api_token(c: &Connection, t: &ApiToken) -> StoreResult<()> 
     }
 }
 
-pub(crate) fn api_token_by_hash(
-    c: &Connection,
-    secret_hash: &str,
-) -> StoreResult<Option<ApiToken>> {
+pub(crate) fn api_token_by_hash(c: &Connection, secret_hash: &str) -> StoreResult<Option<ApiToken>> {
     let sql = format!("SELECT {TOKEN_COLUMNS} FROM api_tokens WHERE secret_hash = ?1");
-    let row = c
-        .prepare_cached(&sql)
-        .and_then(|mut s| s.query_row([secret_hash], token_row).optional())
-        .map_err(db)?;
+    let row = c.prepare_cached(&sql).and_then(|mut s| s.query_row([secret_hash], token_row).optional()).map_err(db)?;
     row.map(TokenRow::into_token).transpose()
 }
 
@@ -67,17 +46,12 @@ pub(crate) fn list_api_tokens(c: &Connection) -> StoreResult<Vec<ApiToken>> {
     let sql = format!("SELECT {TOKEN_COLUMNS} FROM api_tokens ORDER BY created_at_ms, id");
     let mut stmt = c.prepare(&sql).map_err(db)?;
     let rows = stmt.query_map([], token_row).map_err(db)?;
-    rows.map(|r| r.map_err(db).and_then(TokenRow::into_token))
-        .collect()
+    rows.map(|r| r.map_err(db).and_then(TokenRow::into_token)).collect()
 }
 
 pub(crate) fn revoke_api_token(c: &Connection, id: &str, at_ms: i64) -> StoreResult<bool> {
-    let n = c
-        .execute(
-            "UPDATE api_tokens SET revoked_at_ms = ?2 WHERE id = ?1 AND revoked_at_ms IS NULL",
-            params![id, at_ms],
-        )
-        .map_err(db)?;
+    let n =
+        c.execute("UPDATE api_tokens SET revoked_at_ms = ?2 WHERE id = ?1 AND revoked_at_ms IS NULL", params![id, at_ms]).map_err(db)?;
     Ok(n == 1)
 }
 
@@ -103,8 +77,7 @@ fn token_row(r: &Row<'_>) -> rusqlite::Result<TokenRow> {
 
 impl TokenRow {
     fn into_token(self) -> StoreResult<ApiToken> {
-        let role = Role::from_str(&self.role)
-            .map_err(|e| corrupt(&format!("api token `{}`", self.id), e))?;
+        let role = Role::from_str(&self.role).map_err(|e| corrupt(&format!("api token `{}`", self.id), e))?;
         Ok(ApiToken {
             id: self.id,
             role,
@@ -120,14 +93,8 @@ const AGENT_COLUMNS: &str = "name, spiffe_id, owner, purpose, status, attributes
 
 pub(crate) fn insert_agent(c: &Connection, a: &Agent) -> StoreResult<()> {
     let attributes = to_json("agent attributes", &a.attributes)?;
-    let jwk = a
-        .public_jwk
-        .as_ref()
-        .map(|j| to_json("agent public key", j))
-        .transpose()?;
-    let sql = format!(
-        "INSERT INTO agents ({AGENT_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)"
-    );
+    let jwk = a.public_jwk.as_ref().map(|j| to_json("agent public key", j)).transpose()?;
+    let sql = format!("INSERT INTO agents ({AGENT_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)");
     let values = params![
         a.name.as_str(),
         a.spiffe_id.as_str(),
@@ -142,19 +109,14 @@ pub(crate) fn insert_agent(c: &Connection, a: &Agent) -> StoreResult<()> {
     ];
     match c.execute(&sql, values) {
         Ok(_) => Ok(()),
-        Err(e) if constraint(&e) == Some(Constraint::Unique) => {
-            Err(StoreError::Conflict(format!("agent `{}`", a.name)))
-        }
+        Err(e) if constraint(&e) == Some(Constraint::Unique) => Err(StoreError::Conflict(format!("agent `{}`", a.name))),
         Err(e) => Err(db(e)),
     }
 }
 
 pub(crate) fn get_agent(c: &Connection, name: &str) -> StoreResult<Option<Agent>> {
     let sql = format!("SELECT {AGENT_COLUMNS} FROM agents WHERE name = ?1");
-    let row = c
-        .prepare_cached(&sql)
-        .and_then(|mut s| s.query_row([name], agent_row).optional())
-        .map_err(db)?;
+    let row = c.prepare_cached(&sql).and_then(|mut s| s.query_row([name], agent_row).optional()).map_err(db)?;
     row.map(AgentRow::into_agent).transpose()
 }
 
@@ -162,32 +124,18 @@ pub(crate) fn list_agents(c: &Connection) -> StoreResult<Vec<Agent>> {
     let sql = format!("SELECT {AGENT_COLUMNS} FROM agents ORDER BY name");
     let mut stmt = c.prepare(&sql).map_err(db)?;
     let rows = stmt.query_map([], agent_row).map_err(db)?;
-    rows.map(|r| r.map_err(db).and_then(AgentRow::into_agent))
-        .collect()
+    rows.map(|r| r.map_err(db).and_then(AgentRow::into_agent)).collect()
 }
 
-pub(crate) fn set_agent_status(
-    c: &Connection,
-    name: &str,
-    status: AgentStatus,
-    at_ms: i64,
-) -> StoreResult<bool> {
+pub(crate) fn set_agent_status(c: &Connection, name: &str, status: AgentStatus, at_ms: i64) -> StoreResult<bool> {
     let n = c
-        .execute(
-            "UPDATE agents SET status = ?2, updated_at_ms = ?3 WHERE name = ?1",
-            params![name, status.as_str(), at_ms],
-        )
+        .execute("UPDATE agents SET status = ?2, updated_at_ms = ?3 WHERE name = ?1", params![name, status.as_str(), at_ms])
         .map_err(db)?;
     Ok(n == 1)
 }
 
 pub(crate) fn touch_agent(c: &Connection, name: &str, at_ms: i64) -> StoreResult<()> {
-    let n = c
-        .execute(
-            "UPDATE agents SET last_seen_ms = ?2 WHERE name = ?1",
-            params![name, at_ms],
-        )
-        .map_err(db)?;
+    let n = c.execute("UPDATE agents SET last_seen_ms = ?2 WHERE name = ?1", params![name, at_ms]).map_err(db)?;
     if n == 0 {
         return Err(StoreError::NotFound(format!("agent `{name}`")));
     }
@@ -237,11 +185,7 @@ impl AgentRow {
             purpose: self.purpose,
             status,
             attributes: from_json(&what, &self.attributes)?,
-            public_jwk: self
-                .public_jwk
-                .as_deref()
-                .map(|j| from_json(&what, j))
-                .transpose()?,
+            public_jwk: self.public_jwk.as_deref().map(|j| from_json(&what, j)).transpose()?,
             created_at_ms: self.created_at_ms,
             updated_at_ms: self.updated_at_ms,
             last_seen_ms: self.last_seen_ms,
@@ -259,27 +203,13 @@ pub(crate) fn upsert_issuer(c: &Connection, i: &Issuer) -> StoreResult<()> {
          ON CONFLICT (issuer) DO UPDATE SET audience = excluded.audience, jwks = excluded.jwks,
              jwks_url = excluded.jwks_url, rules = excluded.rules, created_at_ms = excluded.created_at_ms"
     );
-    c.execute(
-        &sql,
-        params![
-            i.issuer,
-            i.audience,
-            jwks,
-            i.jwks_url,
-            rules,
-            i.created_at_ms
-        ],
-    )
-    .map_err(db)?;
+    c.execute(&sql, params![i.issuer, i.audience, jwks, i.jwks_url, rules, i.created_at_ms]).map_err(db)?;
     Ok(())
 }
 
 pub(crate) fn get_issuer(c: &Connection, issuer: &str) -> StoreResult<Option<Issuer>> {
     let sql = format!("SELECT {ISSUER_COLUMNS} FROM issuers WHERE issuer = ?1");
-    let row = c
-        .prepare_cached(&sql)
-        .and_then(|mut s| s.query_row([issuer], issuer_row).optional())
-        .map_err(db)?;
+    let row = c.prepare_cached(&sql).and_then(|mut s| s.query_row([issuer], issuer_row).optional()).map_err(db)?;
     row.map(IssuerRow::into_issuer).transpose()
 }
 
@@ -287,14 +217,11 @@ pub(crate) fn list_issuers(c: &Connection) -> StoreResult<Vec<Issuer>> {
     let sql = format!("SELECT {ISSUER_COLUMNS} FROM issuers ORDER BY issuer");
     let mut stmt = c.prepare(&sql).map_err(db)?;
     let rows = stmt.query_map([], issuer_row).map_err(db)?;
-    rows.map(|r| r.map_err(db).and_then(IssuerRow::into_issuer))
-        .collect()
+    rows.map(|r| r.map_err(db).and_then(IssuerRow::into_issuer)).collect()
 }
 
 pub(crate) fn delete_issuer(c: &Connection, issuer: &str) -> StoreResult<bool> {
-    let n = c
-        .execute("DELETE FROM issuers WHERE issuer = ?1", [issuer])
-        .map_err(db)?;
+    let n = c.execute("DELETE FROM issuers WHERE issuer = ?1", [issuer]).map_err(db)?;
     Ok(n == 1)
 }
 
@@ -333,16 +260,10 @@ impl IssuerRow {
 }
 
 pub(crate) fn put_entities(c: &Connection, json: &str) -> StoreResult<()> {
-    c.execute(
-        "INSERT INTO entities (id, json) VALUES (1, ?1) ON CONFLICT (id) DO UPDATE SET json = excluded.json",
-        [json],
-    )
-    .map_err(db)?;
+    c.execute("INSERT INTO entities (id, json) VALUES (1, ?1) ON CONFLICT (id) DO UPDATE SET json = excluded.json", [json]).map_err(db)?;
     Ok(())
 }
 
 pub(crate) fn get_entities(c: &Connection) -> StoreResult<Option<String>> {
-    c.query_row("SELECT json FROM entities WHERE id = 1", [], |r| r.get(0))
-        .optional()
-        .map_err(db)
+    c.query_row("SELECT json FROM entities WHERE id = 1", [], |r| r.get(0)).optional().map_err(db)
 }

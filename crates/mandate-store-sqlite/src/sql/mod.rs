@@ -18,8 +18,7 @@ fn limit(n: usize) -> i64 {
 
 /// A value as the JSON text stored in a column.
 fn to_json<T: Serialize>(what: &str, value: &T) -> StoreResult<String> {
-    serde_json::to_string(value)
-        .map_err(|e| mandate_store::StoreError::Invalid(format!("{what} cannot be stored: {e}")))
+    serde_json::to_string(value).map_err(|e| mandate_store::StoreError::Invalid(format!("{what} cannot be stored: {e}")))
 }
 
 /// JSON text read from a column.

@@ -39,9 +39,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use ed25519_dalek::{SigningKey, VerifyingKey};
 use mandate_audit::NewEvent;
-use mandate_core::{
-    Agent, AgentName, AgentStatus, Classification, Intent, SpiffeId, Task, TaskStatus, TrustDomain,
-};
+use mandate_core::{Agent, AgentName, AgentStatus, Classification, Intent, SpiffeId, Task, TaskStatus, TrustDomain};
 use serde_json::json;
 
 use crate::Store;
@@ -89,10 +87,7 @@ const T0: i64 = 1_750_000_000_000;
 fn unique(prefix: &str) -> String {
     static COUNTER: AtomicU64 = AtomicU64::new(0);
     let n = COUNTER.fetch_add(1, Ordering::Relaxed);
-    let nanos = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.subsec_nanos())
-        .unwrap_or(0);
+    let nanos = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.subsec_nanos()).unwrap_or(0);
     format!("{prefix}-{n}-{nanos}")
 }
 
@@ -106,13 +101,8 @@ fn agent(name: &str) -> Agent {
         owner: "alice@example.com".into(),
         purpose: "answers support tickets".into(),
         status: AgentStatus::Active,
-        attributes: BTreeMap::from([
-            ("team".into(), "support".into()),
-            ("env".into(), "prod".into()),
-        ]),
-        public_jwk: Some(
-            json!({"kty": "OKP", "crv": "Ed25519", "x": "11qYAYKxCrfVS_7TyWQHOg7hcvPapiMlrwIaaPcHURo"}),
-        ),
+        attributes: BTreeMap::from([("team".into(), "support".into()), ("env".into(), "prod".into())]),
+        public_jwk: Some(json!({"kty": "OKP", "crv": "Ed25519", "x": "11qYAYKxCrfVS_7TyWQHOg7hcvPapiMlrwIaaPcHURo"})),
         created_at_ms: T0,
         updated_at_ms: T0,
         last_seen_ms: None,
@@ -193,15 +183,8 @@ async fn join_all<F: Future>(futures: Vec<F>) -> Vec<F::Output> {
                 }
             }
         }
-        if pending {
-            Poll::Pending
-        } else {
-            Poll::Ready(())
-        }
+        if pending { Poll::Pending } else { Poll::Ready(()) }
     })
     .await;
-    outputs
-        .into_iter()
-        .map(|o| o.expect("every future completed"))
-        .collect()
+    outputs.into_iter().map(|o| o.expect("every future completed")).collect()
 }

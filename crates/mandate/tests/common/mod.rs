@@ -1,7 +1,6 @@
 //! Starts the real `mandate` binary on a free loopback port with a temporary data directory,
 //! and drives it with the typed client. Dropping a `Server` kills the process.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::indexing_slicing)] // test code
-
 #![allow(dead_code)]
 
 use std::io::{BufRead, BufReader};
@@ -199,7 +198,14 @@ pub async fn open_task(server: &Server, agent: &TestAgent, intent: &Value) -> (S
     (r.access_token, r.task_id)
 }
 
-pub fn evaluation(agent: &TestAgent, mandate: &str, action: &str, rtype: &str, rid: &str, classification: &str) -> mandate_proto::authzen::EvaluationRequest {
+pub fn evaluation(
+    agent: &TestAgent,
+    mandate: &str,
+    action: &str,
+    rtype: &str,
+    rid: &str,
+    classification: &str,
+) -> mandate_proto::authzen::EvaluationRequest {
     serde_json::from_value(json!({
         "subject": { "type": "agent", "id": agent.spiffe_id, "properties": { "mandate": mandate } },
         "action": { "name": action },
