@@ -74,14 +74,16 @@ async fn main() -> anyhow::Result<()> {
     Ok(())
 }
 
-/// `n` policies in total: the starter set plus generated per-agent policies that never match
-/// the measured agent, the shape a fleet of many agents produces.
+/// `n` generated per-agent policies that never match the measured agent, the shape a fleet of
+/// many agents produces. For Mandate they are validated against its schema (`resource is
+/// ticket`); cedar-agent's older Cedar has no `is`, so its copies leave the resource open.
 fn generated_policies(n: usize, namespaced: bool) -> String {
-    let (agent, action) = if namespaced { ("Mandate::Agent", "Mandate::Action") } else { ("Agent", "Action") };
+    let (agent, action, resource) =
+        if namespaced { ("Mandate::Agent", "Mandate::Action", "resource is ticket") } else { ("Agent", "Action", "resource") };
     let mut out = String::new();
     for i in 0..n {
         out.push_str(&format!(
-            "@id(\"gen-{i}\")\npermit (principal == {agent}::\"fleet-agent-{i}\", action == {action}::\"tickets.read\", resource is ticket) when {{ resource.classification <= {} }};\n",
+            "@id(\"gen-{i}\")\npermit (principal == {agent}::\"fleet-agent-{i}\", action == {action}::\"tickets.read\", {resource}) when {{ resource.classification <= {} }};\n",
             i % 4
         ));
     }
@@ -193,9 +195,18 @@ async fn run_cedar_agent(args: &Args, bin: &Path, n: usize) -> anyhow::Result<Re
             let body = p.split_once('\n').map(|(_, b)| b).unwrap_or(p);
             policies.push(json!({ "id": format!("gen-{i}"), "content": body.trim() }));
         }
+        // Its body limit refuses thousands of policies in one PUT: the first part replaces the
+        // store, the rest are added one by one.
+        let rest = policies.split_off(policies.len().min(500));
         let r = http.put(format!("{url}/v1/policies")).json(&policies).send().await?;
         if !r.status().is_success() {
             bail!("cedar-agent refused the policies: {}", r.text().await.unwrap_or_default());
+        }
+        for p in rest {
+            let r = http.post(format!("{url}/v1/policies")).json(&p).send().await?;
+            if !r.status().is_success() {
+                bail!("cedar-agent refused a policy: {}", r.text().await.unwrap_or_default());
+            }
         }
         let data = json!([{ "uid": { "type": "ticket", "id": "42" }, "attrs": { "classification": 1 }, "parents": [] }]);
         let r = http.put(format!("{url}/v1/data")).json(&data).send().await?;
