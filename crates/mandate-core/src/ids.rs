@@ -2,7 +2,7 @@ use std::fmt;
 
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
-use crate::DomainError;
+use crate::{DomainError, clip};
 
 /// A registered agent's name: 1 to 63 of `a-z 0-9 - _ .`, starting with a letter or digit.
 /// It is the last segment of the agent's SPIFFE ID, so it is kept path-segment safe.
@@ -17,7 +17,7 @@ impl AgentName {
         if ok_len && first_ok && all_ok && value != "." && value != ".." {
             Ok(AgentName(value.to_owned()))
         } else {
-            Err(DomainError::InvalidAgentName(truncate(value)))
+            Err(DomainError::InvalidAgentName(clip(value)))
         }
     }
 
@@ -41,7 +41,7 @@ impl TrustDomain {
         let ok = !value.is_empty()
             && value.len() <= 255
             && value.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || matches!(b, b'.' | b'-' | b'_'));
-        if ok { Ok(TrustDomain(value.to_owned())) } else { Err(DomainError::InvalidTrustDomain(truncate(value))) }
+        if ok { Ok(TrustDomain(value.to_owned())) } else { Err(DomainError::InvalidTrustDomain(clip(value))) }
     }
 
     pub fn as_str(&self) -> &str {
@@ -68,7 +68,7 @@ const SPIFFE_SCHEME: &str = "spiffe://";
 
 impl SpiffeId {
     pub fn parse(value: &str) -> Result<Self, DomainError> {
-        let bad = |reason| DomainError::InvalidSpiffeId { value: truncate(value), reason };
+        let bad = |reason| DomainError::InvalidSpiffeId { value: clip(value), reason };
         if value.len() > 2048 {
             return Err(bad("longer than 2048 bytes"));
         }
@@ -151,18 +151,6 @@ macro_rules! string_serde {
 string_serde!(AgentName);
 string_serde!(TrustDomain);
 string_serde!(SpiffeId);
-
-/// Keeps user input quoted in errors short.
-fn truncate(value: &str) -> String {
-    if value.len() <= 80 {
-        return value.to_owned();
-    }
-    let mut end = 80;
-    while !value.is_char_boundary(end) {
-        end -= 1;
-    }
-    format!("{}…", value.get(..end).unwrap_or(""))
-}
 
 #[cfg(test)]
 mod tests {

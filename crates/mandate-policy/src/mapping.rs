@@ -9,7 +9,7 @@ use std::fmt;
 use std::str::FromStr;
 
 use cedar_policy::{Context, Entity, EntityId, EntityTypeName, EntityUid, RestrictedExpression};
-use mandate_core::Classification;
+use mandate_core::{Classification, clip};
 use parking_lot::RwLock;
 use serde_json::{Map, Value};
 
@@ -343,14 +343,4 @@ impl fmt::Display for Segment<'_> {
             Segment::Index(parent, i) => write!(f, "{parent}[{i}]"),
         }
     }
-}
-
-/// Keeps user input quoted in errors short.
-fn clip(value: &str) -> String {
-    if value.chars().count() <= 80 {
-        return value.to_owned();
-    }
-    let mut out: String = value.chars().take(80).collect();
-    out.push('…');
-    out
 }

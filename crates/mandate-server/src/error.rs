@@ -140,14 +140,4 @@ impl IntoResponse for OAuthFailure {
     }
 }
 
-/// Keeps user input quoted in messages short.
-pub fn short(s: &str) -> String {
-    if s.len() <= 80 {
-        return s.to_owned();
-    }
-    let mut end = 80;
-    while !s.is_char_boundary(end) {
-        end -= 1;
-    }
-    format!("{}…", s.get(..end).unwrap_or(""))
-}
+pub use mandate_core::clip as short;

@@ -242,14 +242,7 @@ fn decide_agent(state: &AppState, c: &Checked<'_>) -> Verdict {
         return v;
     }
     let input = DecisionInput {
-        principal: PrincipalInput::Agent {
-            name: agent.name.as_str().to_owned(),
-            spiffe_id: agent.spiffe_id.as_str().to_owned(),
-            owner: agent.owner.clone(),
-            purpose: agent.purpose.clone(),
-            trust_domain: agent.spiffe_id.trust_domain().to_owned(),
-            tags: agent.attributes.clone(),
-        },
+        principal: agent_principal(&agent),
         action: action_input(c),
         resource: resource_input(c, classification),
         context: context_input(
@@ -265,6 +258,18 @@ fn decide_agent(state: &AppState, c: &Checked<'_>) -> Verdict {
         ),
     };
     apply_policy(state, &input, v)
+}
+
+/// An agent as Cedar's principal: its attributes, with its free-form attributes as tags.
+pub fn agent_principal(agent: &mandate_core::Agent) -> PrincipalInput {
+    PrincipalInput::Agent {
+        name: agent.name.as_str().to_owned(),
+        spiffe_id: agent.spiffe_id.as_str().to_owned(),
+        owner: agent.owner.clone(),
+        purpose: agent.purpose.clone(),
+        trust_domain: agent.spiffe_id.trust_domain().to_owned(),
+        tags: agent.attributes.clone(),
+    }
 }
 
 fn decide_other(state: &AppState, c: &Checked<'_>) -> Verdict {

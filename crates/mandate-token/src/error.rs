@@ -131,18 +131,7 @@ fn wrong_type_message(found: Option<&str>, expected: &str) -> String {
     }
 }
 
-/// Shortens a value taken from a token before it is quoted in an error message.
-pub(crate) fn clip(value: &str) -> String {
-    const MAX: usize = 64;
-    if value.len() <= MAX {
-        return value.to_owned();
-    }
-    let mut end = MAX;
-    while !value.is_char_boundary(end) {
-        end -= 1;
-    }
-    format!("{}…", value.get(..end).unwrap_or(""))
-}
+pub(crate) use mandate_core::clip;
 
 #[cfg(test)]
 mod tests {
@@ -154,7 +143,7 @@ mod tests {
         let long = "é".repeat(100);
         let clipped = clip(&long);
         assert!(clipped.ends_with('…'));
-        assert!(clipped.len() <= 64 + '…'.len_utf8());
+        assert!(clipped.len() <= 80 + '…'.len_utf8());
     }
 
     #[test]

@@ -8,7 +8,7 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use mandate_audit::kinds;
 use mandate_core::{Agent, AgentStatus, IntentRequest, SpiffeId, Task, TaskStatus};
-use mandate_policy::{ActionInput, ContextInput, DecisionInput, PrincipalInput, ResourceInput};
+use mandate_policy::{ActionInput, ContextInput, DecisionInput, ResourceInput};
 use mandate_proto::oauth::{
     GRANT_TOKEN_EXCHANGE, IntrospectionResponse, TOKEN_TYPE_ACCESS_TOKEN, TOKEN_TYPE_JWT, TokenExchangeForm, TokenExchangeResponse,
 };
@@ -114,14 +114,7 @@ async fn exchange(state: &AppState, form: TokenExchangeForm) -> Result<TokenExch
     props.insert("lifetime_seconds".into(), json!(lifetime_secs));
     props.insert("on_behalf_of".into(), json!(intent.on_behalf_of.clone().unwrap_or_default()));
     let input = DecisionInput {
-        principal: PrincipalInput::Agent {
-            name: agent.name.as_str().to_owned(),
-            spiffe_id: agent.spiffe_id.as_str().to_owned(),
-            owner: agent.owner.clone(),
-            purpose: agent.purpose.clone(),
-            trust_domain: agent.spiffe_id.trust_domain().to_owned(),
-            tags: agent.attributes.clone(),
-        },
+        principal: crate::pipeline::agent_principal(&agent),
         action: ActionInput { name: "task.open".into(), kind: None },
         resource: ResourceInput { kind: "task".into(), id: task_id.clone(), classification: intent.max_classification, properties: props },
         context: ContextInput { now_secs, environment: state.settings.environment.clone(), risk: 0, task: None, extra: Map::new() },
