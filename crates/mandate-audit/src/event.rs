@@ -47,13 +47,19 @@ pub mod kinds {
     pub const ISSUER_REMOVED: &str = "issuer.removed";
     /// The signing key was rotated.
     pub const KEY_ROTATED: &str = "key.rotated";
+    /// A secret was stored (version 1).
+    pub const SECRET_PUT: &str = "secret.put";
+    /// A secret got a new version.
+    pub const SECRET_ROTATED: &str = "secret.rotated";
+    /// Every version of a secret was deleted.
+    pub const SECRET_DELETED: &str = "secret.deleted";
     /// The control plane started.
     pub const SERVER_STARTED: &str = "server.started";
     /// The control plane stopped.
     pub const SERVER_STOPPED: &str = "server.stopped";
 
     /// Every kind above.
-    pub const ALL: [&str; 21] = [
+    pub const ALL: [&str; 24] = [
         TASK_OPENED,
         TASK_OPEN_DENIED,
         TOKEN_ISSUED,
@@ -73,6 +79,9 @@ pub mod kinds {
         ISSUER_ADDED,
         ISSUER_REMOVED,
         KEY_ROTATED,
+        SECRET_PUT,
+        SECRET_ROTATED,
+        SECRET_DELETED,
         SERVER_STARTED,
         SERVER_STOPPED,
     ];

@@ -147,7 +147,9 @@ impl Shape {
             }
             kinds::TASK_OPENED => Shape { control: Control::Decided(true), ..api(CREATE) },
             kinds::TASK_OPEN_DENIED => Shape { control: Control::Decided(false), ..api(CREATE) },
-            kinds::TOKEN_ISSUED | kinds::AGENT_REGISTERED | kinds::API_TOKEN_CREATED | kinds::ISSUER_ADDED => api(CREATE),
+            kinds::TOKEN_ISSUED | kinds::AGENT_REGISTERED | kinds::API_TOKEN_CREATED | kinds::ISSUER_ADDED | kinds::SECRET_PUT => {
+                api(CREATE)
+            }
             kinds::TASK_COMPLETED
             | kinds::TASK_REVOKED
             | kinds::TASK_EXPIRED
@@ -155,9 +157,10 @@ impl Shape {
             | kinds::AGENT_ENABLED
             | kinds::POLICY_RELOADED
             | kinds::ENTITIES_LOADED
-            | kinds::KEY_ROTATED => api(UPDATE),
+            | kinds::KEY_ROTATED
+            | kinds::SECRET_ROTATED => api(UPDATE),
             kinds::POLICY_RELOAD_FAILED => Shape { failure: true, ..api(UPDATE) },
-            kinds::ISSUER_REMOVED => api(DELETE),
+            kinds::ISSUER_REMOVED | kinds::SECRET_DELETED => api(DELETE),
             kinds::ADMIN_AUTH_FAILED | kinds::ATTESTATION_REFUSED => {
                 Shape { class: Class::Authentication, activity: (1, "Logon"), control: Control::None, failure: true }
             }

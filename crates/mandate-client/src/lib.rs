@@ -2,8 +2,8 @@
 
 use mandate_proto::admin::{
     AddIssuerRequest, AgentStatusChange, AgentView, AuditEventsResponse, AuditVerifyResponse, CreateTokenRequest, CreateTokenResponse,
-    EndTaskRequest, EndTaskResponse, EntitiesLoadResponse, IssuerView, KeyRotateResponse, PolicyStatus, RegisterAgentRequest,
-    ReloadResponse, ServerInfo, TaskView, TokenView,
+    EndTaskRequest, EndTaskResponse, EntitiesLoadResponse, IssuerView, KeyRotateResponse, PolicyStatus, PutSecretRequest,
+    RegisterAgentRequest, ReloadResponse, RotateSecretRequest, SecretView, ServerInfo, TaskView, TokenView,
 };
 use mandate_proto::authzen::{EvaluationRequest, EvaluationResponse, EvaluationsRequest, EvaluationsResponse};
 use mandate_proto::oauth::{GRANT_TOKEN_EXCHANGE, IntrospectionResponse, OAuthError, TOKEN_TYPE_JWT, TokenExchangeResponse};
@@ -202,6 +202,35 @@ impl Client {
 
     pub async fn revoke_api_token(&self, id: &str) -> Result<()> {
         self.empty(self.req(Method::POST, &format!("/v1/tokens/{}/revoke", seg(id)))).await
+    }
+
+    // ---- secrets ----
+
+    /// Stores version 1 of a new secret (`secret_exists` if it exists; rotate instead).
+    pub async fn put_secret(&self, name: &str, value: &str, description: &str) -> Result<SecretView> {
+        let body = PutSecretRequest { value: value.to_owned(), description: description.to_owned() };
+        self.json(self.req(Method::PUT, &format!("/v1/secrets/{}", seg(name))).json(&body)).await
+    }
+
+    /// Stores the next version of an existing secret.
+    pub async fn rotate_secret(&self, name: &str, value: &str) -> Result<SecretView> {
+        let body = RotateSecretRequest { value: value.to_owned() };
+        self.json(self.req(Method::POST, &format!("/v1/secrets/{}/rotate", seg(name))).json(&body)).await
+    }
+
+    /// Metadata of every secret (latest versions), by name.
+    pub async fn list_secrets(&self) -> Result<Vec<SecretView>> {
+        self.json(self.req(Method::GET, "/v1/secrets")).await
+    }
+
+    /// Metadata of one secret's latest version.
+    pub async fn get_secret(&self, name: &str) -> Result<SecretView> {
+        self.json(self.req(Method::GET, &format!("/v1/secrets/{}", seg(name)))).await
+    }
+
+    /// Deletes every version of a secret.
+    pub async fn delete_secret(&self, name: &str) -> Result<()> {
+        self.empty(self.req(Method::DELETE, &format!("/v1/secrets/{}", seg(name)))).await
     }
 
     // ---- issuers ----

@@ -214,3 +214,43 @@ pub struct ServerInfo {
     pub version: String,
     pub role: String,
 }
+
+/// `PUT /v1/secrets/{name}`: stores version 1 of a new secret.
+#[derive(Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PutSecretRequest {
+    /// The value. Never returned by any endpoint.
+    pub value: String,
+    #[serde(default)]
+    pub description: String,
+}
+
+impl std::fmt::Debug for PutSecretRequest {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PutSecretRequest").field("value", &"<redacted>").field("description", &self.description).finish()
+    }
+}
+
+/// `POST /v1/secrets/{name}/rotate`: stores the next version of an existing secret.
+#[derive(Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RotateSecretRequest {
+    /// The new value. Never returned by any endpoint.
+    pub value: String,
+}
+
+impl std::fmt::Debug for RotateSecretRequest {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RotateSecretRequest").field("value", &"<redacted>").finish()
+    }
+}
+
+/// A secret's metadata (its latest version). No endpoint ever returns the value.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SecretView {
+    pub name: String,
+    pub version: u32,
+    pub description: String,
+    pub created_at_ms: i64,
+    pub created_by: String,
+}

@@ -3,7 +3,8 @@
 //! Layout of the key directory: `keyring.json` lists every key ever used (public half, when it
 //! was made, when it leaves the JWKS); `<kid>.pk8` holds the private half of the current key
 //! only, mode 0600. Retired public keys stay in the ring forever so that old audit checkpoints
-//! can still be verified.
+//! can still be verified. `master.key` (mode 0600) holds the base64 master key that wraps every
+//! brokered secret's data key, unless `MANDATE_MASTER_KEY` provides it.
 
 use std::fs;
 use std::io::Write;
@@ -11,9 +12,11 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use arc_swap::ArcSwap;
+use mandate_secrets::MasterKey;
 use mandate_token::{MandateVerifier, Minter, PublicKey, SigningKey};
 use parking_lot::Mutex;
 use serde::{Deserialize, Serialize};
+use zeroize::Zeroizing;
 
 #[derive(Debug, thiserror::Error)]
 pub enum KeyError {
@@ -158,6 +161,27 @@ impl KeyManager {
     }
 }
 
+/// The name of the master key file in the key directory.
+pub const MASTER_KEY_FILE: &str = "master.key";
+
+/// Reads the secrets master key from `<dir>/master.key` (base64 of 32 bytes), generating and
+/// writing it (mode 0600) when the file does not exist. The key is never logged.
+pub fn load_or_create_master_key(dir: &Path) -> Result<MasterKey, KeyError> {
+    fs::create_dir_all(dir).map_err(|e| io(dir, e))?;
+    restrict_dir(dir)?;
+    let path = dir.join(MASTER_KEY_FILE);
+    if path.exists() {
+        let text = Zeroizing::new(fs::read_to_string(&path).map_err(|e| io(&path, e))?);
+        return MasterKey::from_base64(&text).map_err(|e| KeyError::Corrupt { path: path.display().to_string(), message: e.to_string() });
+    }
+    let key = MasterKey::generate();
+    let tmp = dir.join(format!(".{MASTER_KEY_FILE}.tmp"));
+    write_secret_file(&tmp, key.to_base64().as_bytes())?;
+    fs::rename(&tmp, &path).map_err(|e| io(&path, e))?;
+    tracing::info!(path = %path.display(), "generated the secrets master key");
+    Ok(key)
+}
+
 /// Reads every public key of a key directory without opening a server (offline verify).
 pub fn read_public_keys(dir: &Path) -> Result<Vec<PublicKey>, KeyError> {
     let ring_path = dir.join("keyring.json");
@@ -197,6 +221,13 @@ fn write_private(dir: &Path, key: &SigningKey) -> Result<(), KeyError> {
     let path = dir.join(format!("{}.pk8", key.kid()));
     let der = key.to_pkcs8_der().map_err(|e| KeyError::Corrupt { path: path.display().to_string(), message: e.to_string() })?;
     let tmp = dir.join(format!(".{}.pk8.tmp", key.kid()));
+    write_secret_file(&tmp, &der)?;
+    fs::rename(&tmp, &path).map_err(|e| io(&path, e))?;
+    Ok(())
+}
+
+/// Writes `bytes` to a new file readable by the owner only, and syncs it.
+fn write_secret_file(path: &Path, bytes: &[u8]) -> Result<(), KeyError> {
     let mut opts = fs::OpenOptions::new();
     opts.write(true).create(true).truncate(true);
     #[cfg(unix)]
@@ -204,10 +235,9 @@ fn write_private(dir: &Path, key: &SigningKey) -> Result<(), KeyError> {
         use std::os::unix::fs::OpenOptionsExt;
         opts.mode(0o600);
     }
-    let mut f = opts.open(&tmp).map_err(|e| io(&tmp, e))?;
-    f.write_all(&der).map_err(|e| io(&tmp, e))?;
-    f.sync_all().map_err(|e| io(&tmp, e))?;
-    fs::rename(&tmp, &path).map_err(|e| io(&path, e))?;
+    let mut f = opts.open(path).map_err(|e| io(path, e))?;
+    f.write_all(bytes).map_err(|e| io(path, e))?;
+    f.sync_all().map_err(|e| io(path, e))?;
     Ok(())
 }
 

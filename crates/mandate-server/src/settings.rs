@@ -4,6 +4,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use mandate_core::TrustDomain;
+use mandate_secrets::MasterKey;
 
 /// Everything the server needs to know that is not state.
 #[derive(Debug, Clone)]
@@ -40,6 +41,9 @@ pub struct Settings {
     pub audit_batch_max: usize,
     /// Most verified mandates kept in the cache.
     pub mandate_cache_capacity: usize,
+    /// The key that wraps every secret's data key (from `MANDATE_MASTER_KEY`). `None`: read
+    /// `master.key` in the key directory, generating it on first start. Taken out on start.
+    pub master_key: Option<MasterKey>,
 }
 
 impl Settings {
@@ -63,6 +67,7 @@ impl Settings {
             key_dir,
             audit_batch_max: 1024,
             mandate_cache_capacity: 100_000,
+            master_key: None,
         }
     }
 

@@ -6,6 +6,7 @@ use std::sync::Arc;
 use mandate_audit::NewEvent;
 use mandate_core::{ApiToken, Clock, Role};
 use mandate_policy::{EntityData, PolicyEngine, PolicySnapshot, PolicySources};
+use mandate_secrets::MasterKey;
 use mandate_store::Store;
 use mandate_token::ExternalVerifier;
 use parking_lot::RwLock;
@@ -38,6 +39,8 @@ pub struct AppState {
     pub policy_source: String,
     /// When each external issuer's JWKS was last re-fetched (rate limit).
     pub jwks_refreshed_at: parking_lot::Mutex<HashMap<String, i64>>,
+    /// Wraps every secret's data key. Never logged, never leaves the process.
+    pub(crate) master_key: MasterKey,
 }
 
 /// The background work a running server owns; `shutdown` stops it without losing an event.
@@ -61,12 +64,16 @@ pub enum StartError {
 impl AppState {
     /// Opens everything the server needs: keys, policies, the registry view, the audit writer.
     pub async fn start(
-        settings: Settings,
+        mut settings: Settings,
         store: Arc<dyn Store>,
         clock: Arc<dyn Clock>,
     ) -> Result<(Arc<AppState>, Background), StartError> {
         let now = clock.now_ms();
         let keys = Arc::new(KeyManager::open(&settings.key_dir, &settings.issuer, &settings.audience, settings.leeway_secs(), now)?);
+        let master_key = match settings.master_key.take() {
+            Some(key) => key,
+            None => crate::keys::load_or_create_master_key(&settings.key_dir)?,
+        };
         let (sources, policy_source) = match &settings.policy_dir {
             Some(dir) => (
                 PolicySources::from_dir(dir)
@@ -135,6 +142,7 @@ impl AppState {
             api_tokens: RwLock::new(api_tokens),
             policy_source,
             jwks_refreshed_at: parking_lot::Mutex::new(HashMap::new()),
+            master_key,
         });
         let sweeper = tokio::spawn(crate::tasks::sweep_loop(Arc::downgrade(&state)));
         Ok((state, Background { audit_writer, sweeper }))

@@ -7,13 +7,13 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use mandate_audit::{ChainHead, Checkpoint, NewEvent, SealedEvent};
 use mandate_core::{Agent, AgentStatus, ApiToken, Issuer, Task, TaskEnd};
-use mandate_store::{AuditQuery, Store, StoreError, StoreResult, TaskFilter};
+use mandate_store::{AuditQuery, SecretRecord, Store, StoreError, StoreResult, TaskFilter};
 use rusqlite::Connection;
 
 use crate::error::db;
 use crate::migrate::migrate;
 use crate::pool::{Pool, open_writer};
-use crate::sql::{audit, directory, tasks};
+use crate::sql::{audit, directory, secrets, tasks};
 
 /// Mandate's embedded store: one SQLite database file in WAL mode.
 ///
@@ -211,6 +211,25 @@ impl Store for SqliteStore {
 
     async fn get_entities(&self) -> StoreResult<Option<String>> {
         self.read(directory::get_entities).await
+    }
+
+    async fn put_secret_version(&self, s: &SecretRecord) -> StoreResult<()> {
+        let s = s.clone();
+        self.write(move |c| secrets::put_version(c, &s)).await
+    }
+
+    async fn latest_secret(&self, name: &str) -> StoreResult<Option<SecretRecord>> {
+        let name = name.to_owned();
+        self.read(move |c| secrets::latest(c, &name)).await
+    }
+
+    async fn list_secrets(&self) -> StoreResult<Vec<SecretRecord>> {
+        self.read(secrets::list).await
+    }
+
+    async fn delete_secret(&self, name: &str) -> StoreResult<bool> {
+        let name = name.to_owned();
+        self.write(move |c| secrets::delete(c, &name)).await
     }
 
     async fn append_audit(&self, events: Vec<NewEvent>) -> StoreResult<Vec<SealedEvent>> {

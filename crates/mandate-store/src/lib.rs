@@ -8,10 +8,12 @@
 pub mod conformance;
 mod error;
 mod query;
+mod secret;
 mod store;
 mod verify;
 
 pub use error::{StoreError, StoreResult};
 pub use query::{AuditQuery, DEFAULT_LIMIT, TaskFilter};
+pub use secret::{SealedSecretBlob, SecretRecord};
 pub use store::Store;
 pub use verify::{VERIFY_PAGE, verify_audit};

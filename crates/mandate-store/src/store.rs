@@ -4,7 +4,7 @@ use async_trait::async_trait;
 use mandate_audit::{ChainHead, Checkpoint, NewEvent, SealedEvent};
 use mandate_core::{Agent, AgentStatus, ApiToken, Issuer, Task, TaskEnd};
 
-use crate::{AuditQuery, StoreResult, TaskFilter};
+use crate::{AuditQuery, SecretRecord, StoreResult, TaskFilter};
 
 /// Everything Mandate keeps. Used as `Arc<dyn Store>`.
 ///
@@ -103,6 +103,18 @@ pub trait Store: Send + Sync + 'static {
 
     /// The Cedar entity data, if any was put.
     async fn get_entities(&self) -> StoreResult<Option<String>>;
+
+    /// Stores one version of a secret. `Conflict` if that name and version exist.
+    async fn put_secret_version(&self, s: &SecretRecord) -> StoreResult<()>;
+
+    /// The highest version of the secret of that name.
+    async fn latest_secret(&self, name: &str) -> StoreResult<Option<SecretRecord>>;
+
+    /// The latest version of every secret, by name.
+    async fn list_secrets(&self) -> StoreResult<Vec<SecretRecord>>;
+
+    /// Removes every version of a secret. `false` if unknown.
+    async fn delete_secret(&self, name: &str) -> StoreResult<bool>;
 
     /// Seals `events` onto the trail and stores them, atomically and durably: the head is read,
     /// [`mandate_audit::seal`] applied and the rows inserted in one write transaction, so that

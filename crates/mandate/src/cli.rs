@@ -44,6 +44,9 @@ pub enum Command {
     /// Trust external token issuers (Kubernetes, SPIRE, CI OIDC).
     #[command(subcommand)]
     Issuer(IssuerCmd),
+    /// Store, rotate and delete brokered secrets (values are never shown again).
+    #[command(subcommand)]
+    Secret(SecretCmd),
     /// Validate, test and reload policies.
     #[command(subcommand)]
     Policy(PolicyCmd),
@@ -266,6 +269,42 @@ pub enum IssuerCmd {
     },
     Remove {
         issuer: String,
+        #[command(flatten)]
+        remote: Remote,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum SecretCmd {
+    /// Store a new secret; the value is read from standard input (one trailing newline is dropped).
+    Put {
+        name: String,
+        /// What the secret is for.
+        #[arg(long, default_value = "")]
+        description: String,
+        #[command(flatten)]
+        remote: Remote,
+    },
+    /// Store a new version of a secret; the value is read from standard input.
+    Rotate {
+        name: String,
+        #[command(flatten)]
+        remote: Remote,
+    },
+    /// List secrets (metadata only).
+    List {
+        #[command(flatten)]
+        remote: Remote,
+    },
+    /// Show a secret's metadata (never its value).
+    Show {
+        name: String,
+        #[command(flatten)]
+        remote: Remote,
+    },
+    /// Delete every version of a secret.
+    Delete {
+        name: String,
         #[command(flatten)]
         remote: Remote,
     },

@@ -9,12 +9,15 @@ use std::process::ExitCode;
 use anyhow::{Context, bail};
 use mandate_client::Client;
 use mandate_policy::{EntityData, PolicySnapshot, PolicySources};
-use mandate_proto::admin::{AddIssuerRequest, ClaimRuleView, RegisterAgentRequest};
+use mandate_proto::admin::{AddIssuerRequest, ClaimRuleView, RegisterAgentRequest, SecretView};
 use mandate_token::AgentKeyAlg;
 use serde::Serialize;
 use serde_json::Value;
+use zeroize::Zeroizing;
 
-use crate::cli::{AgentCmd, AuditCmd, Command, EntitiesCmd, ExportFormat, IssuerCmd, KeyAlg, KeyCmd, PolicyCmd, Remote, TaskCmd, TokenCmd};
+use crate::cli::{
+    AgentCmd, AuditCmd, Command, EntitiesCmd, ExportFormat, IssuerCmd, KeyAlg, KeyCmd, PolicyCmd, Remote, SecretCmd, TaskCmd, TokenCmd,
+};
 
 pub async fn run(command: Command) -> anyhow::Result<ExitCode> {
     match command {
@@ -33,6 +36,7 @@ pub async fn run(command: Command) -> anyhow::Result<ExitCode> {
         Command::Token(cmd) => token(cmd).await,
         Command::Task(cmd) => task(cmd).await,
         Command::Issuer(cmd) => issuer(cmd).await,
+        Command::Secret(cmd) => secret(cmd).await,
         Command::Policy(cmd) => policy(cmd).await,
         Command::Entities(EntitiesCmd::Load { file, remote }) => {
             let json = read_file(&file)?;
@@ -262,6 +266,51 @@ async fn issuer(cmd: IssuerCmd) -> anyhow::Result<ExitCode> {
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+async fn secret(cmd: SecretCmd) -> anyhow::Result<ExitCode> {
+    let line = |s: &SecretView| format!("{}  v{}  {}", s.name, s.version, s.description);
+    match cmd {
+        SecretCmd::Put { name, description, remote } => {
+            let value = secret_from_stdin()?;
+            let r = client(&remote)?.put_secret(&name, &value, &description).await?;
+            print(&remote, &r, || format!("stored secret {} version {}", r.name, r.version));
+        }
+        SecretCmd::Rotate { name, remote } => {
+            let value = secret_from_stdin()?;
+            let r = client(&remote)?.rotate_secret(&name, &value).await?;
+            print(&remote, &r, || format!("rotated secret {} to version {}", r.name, r.version));
+        }
+        SecretCmd::List { remote } => {
+            let list = client(&remote)?.list_secrets().await?;
+            print(&remote, &list, || list.iter().map(line).collect::<Vec<_>>().join("\n"));
+        }
+        SecretCmd::Show { name, remote } => {
+            let r = client(&remote)?.get_secret(&name).await?;
+            print(&remote, &r, || format!("{}\ncreated_at_ms={}  created_by={}", line(&r), r.created_at_ms, r.created_by));
+        }
+        SecretCmd::Delete { name, remote } => {
+            client(&remote)?.delete_secret(&name).await?;
+            println!("deleted secret {name}");
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// A secret value from standard input, without one trailing newline (`\n` or `\r\n`).
+fn secret_from_stdin() -> anyhow::Result<Zeroizing<String>> {
+    let mut value = Zeroizing::new(String::new());
+    std::io::stdin().read_to_string(&mut value).context("cannot read the secret value from standard input")?;
+    if value.ends_with('\n') {
+        value.pop();
+        if value.ends_with('\r') {
+            value.pop();
+        }
+    }
+    if value.is_empty() {
+        bail!("no secret value on standard input");
+    }
+    Ok(value)
 }
 
 async fn policy(cmd: PolicyCmd) -> anyhow::Result<ExitCode> {

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
 use axum::http::{HeaderName, Request};
-use axum::routing::{get, post};
+use axum::routing::{get, post, put};
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
 use tower_http::trace::TraceLayer;
 
@@ -17,6 +17,7 @@ mod audit;
 mod authzen;
 mod oauth;
 mod ops;
+mod secrets;
 mod wellknown;
 
 pub const REQUEST_ID: &str = "x-request-id";
@@ -52,6 +53,9 @@ pub fn app(state: Arc<AppState>) -> Router {
         .route("/v1/policies/reload", post(admin::reload_policies))
         .route("/v1/entities", post(admin::load_entities))
         .route("/v1/keys/rotate", post(admin::rotate_key))
+        .route("/v1/secrets", get(secrets::list_secrets))
+        .route("/v1/secrets/{name}", put(secrets::put_secret).get(secrets::get_secret).delete(secrets::delete_secret))
+        .route("/v1/secrets/{name}/rotate", post(secrets::rotate_secret))
         .route("/v1/audit/verify", get(audit::verify))
         .route("/v1/audit/events", get(audit::events))
         .route("/v1/audit/trail", get(audit::trail))

@@ -3,6 +3,7 @@
 
 pub(crate) mod audit;
 pub(crate) mod directory;
+pub(crate) mod secrets;
 pub(crate) mod tasks;
 
 use mandate_store::StoreResult;

@@ -19,6 +19,7 @@ pub async fn empty_store(store: &dyn Store) {
     assert!(store.list_api_tokens().await.unwrap().is_empty(), "empty_store: no api tokens");
     assert!(store.list_issuers().await.unwrap().is_empty(), "empty_store: no issuers");
     assert_eq!(store.get_entities().await.unwrap(), None, "empty_store: no entities");
+    assert!(store.list_secrets().await.unwrap().is_empty(), "empty_store: no secrets");
     let report = verify_audit(store, super::trusted_keys()).await.unwrap().expect("empty_store: empty trail verifies");
     assert_eq!(report.events, 0);
 }

@@ -27,6 +27,7 @@
 
 mod audit;
 mod directory;
+mod secrets;
 mod tasks;
 
 use std::collections::BTreeMap;
@@ -46,6 +47,7 @@ use crate::Store;
 
 pub use audit::{audit_append, audit_reads, checkpoints, concurrent_appends};
 pub use directory::{agents, api_tokens, empty_store, entities, issuers, meta};
+pub use secrets::secrets;
 pub use tasks::{jti_replay, task_endings, task_tree, tasks};
 
 /// The key id conformance checkpoints are signed with.
@@ -60,6 +62,7 @@ pub async fn run_all(store: Arc<dyn Store>) {
     agents(s).await;
     issuers(s).await;
     entities(s).await;
+    secrets(s).await;
     tasks(s).await;
     task_endings(s).await;
     task_tree(s).await;
