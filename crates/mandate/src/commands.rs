@@ -453,18 +453,22 @@ pub fn render_event(e: &Value) -> String {
     let d = e.get("details").cloned().unwrap_or(Value::Null);
     let ds = |k: &str| d.get(k).and_then(Value::as_str).unwrap_or("").to_owned();
     let summary = match s("kind").as_str() {
-        "decision" => format!(
-            "{} {} on {}:{} -> {} ({})",
-            if d.get("decision").and_then(Value::as_bool) == Some(true) { "ALLOW" } else { "DENY " },
-            ds("action"),
-            d.pointer("/resource/type").and_then(Value::as_str).unwrap_or(""),
-            d.pointer("/resource/id").and_then(Value::as_str).unwrap_or(""),
-            ds("reason"),
-            d.get("policies")
+        "decision" => {
+            let policies = d
+                .get("policies")
                 .and_then(Value::as_array)
                 .map(|p| p.iter().filter_map(Value::as_str).collect::<Vec<_>>().join(","))
-                .unwrap_or_default()
-        ),
+                .unwrap_or_default();
+            format!(
+                "{} {} on {}:{} -> {}{}",
+                if d.get("decision").and_then(Value::as_bool) == Some(true) { "ALLOW" } else { "DENY " },
+                ds("action"),
+                d.pointer("/resource/type").and_then(Value::as_str).unwrap_or(""),
+                d.pointer("/resource/id").and_then(Value::as_str).unwrap_or(""),
+                ds("reason"),
+                if policies.is_empty() { String::new() } else { format!(" ({policies})") }
+            )
+        }
         "task.opened" => format!("intent: {}", d.pointer("/intent/purpose").and_then(Value::as_str).unwrap_or("")),
         "token.issued" => format!("mandate {} (kid {})", ds("jti"), ds("kid")),
         _ => {
