@@ -41,6 +41,7 @@ pub mod kinds {
     pub const ATTESTATION_REFUSED: &str = "attestation.refused";
     /// An admin API token was created.
     pub const API_TOKEN_CREATED: &str = "api_token.created";
+    pub const API_TOKEN_REVOKED: &str = "api_token.revoked";
     /// A trusted external issuer was added.
     pub const ISSUER_ADDED: &str = "issuer.added";
     /// A trusted external issuer was removed.
@@ -59,7 +60,7 @@ pub mod kinds {
     pub const SERVER_STOPPED: &str = "server.stopped";
 
     /// Every kind above.
-    pub const ALL: [&str; 24] = [
+    pub const ALL: [&str; 25] = [
         TASK_OPENED,
         TASK_OPEN_DENIED,
         TOKEN_ISSUED,
@@ -76,6 +77,7 @@ pub mod kinds {
         ADMIN_AUTH_FAILED,
         ATTESTATION_REFUSED,
         API_TOKEN_CREATED,
+        API_TOKEN_REVOKED,
         ISSUER_ADDED,
         ISSUER_REMOVED,
         KEY_ROTATED,

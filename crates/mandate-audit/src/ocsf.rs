@@ -160,7 +160,7 @@ impl Shape {
             | kinds::KEY_ROTATED
             | kinds::SECRET_ROTATED => api(UPDATE),
             kinds::POLICY_RELOAD_FAILED => Shape { failure: true, ..api(UPDATE) },
-            kinds::ISSUER_REMOVED | kinds::SECRET_DELETED => api(DELETE),
+            kinds::ISSUER_REMOVED | kinds::SECRET_DELETED | kinds::API_TOKEN_REVOKED => api(DELETE),
             kinds::ADMIN_AUTH_FAILED | kinds::ATTESTATION_REFUSED => {
                 Shape { class: Class::Authentication, activity: (1, "Logon"), control: Control::None, failure: true }
             }
@@ -539,6 +539,7 @@ mod tests {
             (kinds::AGENT_DISABLED, 3),
             (kinds::TASK_REVOKED, 3),
             (kinds::ISSUER_REMOVED, 4),
+            (kinds::API_TOKEN_REVOKED, 4),
             (kinds::API_TOKEN_CREATED, 1),
             (kinds::POLICY_RELOAD_FAILED, 3),
             ("something.new", 99),

@@ -163,9 +163,15 @@ pub fn item_error(status: u16, message: &str) -> EvaluationResponse {
     }
 }
 
-/// Steps 1–4: decide without I/O.
+/// Steps 1–4: decide without I/O. Every decision names the policy-set version in force, also
+/// one denied before policy ran (intent ceiling, task or agent state), so the trail always
+/// says which set was deciding.
 pub fn decide(state: &AppState, c: &Checked<'_>) -> Verdict {
-    if c.subject_type == "agent" { decide_agent(state, c) } else { decide_other(state, c) }
+    let mut v = if c.subject_type == "agent" { decide_agent(state, c) } else { decide_other(state, c) };
+    if v.policy_version.is_none() {
+        v.policy_version = Some(state.policy.current().version().to_owned());
+    }
+    v
 }
 
 fn decide_agent(state: &AppState, c: &Checked<'_>) -> Verdict {

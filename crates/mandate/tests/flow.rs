@@ -78,6 +78,8 @@ async fn register_attest_decide_revoke_verify() {
     let r = pep.evaluate(&ask("tickets.export", "42", "internal")).await.unwrap();
     assert!(!r.decision);
     assert_eq!(reason(&r), "action_outside_intent");
+    // Denied before policy ran, the decision still names the policy set in force.
+    assert_eq!(r.context.as_ref().unwrap()["policy_version"], ctx["policy_version"]);
     let r = pep.evaluate(&ask("tickets.read", "42", "confidential")).await.unwrap();
     assert_eq!(reason(&r), "classification_above_intent");
     let mut other = ask("tickets.read", "42", "internal");

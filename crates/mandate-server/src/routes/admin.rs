@@ -317,7 +317,7 @@ pub async fn revoke_token(State(state): State<Arc<AppState>>, headers: HeaderMap
         return Err(ApiError::not_found("token", &id));
     }
     state.api_tokens.write().retain(|_, t| t.id != id);
-    let ev = state.event("api_token.revoked", &caller.actor(), None, None, json!({ "id": id }));
+    let ev = state.event(kinds::API_TOKEN_REVOKED, &caller.actor(), None, None, json!({ "id": id }));
     state.record(ev).await.map_err(ApiError::internal)?;
     Ok(StatusCode::NO_CONTENT)
 }
