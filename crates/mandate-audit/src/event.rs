@@ -17,6 +17,8 @@ pub mod kinds {
     pub const TOKEN_ISSUED: &str = "token.issued";
     /// A request-time access decision.
     pub const DECISION: &str = "decision";
+    /// A tool call an enforcement gateway forwarded, or refused to forward, and its outcome.
+    pub const TOOL_CALL: &str = "tool.call";
     /// A task was completed by its agent.
     pub const TASK_COMPLETED: &str = "task.completed";
     /// A task was revoked.
@@ -60,11 +62,12 @@ pub mod kinds {
     pub const SERVER_STOPPED: &str = "server.stopped";
 
     /// Every kind above.
-    pub const ALL: [&str; 25] = [
+    pub const ALL: [&str; 26] = [
         TASK_OPENED,
         TASK_OPEN_DENIED,
         TOKEN_ISSUED,
         DECISION,
+        TOOL_CALL,
         TASK_COMPLETED,
         TASK_REVOKED,
         TASK_EXPIRED,

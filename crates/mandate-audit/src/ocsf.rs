@@ -3,6 +3,7 @@
 //! | Mandate kinds | OCSF class | activity |
 //! |---|---|---|
 //! | `decision` | API Activity (6003) | from the action's verb: Create, Read, Update, Delete, else Other |
+//! | `tool.call` | API Activity (6003) | from the tool's kind: `read` Read, `write` Update, `execute` Create, else Other |
 //! | `task.opened`, `task.open_denied`, `token.issued` | API Activity (6003) | Create |
 //! | `task.completed`, `task.revoked`, `task.expired` | API Activity (6003) | Update |
 //! | `agent.*`, `policy.*`, `entities.loaded`, `api_token.created`, `issuer.*`, `key.rotated` | API Activity (6003) | Create, Update or Delete |
@@ -12,7 +13,10 @@
 //!
 //! Events that carry a policy decision (`decision`, `task.opened`, `task.open_denied`) add the
 //! `security_control` profile (`action_id` 1 Allowed / 2 Denied, `disposition_id` 1 Allowed /
-//! 2 Blocked) and put the decision and each determining policy in `actor.authorizations`.
+//! 2 Blocked) and put the decision and each determining policy in `actor.authorizations`. A
+//! `tool.call` carries it too: Allowed when the gateway forwarded the call, Denied otherwise.
+//! Its `api.operation` is the tool (or the HTTP method and path), `api.service.name` the
+//! upstream, and `api.request.uid` the id of the decision it enforced, as for `decision`.
 //! `metadata.uid` is the event hash and `metadata.sequence` its seq. Every Mandate field, the
 //! details included, is kept under `unmapped`, which is enough to rebuild the body and check
 //! the hash chain from an export alone.
@@ -145,6 +149,11 @@ impl Shape {
                 let control = details.get("decision").and_then(Value::as_bool).map_or(Control::Unknown, Control::Decided);
                 Shape { control, ..api(activity) }
             }
+            kinds::TOOL_CALL => {
+                let activity = str_field(details, "kind").map_or(OTHER, activity_of_tool_kind);
+                let forwarded = details.get("forwarded").and_then(Value::as_bool) == Some(true);
+                Shape { control: Control::Decided(forwarded), ..api(activity) }
+            }
             kinds::TASK_OPENED => Shape { control: Control::Decided(true), ..api(CREATE) },
             kinds::TASK_OPEN_DENIED => Shape { control: Control::Decided(false), ..api(CREATE) },
             kinds::TOKEN_ISSUED | kinds::AGENT_REGISTERED | kinds::API_TOKEN_CREATED | kinds::ISSUER_ADDED | kinds::SECRET_PUT => {
@@ -199,6 +208,16 @@ fn activity_of_action(action: &str) -> (u32, &'static str) {
     }
 }
 
+/// The activity of a tool call from the kind of its tool: executing a tool makes something.
+fn activity_of_tool_kind(kind: &str) -> (u32, &'static str) {
+    match kind {
+        "read" => READ,
+        "write" => UPDATE,
+        "execute" => CREATE,
+        _ => OTHER,
+    }
+}
+
 fn metadata(event: &SealedEvent, shape: &Shape) -> Value {
     let mut profiles = vec!["datetime"];
     if shape.control != Control::None {
@@ -220,8 +239,10 @@ fn metadata(event: &SealedEvent, shape: &Shape) -> Value {
 }
 
 fn api_activity(out: &mut Map<String, Value>, event: &SealedEvent, details: &Value, shape: &Shape) {
-    let subject_is_agent =
-        matches!(event.kind.as_str(), kinds::DECISION | kinds::TASK_OPENED | kinds::TASK_OPEN_DENIED | kinds::TOKEN_ISSUED);
+    let subject_is_agent = matches!(
+        event.kind.as_str(),
+        kinds::DECISION | kinds::TOOL_CALL | kinds::TASK_OPENED | kinds::TASK_OPEN_DENIED | kinds::TOKEN_ISSUED
+    );
     let mut actor = Map::new();
     match (&event.agent, subject_is_agent) {
         (Some(agent), true) => {
@@ -240,10 +261,15 @@ fn api_activity(out: &mut Map<String, Value>, event: &SealedEvent, details: &Val
     out.insert("actor".into(), Value::Object(actor));
 
     let operation = match event.kind.as_str() {
-        kinds::DECISION => str_field(details, "action").unwrap_or(kinds::DECISION),
-        kind => kind,
+        kinds::DECISION => str_field(details, "action").unwrap_or(kinds::DECISION).to_owned(),
+        kinds::TOOL_CALL => tool_operation(details),
+        kind => kind.to_owned(),
     };
-    let mut api = json!({"operation": operation, "service": {"name": PRODUCT}});
+    let service = match event.kind.as_str() {
+        kinds::TOOL_CALL => str_field(details, "upstream").unwrap_or(PRODUCT),
+        _ => PRODUCT,
+    };
+    let mut api = json!({"operation": operation, "service": {"name": service}});
     if let (Some(id), Some(map)) = (str_field(details, "decision_id"), api.as_object_mut()) {
         map.insert("request".into(), json!({"uid": id}));
     }
@@ -253,6 +279,19 @@ fn api_activity(out: &mut Map<String, Value>, event: &SealedEvent, details: &Val
     let resources = resources(event, details);
     if !resources.is_empty() {
         out.insert("resources".into(), Value::Array(resources));
+    }
+}
+
+/// What a tool call invoked: the MCP tool, or `METHOD path` for an HTTP upstream.
+fn tool_operation(details: &Value) -> String {
+    if let Some(tool) = str_field(details, "tool") {
+        return tool.to_owned();
+    }
+    match (str_field(details, "method"), str_field(details, "path")) {
+        (Some(method), Some(path)) => format!("{method} {path}"),
+        (Some(method), None) => method.to_owned(),
+        (None, Some(path)) => path.to_owned(),
+        (None, None) => kinds::TOOL_CALL.to_owned(),
     }
 }
 
@@ -348,6 +387,8 @@ fn resources(event: &SealedEvent, details: &Value) -> Vec<Value> {
     let resource = details.get("resource");
     if let (Some(kind), Some(id)) = (resource.and_then(|r| str_field(r, "type")), resource.and_then(|r| str_field(r, "id"))) {
         out.push(json!({"type": kind, "uid": id}));
+    } else if let (kinds::TOOL_CALL, Some(tool)) = (event.kind.as_str(), str_field(details, "tool")) {
+        out.push(json!({"type": "tool", "uid": tool}));
     }
     if let Some(task) = &event.task {
         out.push(json!({"type": "task", "uid": task}));
@@ -368,6 +409,14 @@ fn message(event: &SealedEvent, details: &Value, shape: &Shape) -> String {
                 let kind = str_field(r, "type").unwrap_or("?");
                 let id = str_field(r, "id").unwrap_or("?");
                 m.push_str(&format!(" on `{kind}:{id}`"));
+            }
+            m
+        }
+        Control::Decided(forwarded) if event.kind == kinds::TOOL_CALL => {
+            let verdict = if forwarded { "forwarded" } else { "did not forward" };
+            let mut m = format!("{verdict} `{}`", tool_operation(details));
+            if let Some(upstream) = str_field(details, "upstream") {
+                m.push_str(&format!(" to `{upstream}`"));
             }
             m
         }
@@ -487,6 +536,86 @@ mod tests {
         assert_eq!(o["actor"]["authorizations"], json!([{"decision": "Denied"}]));
     }
 
+    fn tool_call(details: Value) -> Value {
+        to_ocsf(&sealed(kinds::TOOL_CALL, "token:tok_gw", Some("support-bot"), Some("task-1"), details))
+    }
+
+    #[test]
+    fn a_forwarded_tool_call_is_allowed_api_activity() {
+        let o = tool_call(json!({
+            "decision_id": "dec_1",
+            "kind": "read",
+            "tool": "tickets.read",
+            "upstream": "crm-tools",
+            "forwarded": true,
+            "policies": ["allow-support-read"],
+            "policy_version": "v7",
+        }));
+        assert_eq!(o["class_uid"], 6003);
+        assert_eq!(o["activity_id"], 2);
+        assert_eq!(o["activity_name"], "Read");
+        assert_eq!(o["type_uid"], 600302);
+        assert_eq!(o["action_id"], 1);
+        assert_eq!(o["action"], "Allowed");
+        assert_eq!(o["disposition_id"], 1);
+        assert_eq!(o["status_id"], 1);
+        assert_eq!(o["api"]["operation"], "tickets.read");
+        assert_eq!(o["api"]["service"]["name"], "crm-tools");
+        assert_eq!(o["api"]["request"]["uid"], "dec_1");
+        assert_eq!(o["actor"]["user"]["name"], "support-bot");
+        assert_eq!(o["actor"]["app_name"], "token:tok_gw");
+        assert_eq!(
+            o["actor"]["authorizations"],
+            json!([{"decision": "Allowed", "policy": {"uid": "allow-support-read", "name": "allow-support-read", "version": "v7"}}])
+        );
+        assert_eq!(o["resources"][0], json!({"type": "tool", "uid": "tickets.read"}));
+        assert_eq!(o["metadata"]["profiles"], json!(["datetime", "security_control"]));
+        assert_eq!(o["metadata"]["event_code"], "tool.call");
+        assert_eq!(o["message"], "forwarded `tickets.read` to `crm-tools` agent `support-bot` task `task-1`");
+    }
+
+    #[test]
+    fn a_tool_call_not_forwarded_is_denied() {
+        for details in [
+            json!({"decision_id": "dec_2", "kind": "write", "tool": "tickets.close", "upstream": "crm", "forwarded": false,
+                   "reason": "intent_action"}),
+            json!({"decision_id": "dec_2", "kind": "write", "tool": "tickets.close", "upstream": "crm"}),
+        ] {
+            let o = tool_call(details);
+            assert_eq!(o["activity_id"], 3);
+            assert_eq!(o["action_id"], 2);
+            assert_eq!(o["action"], "Denied");
+            assert_eq!(o["disposition_id"], 2);
+            assert_eq!(o["status_id"], 2);
+            assert_eq!(o["actor"]["authorizations"], json!([{"decision": "Denied"}]));
+            assert_eq!(o["api"]["request"]["uid"], "dec_2");
+        }
+        let o = tool_call(json!({"tool": "t", "forwarded": false, "reason": "intent_action"}));
+        assert_eq!(o["status_detail"], "intent_action");
+        assert_eq!(o["message"], "did not forward `t` agent `support-bot` task `task-1`: intent_action");
+    }
+
+    #[test]
+    fn a_tool_call_takes_its_activity_from_the_tool_kind() {
+        for (kind, activity) in [(json!("read"), 2), (json!("write"), 3), (json!("execute"), 1), (json!("delete"), 99), (Value::Null, 99)] {
+            let o = tool_call(json!({"kind": kind, "tool": "t", "forwarded": true}));
+            assert_eq!(o["activity_id"], activity, "{kind}");
+            assert_eq!(o["type_uid"].as_u64().unwrap(), 600300 + activity, "{kind}");
+        }
+    }
+
+    #[test]
+    fn an_http_tool_call_is_named_by_method_and_path() {
+        let o = tool_call(json!({"kind": "write", "method": "POST", "path": "/v1/refunds", "upstream": "payments", "forwarded": true}));
+        assert_eq!(o["api"]["operation"], "POST /v1/refunds");
+        assert_eq!(o["api"]["service"]["name"], "payments");
+        assert_eq!(o["resources"], json!([{"type": "task", "uid": "task-1"}, {"type": "agent", "uid": "support-bot"}]));
+        // Without an upstream the service is Mandate itself, and without a name the kind.
+        let o = tool_call(json!({"forwarded": true}));
+        assert_eq!(o["api"]["operation"], "tool.call");
+        assert_eq!(o["api"]["service"]["name"], "Mandate");
+    }
+
     #[test]
     fn the_export_carries_enough_to_rebuild_the_chain() {
         let e = decision(true);
@@ -583,7 +712,8 @@ mod tests {
             let class = o["class_uid"].as_u64().unwrap();
             let activity = o["activity_id"].as_u64().unwrap();
             assert_eq!(o["type_uid"].as_u64().unwrap(), class * 100 + activity, "{kind}");
-            if kind != kinds::DECISION {
+            // The activity of a decision and a tool call comes from their details.
+            if kind != kinds::DECISION && kind != kinds::TOOL_CALL {
                 assert_ne!(activity, 99, "{kind} should map to a named activity");
             }
         }
