@@ -9,9 +9,12 @@
 //! 5. the decision is made durable in the audit trail,
 //! 6. the answer.
 //!
-//! Steps 1–4 are [`decide`]: synchronous, no I/O. Any error on the way is a deny.
+//! Steps 1–4 are [`decide`]: synchronous, no I/O. Any error on the way is a deny. Step 5 is
+//! [`finish`]. [`decide_all`] runs every step for a list of requests; the HTTP handlers and an
+//! embedded gateway both go through it, so there is one way to reach an answer.
 
 use std::sync::Arc;
+use std::time::Instant;
 
 use mandate_audit::{NewEvent, kinds};
 use mandate_core::{AgentStatus, Classification, TaskStatus};
@@ -81,6 +84,8 @@ pub struct Verdict {
     pub action: String,
     pub resource: (String, String),
     pub classification: Option<Classification>,
+    /// When deciding began, for the latency metric.
+    started: Instant,
 }
 
 impl Verdict {
@@ -100,7 +105,15 @@ impl Verdict {
             action: c.action.to_owned(),
             resource: (c.resource_type.to_owned(), c.resource_id.to_owned()),
             classification: None,
+            started: Instant::now(),
         }
+    }
+
+    /// The same decision as a deny because the trail could not record it.
+    fn audit_unavailable(mut self) -> Self {
+        self.allowed = false;
+        self.reason = "audit_unavailable".into();
+        self
     }
 
     /// The audit event that records this decision.
@@ -167,11 +180,85 @@ pub fn item_error(status: u16, message: &str) -> EvaluationResponse {
 /// one denied before policy ran (intent ceiling, task or agent state), so the trail always
 /// says which set was deciding.
 pub fn decide(state: &AppState, c: &Checked<'_>) -> Verdict {
+    let started = Instant::now();
     let mut v = if c.subject_type == "agent" { decide_agent(state, c) } else { decide_other(state, c) };
     if v.policy_version.is_none() {
         v.policy_version = Some(state.policy.current().version().to_owned());
     }
+    v.started = started;
     v
+}
+
+/// Step 5: records every decision's event in one `record_all` and returns the verdicts once
+/// they are durable, in the same order. If the trail cannot take them, every verdict becomes an
+/// `audit_unavailable` deny: nothing is allowed that is not recorded. Counts each in the
+/// metrics.
+pub async fn finish(state: &AppState, verdicts: Vec<Verdict>, actor: &str, request_id: Option<&str>) -> Vec<Verdict> {
+    if verdicts.is_empty() {
+        return verdicts;
+    }
+    let events = verdicts.iter().map(|v| v.event(state, actor, request_id)).collect();
+    let verdicts = match state.audit.record_all(events).await {
+        Ok(_) => verdicts,
+        Err(_) => verdicts.into_iter().map(Verdict::audit_unavailable).collect(),
+    };
+    for v in &verdicts {
+        state.metrics.decision(v.allowed, &v.reason, v.started.elapsed().as_secs_f64());
+    }
+    verdicts
+}
+
+/// Every step for each request, in order: `Err` is a request that lacks a required AuthZEN
+/// member (the message [`check`] gives; nothing is decided or recorded for it), `Ok` a verdict
+/// that is durable in the trail (or turned into an `audit_unavailable` deny). All the decision
+/// events go into one group commit. `actor` is who asked (`Caller::actor`, e.g. `token:<id>`).
+pub async fn decide_all(
+    state: &AppState,
+    requests: &[EvaluationRequest],
+    actor: &str,
+    request_id: Option<&str>,
+) -> Vec<Result<Verdict, String>> {
+    decide_until(state, requests, actor, request_id, |_| false).await
+}
+
+/// [`decide_all`], stopping after the first request for which `stop` says so (AuthZEN's
+/// `deny_on_first_deny` and `permit_on_first_permit`); requests after it are not decided.
+pub(crate) async fn decide_until(
+    state: &AppState,
+    requests: &[EvaluationRequest],
+    actor: &str,
+    request_id: Option<&str>,
+    stop: impl Fn(Result<&Verdict, &str>) -> bool,
+) -> Vec<Result<Verdict, String>> {
+    let mut slots: Vec<Result<(), String>> = Vec::with_capacity(requests.len());
+    let mut verdicts = Vec::with_capacity(requests.len());
+    for req in requests {
+        let halt = match check(req) {
+            Ok(checked) => {
+                let v = decide(state, &checked);
+                let halt = stop(Ok(&v));
+                verdicts.push(v);
+                slots.push(Ok(()));
+                halt
+            }
+            Err(message) => {
+                let halt = stop(Err(&message));
+                slots.push(Err(message));
+                halt
+            }
+        };
+        if halt {
+            break;
+        }
+    }
+    let mut finished = finish(state, verdicts, actor, request_id).await.into_iter();
+    slots
+        .into_iter()
+        .filter_map(|slot| match slot {
+            Ok(()) => finished.next().map(Ok),
+            Err(message) => Some(Err(message)),
+        })
+        .collect()
 }
 
 fn decide_agent(state: &AppState, c: &Checked<'_>) -> Verdict {

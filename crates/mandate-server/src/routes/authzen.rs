@@ -2,14 +2,13 @@
 //! missing what the spec requires; `X-Request-ID` is echoed by the router's layer.
 
 use std::sync::Arc;
-use std::time::Instant;
 
 use axum::Json;
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use mandate_core::Role;
-use mandate_proto::authzen::{EvaluationRequest, EvaluationResponse, EvaluationsRequest, EvaluationsResponse, EvaluationsSemantic};
+use mandate_proto::authzen::{EvaluationRequest, EvaluationsRequest, EvaluationsResponse, EvaluationsSemantic};
 use serde_json::Map;
 
 use crate::auth;
@@ -25,17 +24,13 @@ pub async fn evaluation(State(state): State<Arc<AppState>>, headers: HeaderMap, 
         Ok(c) => c,
         Err(e) => return e.into_response(),
     };
-    let started = Instant::now();
-    let checked = match pipeline::check(&req) {
-        Ok(c) => c,
-        Err(message) => return ApiError::coded(StatusCode::BAD_REQUEST, "invalid_request", message).into_response(),
-    };
-    let verdict = pipeline::decide(&state, &checked);
     let rid = request_id(&headers);
-    let resp = finish(&state, vec![verdict], &caller.actor(), rid.as_deref()).await.into_iter().next();
-    let resp = resp.unwrap_or_else(|| pipeline::item_error(500, "internal error"));
-    state.metrics.decision(resp.decision, reason_of(&resp), started.elapsed().as_secs_f64());
-    Json(resp).into_response()
+    let decided = pipeline::decide_all(&state, std::slice::from_ref(&req), &caller.actor(), rid.as_deref()).await;
+    match decided.into_iter().next() {
+        Some(Ok(verdict)) => Json(verdict.response()).into_response(),
+        Some(Err(message)) => ApiError::coded(StatusCode::BAD_REQUEST, "invalid_request", message).into_response(),
+        None => Json(pipeline::item_error(500, "internal error")).into_response(),
+    }
 }
 
 /// `POST /access/v1/evaluations`: the batch, with AuthZEN's three semantics.
@@ -57,73 +52,34 @@ pub async fn evaluations(State(state): State<Arc<AppState>>, headers: HeaderMap,
             }
         },
     };
-    let items = match req.evaluations.as_deref() {
-        // An empty or absent batch behaves as a single evaluation of the defaults.
-        None | Some([]) => vec![EvaluationRequest::default()],
-        Some(items) => items.to_vec(),
+    // An empty or absent batch behaves as a single evaluation of the defaults.
+    let implicit = req.evaluations.as_deref().is_none_or(<[_]>::is_empty);
+    let merged: Vec<EvaluationRequest> = match req.evaluations.as_deref() {
+        None | Some([]) => vec![merge(&req, &EvaluationRequest::default())],
+        Some(items) if items.len() > 1000 => {
+            return ApiError::invalid("a batch may hold at most 1000 evaluations").into_response();
+        }
+        Some(items) => items.iter().map(|item| merge(&req, item)).collect(),
     };
-    if items.len() > 1000 {
-        return ApiError::invalid("a batch may hold at most 1000 evaluations").into_response();
-    }
-    let started = Instant::now();
-    let mut slots: Vec<Option<EvaluationResponse>> = Vec::with_capacity(items.len());
-    let mut verdicts: Vec<Verdict> = Vec::new();
-    let mut positions: Vec<usize> = Vec::new();
-    for item in &items {
-        let merged = merge(&req, item);
-        match pipeline::check(&merged) {
-            Err(message) => {
-                if items.len() == 1 && req.evaluations.as_deref().is_none_or(<[_]>::is_empty) {
-                    return ApiError::coded(StatusCode::BAD_REQUEST, "invalid_request", message).into_response();
-                }
-                slots.push(Some(pipeline::item_error(400, &message)));
-            }
-            Ok(checked) => {
-                let v = pipeline::decide(&state, &checked);
-                let stop = match semantic {
-                    EvaluationsSemantic::ExecuteAll => false,
-                    EvaluationsSemantic::DenyOnFirstDeny => !v.allowed,
-                    EvaluationsSemantic::PermitOnFirstPermit => v.allowed,
-                };
-                positions.push(slots.len());
-                slots.push(None);
-                verdicts.push(v);
-                if stop {
-                    break;
-                }
-            }
-        }
-        if semantic == EvaluationsSemantic::DenyOnFirstDeny && slots.last().is_some_and(|s| s.as_ref().is_some_and(|r| !r.decision)) {
-            break;
-        }
-    }
+    let stop = |r: Result<&Verdict, &str>| match (semantic, r) {
+        (EvaluationsSemantic::ExecuteAll, _) => false,
+        // An item that cannot be decided is not a permit: it stops a deny-on-first-deny batch.
+        (EvaluationsSemantic::DenyOnFirstDeny, r) => !r.is_ok_and(|v| v.allowed),
+        (EvaluationsSemantic::PermitOnFirstPermit, r) => r.is_ok_and(|v| v.allowed),
+    };
     let rid = request_id(&headers);
-    let responses = finish(&state, verdicts, &caller.actor(), rid.as_deref()).await;
-    for (pos, resp) in positions.into_iter().zip(responses) {
-        if let Some(slot) = slots.get_mut(pos) {
-            state.metrics.decision(resp.decision, reason_of(&resp), started.elapsed().as_secs_f64());
-            *slot = Some(resp);
-        }
+    let decided = pipeline::decide_until(&state, &merged, &caller.actor(), rid.as_deref(), stop).await;
+    if implicit && let [Err(message)] = decided.as_slice() {
+        return ApiError::coded(StatusCode::BAD_REQUEST, "invalid_request", message.clone()).into_response();
     }
-    let evaluations = slots.into_iter().map(|s| s.unwrap_or_else(|| pipeline::item_error(500, "internal error"))).collect();
+    let evaluations = decided
+        .into_iter()
+        .map(|r| match r {
+            Ok(verdict) => verdict.response(),
+            Err(message) => pipeline::item_error(400, &message),
+        })
+        .collect();
     Json(EvaluationsResponse { evaluations }).into_response()
-}
-
-/// Step 5 and 6: make the decisions durable, then answer. If the trail cannot take them,
-/// every decision becomes a deny: nothing is allowed that is not recorded.
-async fn finish(state: &AppState, verdicts: Vec<Verdict>, actor: &str, request_id: Option<&str>) -> Vec<EvaluationResponse> {
-    let events = verdicts.iter().map(|v| v.event(state, actor, request_id)).collect();
-    match state.audit.record_all(events).await {
-        Ok(_) => verdicts.iter().map(Verdict::response).collect(),
-        Err(_) => verdicts
-            .into_iter()
-            .map(|mut v| {
-                v.allowed = false;
-                v.reason = "audit_unavailable".into();
-                v.response()
-            })
-            .collect(),
-    }
 }
 
 /// Batch defaults: an item's own members win over the top-level ones.
@@ -142,8 +98,4 @@ fn merge(req: &EvaluationsRequest, item: &EvaluationRequest) -> EvaluationReques
         resource: item.resource.clone().or_else(|| req.resource.clone()),
         context,
     }
-}
-
-fn reason_of(resp: &EvaluationResponse) -> &str {
-    resp.context.as_ref().and_then(|c| c.get("reason")).and_then(|r| r.as_str()).unwrap_or("")
 }
