@@ -80,12 +80,41 @@ impl AuditSink {
         Ok(wait)
     }
 
+    /// Queues an event and returns at once, waiting neither for durability nor for room in the
+    /// queue: when the queue is full, a task of its own waits for room. Err (logged, with the
+    /// event's kind, agent and task, never its details) when the writer has stopped or no
+    /// runtime runs to wait in.
+    pub fn enqueue_detached(&self, event: NewEvent) -> Result<(), AuditUnavailable> {
+        let (done, _) = oneshot::channel();
+        match self.tx.try_send(Pending { event, done }) {
+            Ok(()) => Ok(()),
+            Err(mpsc::error::TrySendError::Closed(p)) => Err(refused(&p.event)),
+            Err(mpsc::error::TrySendError::Full(p)) => {
+                let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+                    return Err(refused(&p.event));
+                };
+                let tx = self.tx.clone();
+                runtime.spawn(async move {
+                    if let Err(mpsc::error::SendError(p)) = tx.send(p).await {
+                        refused(&p.event);
+                    }
+                });
+                Ok(())
+            }
+        }
+    }
+
     /// Appends an event and returns its sequence number once it is durable.
     pub async fn record(&self, event: NewEvent) -> Result<u64, AuditUnavailable> {
         let (done, wait) = oneshot::channel();
         self.tx.send(Pending { event, done }).await.map_err(|_| AuditUnavailable)?;
         wait.await.map_err(|_| AuditUnavailable)?
     }
+}
+
+fn refused(event: &NewEvent) -> AuditUnavailable {
+    tracing::error!(kind = %event.kind, agent = ?event.agent, task = ?event.task, "the audit trail refused an event; it is not recorded");
+    AuditUnavailable
 }
 
 /// The running writer task.

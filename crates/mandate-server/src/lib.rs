@@ -21,8 +21,9 @@ mod tasks;
 mod verify;
 
 pub use audit_sink::{AuditSink, AuditUnavailable};
+pub use cache::MandateCache;
 pub use error::ApiError;
-pub use keys::{KeyError, MASTER_KEY_FILE, read_public_keys};
+pub use keys::{KeyError, KeyManager, MASTER_KEY_FILE, Signing, read_public_keys};
 pub use policy_reload::reload as reload_policies;
 pub use routes::app;
 pub use secrets::RevealError;

@@ -153,6 +153,15 @@ impl AppState {
         self.audit.record(event).await
     }
 
+    /// Queues an audit event without waiting until it is durable, for records that answer no
+    /// request (a gateway's tool-call outcomes). If the queue is full the event waits for room
+    /// in a task of its own; if the trail has stopped it is lost, and the loss is logged (kind,
+    /// agent and task only, never the details).
+    pub fn enqueue_event(&self, ev: NewEvent) {
+        // A refusal is logged where it happens; there is no one to answer.
+        let _ = self.audit.enqueue_detached(ev);
+    }
+
     /// Builds an event stamped now.
     pub fn event(&self, kind: &str, actor: &str, agent: Option<&str>, task: Option<&str>, details: serde_json::Value) -> NewEvent {
         NewEvent {
