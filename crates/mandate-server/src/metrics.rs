@@ -29,6 +29,7 @@ pub struct Metrics {
     admin_auth_failures: Counter,
     live_tasks: Gauge<i64, std::sync::atomic::AtomicI64>,
     policy_reloads: Family<OutcomeLabels, Counter>,
+    revocation_subscribers: Gauge<i64, std::sync::atomic::AtomicI64>,
 }
 
 impl Default for Metrics {
@@ -58,6 +59,8 @@ impl Metrics {
         registry.register("live_tasks", "Tasks currently live", live_tasks.clone());
         let policy_reloads = Family::<OutcomeLabels, Counter>::default();
         registry.register("policy_reloads", "Policy reloads, by outcome", policy_reloads.clone());
+        let revocation_subscribers = Gauge::default();
+        registry.register("revocation_subscribers", "Connected subscribers of the revocation feed", revocation_subscribers.clone());
         Metrics {
             registry,
             decisions,
@@ -69,6 +72,7 @@ impl Metrics {
             admin_auth_failures,
             live_tasks,
             policy_reloads,
+            revocation_subscribers,
         }
     }
 
@@ -101,6 +105,15 @@ impl Metrics {
 
     pub fn policy_reload(&self, ok: bool) {
         self.policy_reloads.get_or_create(&OutcomeLabels { outcome: if ok { "ok" } else { "refused" } }).inc();
+    }
+
+    /// A revocation subscriber connected (`true`) or went away.
+    pub fn revocation_subscriber(&self, connected: bool) {
+        if connected {
+            self.revocation_subscribers.inc();
+        } else {
+            self.revocation_subscribers.dec();
+        }
     }
 
     pub fn render(&self) -> String {

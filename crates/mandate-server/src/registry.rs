@@ -1,12 +1,18 @@
 //! The in-memory view of what may act right now: which tasks are live and which agents are
 //! active. Every decision reads it, so revocation is effective on the very next request; the
 //! store stays the durable truth and this view is rebuilt from it on start.
+//!
+//! Every change that stops a task or an agent (and an agent enabled again) is published on the
+//! revocation feed from here, after the view is updated, so no caller can forget to.
 
 use std::collections::HashMap;
 use std::sync::Arc;
 
 use mandate_core::{Agent, AgentStatus, Task, TaskStatus};
+use mandate_proto::gateway::{RevocationKind, RevocationStatus};
 use parking_lot::RwLock;
+
+use crate::revocations::RevocationFeed;
 
 /// What a decision needs to know about a task.
 #[derive(Debug, Clone)]
@@ -24,11 +30,12 @@ const ENDED_MEMORY_MS: i64 = 24 * 3600 * 1000;
 pub struct Registry {
     tasks: RwLock<HashMap<String, TaskState>>,
     agents: RwLock<HashMap<String, Arc<Agent>>>,
+    feed: RevocationFeed,
 }
 
 impl Registry {
-    pub fn load(agents: Vec<Agent>, live: Vec<Task>) -> Self {
-        let reg = Registry::default();
+    pub(crate) fn load(agents: Vec<Agent>, live: Vec<Task>, feed: RevocationFeed) -> Self {
+        let reg = Registry { feed, ..Registry::default() };
         {
             let mut a = reg.agents.write();
             for agent in agents {
@@ -42,38 +49,71 @@ impl Registry {
         reg
     }
 
+    /// What is known of task `id`: live or how it ended. A task that is `Live` but whose
+    /// `expires_at_ms` has passed is expired (the sweeper ends it within a sweep interval).
     pub fn task(&self, id: &str) -> Option<TaskState> {
         self.tasks.read().get(id).cloned()
     }
 
+    /// Agent `name` as registered, with its current status.
     pub fn agent(&self, name: &str) -> Option<Arc<Agent>> {
         self.agents.read().get(name).cloned()
     }
 
-    pub fn put_agent(&self, agent: Agent) {
+    /// The feed of every change that stops a task or an agent.
+    pub fn revocations(&self) -> &RevocationFeed {
+        &self.feed
+    }
+
+    pub(crate) fn put_agent(&self, agent: Agent) {
         self.agents.write().insert(agent.name.as_str().to_owned(), Arc::new(agent));
     }
 
-    pub fn set_agent_status(&self, name: &str, status: AgentStatus, at_ms: i64) {
+    /// Sets an agent's status; a change is published (`disabled` or `enabled`).
+    pub(crate) fn set_agent_status(&self, name: &str, status: AgentStatus, at_ms: i64) {
         let mut agents = self.agents.write();
         if let Some(a) = agents.get_mut(name) {
+            let changed = a.status != status;
             let mut updated = (**a).clone();
             updated.status = status;
             updated.updated_at_ms = at_ms;
             *a = Arc::new(updated);
+            if changed {
+                let published = match status {
+                    AgentStatus::Disabled => RevocationStatus::Disabled,
+                    AgentStatus::Active => RevocationStatus::Enabled,
+                };
+                self.feed.publish(RevocationKind::Agent, name, published, at_ms);
+            }
         }
     }
 
-    pub fn put_task(&self, task: &Task) {
+    pub(crate) fn put_task(&self, task: &Task) {
         self.tasks.write().insert(task.id.clone(), state_of(task));
     }
 
-    /// Marks tasks ended; forgets ended tasks that are long past.
-    pub fn end_tasks(&self, ids: &[String], status: TaskStatus, now_ms: i64) {
+    /// Marks tasks ended and publishes each that was live (or unknown here); forgets ended
+    /// tasks that are long past.
+    pub(crate) fn end_tasks(&self, ids: &[String], status: TaskStatus, now_ms: i64) {
+        let published = match status {
+            TaskStatus::Revoked => Some(RevocationStatus::Revoked),
+            TaskStatus::Completed => Some(RevocationStatus::Completed),
+            TaskStatus::Expired => Some(RevocationStatus::Expired),
+            TaskStatus::Live => None,
+        };
         let mut tasks = self.tasks.write();
         for id in ids {
-            if let Some(t) = tasks.get_mut(id) {
-                t.status = status;
+            let ended_now = match tasks.get_mut(id) {
+                // A task ends once; its first ending stands, as in the store.
+                Some(t) if t.status == TaskStatus::Live => {
+                    t.status = status;
+                    true
+                }
+                Some(_) => false,
+                None => true,
+            };
+            if let (true, Some(published)) = (ended_now, published) {
+                self.feed.publish(RevocationKind::Task, id, published, now_ms);
             }
         }
         if tasks.len() > 10_000 {
@@ -81,6 +121,7 @@ impl Registry {
         }
     }
 
+    /// How many tasks are live.
     pub fn live_task_count(&self) -> usize {
         self.tasks.read().values().filter(|t| t.status == TaskStatus::Live).count()
     }
@@ -92,5 +133,85 @@ fn state_of(task: &Task) -> TaskState {
         status: task.status,
         expires_at_ms: task.expires_at_ms,
         parent_id: task.parent_id.clone(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use mandate_core::{AgentName, Classification, Intent, SpiffeId, TrustDomain};
+    use mandate_proto::gateway::RevocationEntry;
+
+    use super::*;
+
+    fn agent(name: &str) -> Agent {
+        let name = AgentName::parse(name).unwrap();
+        Agent {
+            spiffe_id: SpiffeId::for_agent(&TrustDomain::parse("test.local").unwrap(), &name),
+            name,
+            owner: "o".into(),
+            purpose: "p".into(),
+            status: AgentStatus::Active,
+            attributes: Default::default(),
+            public_jwk: None,
+            created_at_ms: 0,
+            updated_at_ms: 0,
+            last_seen_ms: None,
+        }
+    }
+
+    fn task(id: &str) -> Task {
+        Task {
+            id: id.into(),
+            agent: AgentName::parse("bot").unwrap(),
+            intent: Intent {
+                purpose: "p".into(),
+                actions: vec!["a".into()],
+                resources: vec!["r:*".into()],
+                max_classification: Classification::Internal,
+                on_behalf_of: None,
+            },
+            status: TaskStatus::Live,
+            created_at_ms: 0,
+            expires_at_ms: 100,
+            mandate_jti: "j".into(),
+            parent_id: None,
+            root_id: id.into(),
+            depth: 0,
+            ended: None,
+        }
+    }
+
+    fn published(reg: &Registry) -> Vec<(RevocationKind, String, RevocationStatus, i64)> {
+        reg.revocations()
+            .since(0)
+            .unwrap()
+            .into_iter()
+            .map(|RevocationEntry { kind, id, status, at_ms, .. }| (kind, id, status, at_ms))
+            .collect()
+    }
+
+    #[test]
+    fn every_change_that_stops_something_is_published_once() {
+        let reg = Registry::load(vec![agent("bot")], vec![task("t1"), task("t2")], RevocationFeed::new(16));
+        reg.set_agent_status("bot", AgentStatus::Disabled, 5);
+        reg.set_agent_status("bot", AgentStatus::Disabled, 6);
+        reg.set_agent_status("nobody", AgentStatus::Disabled, 7);
+        reg.set_agent_status("bot", AgentStatus::Active, 8);
+        reg.end_tasks(&["t1".to_owned(), "t2".to_owned()], TaskStatus::Expired, 9);
+        reg.end_tasks(&["t1".to_owned()], TaskStatus::Revoked, 10);
+        // A task the registry does not know is published: the store, which ended it, knows.
+        reg.end_tasks(&["t3".to_owned()], TaskStatus::Completed, 11);
+        assert_eq!(
+            published(&reg),
+            vec![
+                (RevocationKind::Agent, "bot".into(), RevocationStatus::Disabled, 5),
+                (RevocationKind::Agent, "bot".into(), RevocationStatus::Enabled, 8),
+                (RevocationKind::Task, "t1".into(), RevocationStatus::Expired, 9),
+                (RevocationKind::Task, "t2".into(), RevocationStatus::Expired, 9),
+                (RevocationKind::Task, "t3".into(), RevocationStatus::Completed, 11),
+            ]
+        );
+        assert_eq!(reg.task("t1").unwrap().status, TaskStatus::Expired);
+        assert_eq!(reg.agent("bot").unwrap().status, AgentStatus::Active);
     }
 }

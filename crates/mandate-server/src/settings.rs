@@ -44,6 +44,10 @@ pub struct Settings {
     /// The key that wraps every secret's data key (from `MANDATE_MASTER_KEY`). `None`: read
     /// `master.key` in the key directory, generating it on first start. Taken out on start.
     pub master_key: Option<MasterKey>,
+    /// How many entries the revocation feed keeps for subscribers that resume.
+    pub revocations_retained: usize,
+    /// How often an open revocation stream gets a keep-alive comment.
+    pub revocation_keepalive: Duration,
 }
 
 impl Settings {
@@ -68,6 +72,8 @@ impl Settings {
             audit_batch_max: 1024,
             mandate_cache_capacity: 100_000,
             master_key: None,
+            revocations_retained: crate::revocations::RETAINED,
+            revocation_keepalive: Duration::from_secs(15),
         }
     }
 

@@ -18,6 +18,7 @@ use crate::cache::MandateCache;
 use crate::keys::KeyManager;
 use crate::metrics::Metrics;
 use crate::registry::Registry;
+use crate::revocations::RevocationFeed;
 use crate::settings::Settings;
 
 pub struct AppState {
@@ -98,7 +99,8 @@ impl AppState {
                 Err(e) => tracing::error!(error = %e, "stored entity data no longer parses; starting with none"),
             }
         }
-        let registry = Registry::load(store.list_agents().await?, store.live_tasks().await?);
+        let feed = RevocationFeed::new(settings.revocations_retained);
+        let registry = Registry::load(store.list_agents().await?, store.live_tasks().await?, feed);
         let mut issuers = HashMap::new();
         for issuer in store.list_issuers().await? {
             match ExternalVerifier::new(&issuer) {
@@ -162,6 +164,11 @@ impl AppState {
         let _ = self.audit.enqueue_detached(ev);
     }
 
+    /// The feed of every change that stops a task or an agent (and an agent enabled again).
+    pub fn revocations(&self) -> &RevocationFeed {
+        self.registry.revocations()
+    }
+
     /// Builds an event stamped now.
     pub fn event(&self, kind: &str, actor: &str, agent: Option<&str>, task: Option<&str>, details: serde_json::Value) -> NewEvent {
         NewEvent {
@@ -210,6 +217,7 @@ impl Background {
     /// Stops the sweeper, then waits for the audit writer to drain. Call after the HTTP
     /// server has stopped and the state's last reference is about to go.
     pub async fn shutdown(self, state: Arc<AppState>) {
+        state.revocations().close();
         self.sweeper.abort();
         let _ = self.sweeper.await;
         let ev = state.event(mandate_audit::kinds::SERVER_STOPPED, "system", None, None, serde_json::json!({}));

@@ -15,6 +15,7 @@ use crate::state::AppState;
 mod admin;
 mod audit;
 mod authzen;
+mod gateway;
 mod oauth;
 mod ops;
 mod secrets;
@@ -56,6 +57,7 @@ pub fn app(state: Arc<AppState>) -> Router {
         .route("/v1/secrets", get(secrets::list_secrets))
         .route("/v1/secrets/{name}", put(secrets::put_secret).get(secrets::get_secret).delete(secrets::delete_secret))
         .route("/v1/secrets/{name}/rotate", post(secrets::rotate_secret))
+        .route("/v1/revocations", get(gateway::revocations))
         .route("/v1/audit/verify", get(audit::verify))
         .route("/v1/audit/events", get(audit::events))
         .route("/v1/audit/trail", get(audit::trail))

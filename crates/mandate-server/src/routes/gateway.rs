@@ -1,0 +1,109 @@
+//! What an enforcement gateway running apart from the control plane needs besides decisions:
+//! the revocation feed as Server-Sent Events.
+
+use std::convert::Infallible;
+use std::sync::Arc;
+
+use axum::extract::{RawQuery, State};
+use axum::http::{HeaderMap, HeaderValue};
+use axum::response::sse::{Event, Sse};
+use axum::response::{IntoResponse, Response};
+use futures_channel::mpsc;
+use mandate_core::Role;
+use mandate_proto::gateway::{EVENT_HELLO, EVENT_RESET, EVENT_REVOCATION, FeedPosition, RevocationEntry};
+
+use crate::auth;
+use crate::error::{ApiError, short};
+use crate::metrics::Metrics;
+use crate::revocations::FeedItem;
+use crate::state::AppState;
+
+/// `GET /v1/revocations`: `hello`, then every held entry after the resume point, then live
+/// entries as they are published; `reset` where entries were lost; a comment every keep-alive
+/// interval. The resume point is `Last-Event-ID`, else `?after=N`, else the head.
+pub async fn revocations(State(state): State<Arc<AppState>>, headers: HeaderMap, RawQuery(query): RawQuery) -> Result<Response, ApiError> {
+    auth::require(&state, &headers, &[Role::Pep], "follow revocations").await?;
+    let after = resume_point(&headers, query.as_deref())?;
+    let mut sub = state.revocations().follow(after);
+    let keepalive = state.settings.revocation_keepalive;
+    let connected = Connected::new(state.metrics.clone());
+    // The stream is fed by a task of its own, which ends when the client goes away (the next
+    // send fails, at the latest at the next keep-alive) or the feed is closed on shutdown.
+    let (mut tx, rx) = mpsc::channel::<Result<Event, Infallible>>(16);
+    tokio::spawn(async move {
+        let _connected = connected;
+        if !send(&mut tx, position(EVENT_HELLO, sub.start())).await {
+            return;
+        }
+        let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + keepalive, keepalive);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            let event = tokio::select! {
+                item = sub.next() => match item {
+                    Some(FeedItem::Entry(entry)) => revocation(&entry),
+                    Some(FeedItem::Reset(at)) => position(EVENT_RESET, &at),
+                    None => break,
+                },
+                _ = tick.tick() => Event::default().comment("keep-alive"),
+            };
+            if !send(&mut tx, event).await {
+                break;
+            }
+        }
+    });
+    let mut resp = Sse::new(rx).into_response();
+    // Proxies must pass each event on as it comes.
+    resp.headers_mut().insert("x-accel-buffering", HeaderValue::from_static("no"));
+    Ok(resp)
+}
+
+/// `Last-Event-ID` (what an SSE client sends when it reconnects), else `?after=N`.
+fn resume_point(headers: &HeaderMap, query: Option<&str>) -> Result<Option<u64>, ApiError> {
+    let mut after = None;
+    for (key, value) in url::form_urlencoded::parse(query.unwrap_or_default().as_bytes()) {
+        match key.as_ref() {
+            "after" => after = Some(sequence_number("after", &value)?),
+            other => return Err(ApiError::invalid(format!("unknown query parameter `{}`", short(other)))),
+        }
+    }
+    if let Some(value) = headers.get("last-event-id") {
+        let text = value.to_str().map_err(|_| ApiError::invalid("`Last-Event-ID` is not a sequence number"))?.trim();
+        if !text.is_empty() {
+            return sequence_number("Last-Event-ID", text).map(Some);
+        }
+    }
+    Ok(after)
+}
+
+fn sequence_number(what: &str, text: &str) -> Result<u64, ApiError> {
+    text.parse().map_err(|_| ApiError::invalid(format!("`{what}` `{}` is not a sequence number", short(text))))
+}
+
+fn position(name: &str, at: &FeedPosition) -> Event {
+    Event::default().event(name).data(serde_json::to_string(at).unwrap_or_default())
+}
+
+fn revocation(entry: &RevocationEntry) -> Event {
+    Event::default().event(EVENT_REVOCATION).id(entry.seq.to_string()).data(serde_json::to_string(entry).unwrap_or_default())
+}
+
+/// Waits for room, then queues; false once the client has gone.
+async fn send(tx: &mut mpsc::Sender<Result<Event, Infallible>>, event: Event) -> bool {
+    std::future::poll_fn(|cx| tx.poll_ready(cx)).await.is_ok() && tx.start_send(Ok(event)).is_ok()
+}
+
+/// Counts a connected subscriber for as long as it lives.
+struct Connected(Arc<Metrics>);
+
+impl Connected {
+    fn new(metrics: Arc<Metrics>) -> Self {
+        metrics.revocation_subscriber(true);
+        Connected(metrics)
+    }
+}
+
+impl Drop for Connected {
+    fn drop(&mut self) {
+        self.0.revocation_subscriber(false);
+    }
+}
