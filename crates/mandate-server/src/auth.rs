@@ -35,6 +35,16 @@ pub fn bearer(headers: &HeaderMap) -> Option<&str> {
 /// Authenticates the request's API token and checks that its role is one of `roles`
 /// (`admin` is always allowed). A failure is audited and answered 401 or 403.
 pub async fn require(state: &AppState, headers: &HeaderMap, roles: &[Role], what: &str) -> Result<Caller, ApiError> {
+    authorize(state, headers, roles, true, what).await
+}
+
+/// As [`require`], but only the given roles, not `admin`: for what only an enforcement point
+/// may do (read sealed secrets, submit evidence of what it enforced).
+pub async fn require_only(state: &AppState, headers: &HeaderMap, roles: &[Role], what: &str) -> Result<Caller, ApiError> {
+    authorize(state, headers, roles, false, what).await
+}
+
+async fn authorize(state: &AppState, headers: &HeaderMap, roles: &[Role], admin: bool, what: &str) -> Result<Caller, ApiError> {
     let Some(secret) = bearer(headers) else {
         return Err(refuse(state, "missing", what, None).await);
     };
@@ -42,7 +52,8 @@ pub async fn require(state: &AppState, headers: &HeaderMap, roles: &[Role], what
         Some(t) => t,
         None => return Err(refuse(state, "unknown_token", what, None).await),
     };
-    if token.role != Role::Admin && !roles.contains(&token.role) {
+    let allowed = roles.contains(&token.role) || (admin && token.role == Role::Admin);
+    if !allowed {
         return Err(refuse(state, "role_not_allowed", what, Some(&token)).await);
     }
     Ok(Caller { token_id: token.id, role: token.role })

@@ -1,5 +1,7 @@
 //! The secrets broker's server side: sealing new versions and revealing values in-process.
-//! No endpoint ever returns a value; [`AppState::reveal_secret`] is for the gateway only.
+//! No endpoint ever returns a value; [`AppState::reveal_secret`] is for an embedded gateway
+//! only, and a remote gateway gets the sealed record ([`AppState::sealed_secret`]) and opens it
+//! with the master key it holds itself.
 
 use mandate_secrets::{SealedSecret, SecretError};
 use mandate_store::{SealedSecretBlob, SecretRecord, StoreError};
@@ -37,7 +39,7 @@ impl AppState {
     /// The latest version of secret `name` and its value, decrypted. In-process only: the
     /// caller injects it where it belongs and drops it (the buffer is zeroized on drop).
     pub async fn reveal_secret(&self, name: &str) -> Result<(u32, Zeroizing<Vec<u8>>), RevealError> {
-        let record = self.store.latest_secret(name).await?.ok_or_else(|| RevealError::NotFound(mandate_core::clip(name)))?;
+        let record = self.sealed_secret(name).await?.ok_or_else(|| RevealError::NotFound(mandate_core::clip(name)))?;
         let sealed = SealedSecret {
             wrapped_key: record.sealed.wrapped_key,
             key_nonce: record.sealed.key_nonce,
@@ -46,6 +48,12 @@ impl AppState {
         };
         let value = mandate_secrets::open(&self.master_key, &record.name, record.version, &sealed)?;
         Ok((record.version, value))
+    }
+
+    /// The latest version of secret `name` as stored: sealed, never a value. `None` when no
+    /// secret has that name.
+    pub async fn sealed_secret(&self, name: &str) -> Result<Option<SecretRecord>, StoreError> {
+        self.store.latest_secret(name).await
     }
 
     /// Encrypts `value` as version `version` of `name` into a record ready to store.

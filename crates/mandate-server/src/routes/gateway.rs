@@ -1,22 +1,31 @@
 //! What an enforcement gateway running apart from the control plane needs besides decisions:
-//! the revocation feed as Server-Sent Events.
+//! the revocation feed as Server-Sent Events, and intake of the evidence it recorded. (Sealed
+//! secrets are with the other secret routes.)
 
 use std::convert::Infallible;
 use std::sync::Arc;
 
+use axum::Json;
 use axum::extract::{RawQuery, State};
-use axum::http::{HeaderMap, HeaderValue};
+use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::response::sse::{Event, Sse};
 use axum::response::{IntoResponse, Response};
 use futures_channel::mpsc;
+use mandate_audit::{NewEvent, kinds};
 use mandate_core::Role;
-use mandate_proto::gateway::{EVENT_HELLO, EVENT_RESET, EVENT_REVOCATION, FeedPosition, RevocationEntry};
+use mandate_proto::gateway::{
+    EVENT_HELLO, EVENT_RESET, EVENT_REVOCATION, EvidenceRequest, EvidenceResponse, FeedPosition, MAX_EVIDENCE_EVENTS, RevocationEntry,
+};
 
 use crate::auth;
 use crate::error::{ApiError, short};
+use crate::extract::ApiJson;
 use crate::metrics::Metrics;
 use crate::revocations::FeedItem;
 use crate::state::AppState;
+
+/// Longest agent name or task id an evidence event may name.
+const MAX_NAME: usize = 256;
 
 /// `GET /v1/revocations`: `hello`, then every held entry after the resume point, then live
 /// entries as they are published; `reset` where entries were lost; a comment every keep-alive
@@ -55,6 +64,43 @@ pub async fn revocations(State(state): State<Arc<AppState>>, headers: HeaderMap,
     // Proxies must pass each event on as it comes.
     resp.headers_mut().insert("x-accel-buffering", HeaderValue::from_static("no"));
     Ok(resp)
+}
+
+/// `POST /v1/evidence`: `tool.call` events a remote gateway recorded, made durable before the
+/// answer. The actor of each is the submitting token.
+pub async fn evidence(
+    State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
+    ApiJson(req): ApiJson<EvidenceRequest>,
+) -> Result<Json<EvidenceResponse>, ApiError> {
+    let caller = auth::require_only(&state, &headers, &[Role::Pep], "submit evidence").await?;
+    if req.events.len() > MAX_EVIDENCE_EVENTS {
+        return Err(ApiError::invalid(format!("a request may carry at most {MAX_EVIDENCE_EVENTS} events, not {}", req.events.len())));
+    }
+    let actor = caller.actor();
+    let mut events = Vec::with_capacity(req.events.len());
+    for (i, e) in req.events.into_iter().enumerate() {
+        if e.kind != kinds::TOOL_CALL {
+            return Err(ApiError::invalid(format!(
+                "`events[{i}].kind` `{}` may not be submitted: only `{}` events may",
+                short(&e.kind),
+                kinds::TOOL_CALL
+            )));
+        }
+        if !e.details.is_object() {
+            return Err(ApiError::invalid(format!("`events[{i}].details` must be an object")));
+        }
+        for (field, value) in [("agent", &e.agent), ("task", &e.task)] {
+            if value.as_ref().is_some_and(|v| v.is_empty() || v.len() > MAX_NAME) {
+                return Err(ApiError::invalid(format!("`events[{i}].{field}` must be 1 to {MAX_NAME} bytes")));
+            }
+        }
+        events.push(NewEvent { ts_ms: e.ts_ms, kind: e.kind, actor: actor.clone(), agent: e.agent, task: e.task, details: e.details });
+    }
+    let seqs = state.audit.record_all(events).await.map_err(|_| {
+        ApiError::coded(StatusCode::SERVICE_UNAVAILABLE, "audit_unavailable", "the audit trail is unavailable; nothing was recorded")
+    })?;
+    Ok(Json(EvidenceResponse { recorded: seqs.len(), seqs }))
 }
 
 /// `Last-Event-ID` (what an SSE client sends when it reconnects), else `?after=N`.

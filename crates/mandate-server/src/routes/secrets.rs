@@ -1,14 +1,20 @@
-//! The secrets admin API. Every answer carries metadata only: no endpoint returns a value or
-//! its ciphertext, and no value reaches a log or the audit trail.
+//! The secrets admin API. Every answer carries metadata only: no endpoint returns a value, and
+//! no value reaches a log or the audit trail. The one exception to metadata is for enforcement
+//! points only (`pep` tokens, not even `admin`): the sealed record, which only a holder of the
+//! master key can open.
 
 use std::sync::Arc;
 
 use axum::Json;
 use axum::extract::{Path, State};
-use axum::http::{HeaderMap, StatusCode};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use mandate_audit::kinds;
 use mandate_core::Role;
 use mandate_proto::admin::{PutSecretRequest, RotateSecretRequest, SecretView};
+use mandate_proto::gateway::SealedSecretView;
 use mandate_secrets::SecretError;
 use mandate_store::{SecretRecord, StoreError};
 use serde_json::json;
@@ -98,6 +104,28 @@ pub async fn get_secret(
         Some(record) => Ok(Json(view(&record))),
         None => Err(ApiError::not_found("secret", &name)),
     }
+}
+
+/// `GET /v1/secrets/{name}/sealed`: the latest version as stored, for a gateway that holds the
+/// master key. Never a value.
+pub async fn sealed_secret(State(state): State<Arc<AppState>>, headers: HeaderMap, Path(name): Path<String>) -> Result<Response, ApiError> {
+    auth::require_only(&state, &headers, &[Role::Pep], "read sealed secrets").await?;
+    mandate_secrets::validate_name(&name).map_err(secret_error)?;
+    let Some(record) = state.sealed_secret(&name).await? else {
+        return Err(ApiError::not_found("secret", &name));
+    };
+    let b64 = |bytes: &[u8]| URL_SAFE_NO_PAD.encode(bytes);
+    let view = SealedSecretView {
+        wrapped_key: b64(&record.sealed.wrapped_key),
+        key_nonce: b64(&record.sealed.key_nonce),
+        nonce: b64(&record.sealed.nonce),
+        ciphertext: b64(&record.sealed.ciphertext),
+        name: record.name,
+        version: record.version,
+    };
+    let mut resp = Json(view).into_response();
+    resp.headers_mut().insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    Ok(resp)
 }
 
 pub async fn delete_secret(
