@@ -1,4 +1,7 @@
-//! A typed HTTP client for the Mandate API, used by the CLI and the end-to-end tests.
+//! A typed HTTP client for the Mandate API, used by the CLI, remote gateways and the
+//! end-to-end tests.
+
+pub mod revocations;
 
 use mandate_proto::admin::{
     AddIssuerRequest, AgentStatusChange, AgentView, AuditEventsResponse, AuditVerifyResponse, CreateTokenRequest, CreateTokenResponse,
@@ -6,6 +9,7 @@ use mandate_proto::admin::{
     RegisterAgentRequest, ReloadResponse, RotateSecretRequest, SecretView, ServerInfo, TaskView, TokenView,
 };
 use mandate_proto::authzen::{EvaluationRequest, EvaluationResponse, EvaluationsRequest, EvaluationsResponse};
+use mandate_proto::gateway::{EvidenceEvent, EvidenceResponse, SealedSecretView};
 use mandate_proto::oauth::{GRANT_TOKEN_EXCHANGE, IntrospectionResponse, OAuthError, TOKEN_TYPE_JWT, TokenExchangeResponse};
 use mandate_proto::{ApiErrorBody, ErrorDetail};
 use reqwest::{Method, RequestBuilder, Response, StatusCode};
@@ -228,9 +232,27 @@ impl Client {
         self.json(self.req(Method::GET, &format!("/v1/secrets/{}", seg(name)))).await
     }
 
+    /// The latest version of a secret, sealed (`pep` tokens only). Open it with
+    /// `mandate_secrets::open` and the master key, after decoding each field as base64url.
+    pub async fn sealed_secret(&self, name: &str) -> Result<SealedSecretView> {
+        self.json(self.req(Method::GET, &format!("/v1/secrets/{}/sealed", seg(name)))).await
+    }
+
     /// Deletes every version of a secret.
     pub async fn delete_secret(&self, name: &str) -> Result<()> {
         self.empty(self.req(Method::DELETE, &format!("/v1/secrets/{}", seg(name)))).await
+    }
+
+    // ---- evidence ----
+
+    /// Records `tool.call` events in the trail (`pep` tokens only, at most 512 at a time);
+    /// answers once they are durable.
+    pub async fn submit_evidence(&self, events: &[EvidenceEvent]) -> Result<EvidenceResponse> {
+        #[derive(Serialize)]
+        struct Body<'a> {
+            events: &'a [EvidenceEvent],
+        }
+        self.json(self.req(Method::POST, "/v1/evidence").json(&Body { events })).await
     }
 
     // ---- issuers ----
