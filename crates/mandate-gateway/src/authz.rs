@@ -1,0 +1,301 @@
+//! From a tool call or an API request to an AuthZEN request, and from the answer back to
+//! what the gateway does. Also the evidence a call leaves: the arguments' digest, the
+//! recorded (redacted) arguments, the outcome.
+
+use mandate_audit::{NewEvent, canonical_json, kinds};
+use mandate_core::Classification;
+use mandate_policy::ActionKind;
+use mandate_proto::authzen::{Action, Entity, EvaluationRequest, EvaluationResponse};
+use mandate_token::VerifiedMandate;
+use serde_json::{Map, Value, json};
+use sha2::{Digest, Sha256};
+
+use crate::config::ToolPolicy;
+
+/// Nesting the policy view of arguments keeps; deeper values become a marker string.
+const MAX_POLICY_DEPTH: usize = 8;
+
+/// What is being asked for, in the gateway's terms.
+pub struct Ask<'a> {
+    pub token: &'a str,
+    pub mandate: &'a VerifiedMandate,
+    pub upstream: &'a str,
+    /// `NAME.TOOL`, or the route's action.
+    pub action: &'a str,
+    pub kind: ActionKind,
+    pub classification: Classification,
+    /// (type, id)
+    pub resource: (String, String),
+    /// Extra context: `tool`, `method`, `path`, …
+    pub context: Map<String, Value>,
+    /// The call's arguments, when known (not for `tools/list`).
+    pub arguments: Option<&'a Value>,
+}
+
+impl Ask<'_> {
+    pub fn request(&self, environment: Option<&str>) -> EvaluationRequest {
+        let mut subject_props = Map::new();
+        subject_props.insert("mandate".into(), json!(self.token));
+        let mut action_props = Map::new();
+        action_props.insert("kind".into(), json!(self.kind.as_str()));
+        let mut resource_props = Map::new();
+        resource_props.insert("classification".into(), json!(self.classification.as_str()));
+        resource_props.insert("kind".into(), json!(self.kind.as_str()));
+        resource_props.insert("upstream".into(), json!(self.upstream));
+        let mut context = self.context.clone();
+        context.insert("upstream".into(), json!(self.upstream));
+        if let Some(env) = environment {
+            context.insert("environment".into(), json!(env));
+        }
+        if let Some(args) = self.arguments {
+            context.insert("arguments".into(), policy_view(args, 0));
+        }
+        EvaluationRequest {
+            subject: Some(Entity {
+                kind: Some("agent".into()),
+                id: Some(self.mandate.claims().sub.clone()),
+                properties: Some(subject_props),
+            }),
+            action: Some(Action { name: Some(self.action.to_owned()), properties: Some(action_props) }),
+            resource: Some(Entity {
+                kind: Some(self.resource.0.clone()),
+                id: Some(self.resource.1.clone()),
+                properties: Some(resource_props),
+            }),
+            context: Some(context),
+        }
+    }
+}
+
+/// Arguments as Cedar can hold them: nulls dropped, numbers that are not 64-bit integers
+/// turned into their decimal text (Cedar has no floats), very deep values cut off.
+pub fn policy_view(v: &Value, depth: usize) -> Value {
+    if depth >= MAX_POLICY_DEPTH {
+        return json!("[nested too deep]");
+    }
+    match v {
+        Value::Number(n) if n.as_i64().is_none() => Value::String(n.to_string()),
+        Value::Array(items) => Value::Array(items.iter().filter(|i| !i.is_null()).map(|i| policy_view(i, depth + 1)).collect()),
+        Value::Object(m) => {
+            Value::Object(m.iter().filter(|(_, i)| !i.is_null()).map(|(k, i)| (k.clone(), policy_view(i, depth + 1))).collect())
+        }
+        other => other.clone(),
+    }
+}
+
+/// What the decision point said.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Outcome {
+    pub allowed: bool,
+    pub reason: String,
+    pub decision_id: Option<String>,
+    pub error_code: Option<String>,
+    pub policies: Vec<String>,
+}
+
+impl Outcome {
+    pub fn from_response(r: &EvaluationResponse) -> Self {
+        let ctx = r.context.as_ref();
+        let s = |k: &str| ctx.and_then(|c| c.get(k)).and_then(Value::as_str).map(str::to_owned);
+        let reason = s("reason").unwrap_or_else(|| if r.decision { "allowed".into() } else { "denied".into() });
+        Outcome {
+            // An allow must say so in both places; anything else is a deny.
+            allowed: r.decision && reason == "allowed",
+            reason,
+            decision_id: s("decision_id"),
+            error_code: s("error_code"),
+            policies: ctx
+                .and_then(|c| c.get("policies"))
+                .and_then(Value::as_array)
+                .map(|a| a.iter().filter_map(Value::as_str).map(str::to_owned).collect())
+                .unwrap_or_default(),
+        }
+    }
+
+    /// Allowed, or held for a person (and the tool may be held).
+    pub fn visible(&self, approvable: bool) -> bool {
+        self.allowed || (approvable && self.reason == "approval_required")
+    }
+
+    /// The `data` of the JSON-RPC error (or the HTTP error body) for a refusal.
+    pub fn error_data(&self) -> Value {
+        let mut d = json!({ "reason": self.reason });
+        if let Value::Object(m) = &mut d {
+            if let Some(id) = &self.decision_id {
+                m.insert("decision_id".into(), json!(id));
+            }
+            if let Some(c) = &self.error_code {
+                m.insert("error_code".into(), json!(c));
+            }
+            if !self.policies.is_empty() {
+                m.insert("policies".into(), json!(self.policies));
+            }
+        }
+        d
+    }
+
+    pub fn message(&self) -> String {
+        match self.reason.as_str() {
+            "approval_required" => "this call needs a person's approval".to_owned(),
+            "approval_not_available" => "policy asks for approval, which this tool does not allow: refused".to_owned(),
+            r => format!("denied: {r}"),
+        }
+    }
+}
+
+/// The effective action kind of a tool: the config's, raised (never lowered) by what the
+/// upstream's annotations admit. `readOnlyHint: false` makes a read at least a write;
+/// `destructiveHint: true` on a tool that is not read-only makes it an execute.
+pub fn effective_kind(cfg: &ToolPolicy, read_only: Option<bool>, destructive: Option<bool>) -> ActionKind {
+    let hinted = match (read_only, destructive) {
+        (Some(true), _) => ActionKind::Read,
+        (_, Some(true)) => ActionKind::Execute,
+        (Some(false), _) => ActionKind::Write,
+        _ => ActionKind::Read,
+    };
+    cfg.kind.max(hinted)
+}
+
+/// SHA-256 of the canonical JSON of the arguments, hex.
+pub fn arguments_digest(args: &Value) -> String {
+    hex::encode(Sha256::digest(canonical_json(args).as_bytes()))
+}
+
+/// The arguments as recorded: configured fields (top-level, or dotted paths) redacted.
+pub fn redacted(args: &Value, fields: &[String]) -> Value {
+    let mut out = args.clone();
+    for f in fields {
+        let mut cur = &mut out;
+        let parts: Vec<&str> = f.split('.').collect();
+        for (i, p) in parts.iter().enumerate() {
+            let Value::Object(m) = cur else { break };
+            if i + 1 == parts.len() {
+                if let Some(slot) = m.get_mut(*p) {
+                    *slot = json!("[redacted]");
+                }
+                break;
+            }
+            match m.get_mut(*p) {
+                Some(next) => cur = next,
+                None => break,
+            }
+        }
+    }
+    out
+}
+
+/// One `tool.call` evidence event.
+pub struct CallRecord<'a> {
+    pub mandate: Option<&'a VerifiedMandate>,
+    pub upstream: &'a str,
+    pub protocol: &'a str,
+    /// The MCP method, or the HTTP method.
+    pub method: &'a str,
+    pub tool: &'a str,
+    pub action: &'a str,
+    pub kind: ActionKind,
+    pub outcome: &'a Outcome,
+    pub forwarded: bool,
+    /// `ok`, `tool_error`, `jsonrpc_error`, `http_status`, `denied`, `upstream_timeout`, …
+    pub result: &'a str,
+    pub status: Option<i64>,
+    pub arguments: Option<&'a Value>,
+    pub log_arguments: bool,
+    pub redact: &'a [String],
+    pub latency_us: u64,
+    pub response_bytes: usize,
+    pub secret: Option<(&'a str, u32)>,
+    pub request_id: Option<&'a str>,
+}
+
+impl CallRecord<'_> {
+    pub fn event(&self, now_ms: i64) -> NewEvent {
+        let mut d = json!({
+            "upstream": self.upstream,
+            "protocol": self.protocol,
+            "method": self.method,
+            "tool": self.tool,
+            "action": self.action,
+            "kind": self.kind.as_str(),
+            "decision": self.outcome.allowed,
+            "reason": self.outcome.reason,
+            "forwarded": self.forwarded,
+            "result": self.result,
+            "latency_us": self.latency_us,
+            "response_bytes": self.response_bytes,
+        });
+        if let Value::Object(m) = &mut d {
+            if let Some(id) = &self.outcome.decision_id {
+                m.insert("decision_id".into(), json!(id));
+            }
+            if let Some(s) = self.status {
+                m.insert("status".into(), json!(s));
+            }
+            if let Some(args) = self.arguments {
+                m.insert("arguments_sha256".into(), json!(arguments_digest(args)));
+                if self.log_arguments {
+                    m.insert("arguments".into(), redacted(args, self.redact));
+                }
+            }
+            if let Some((name, version)) = self.secret {
+                m.insert("secret".into(), json!({ "name": name, "version": version }));
+            }
+            if let Some(r) = self.request_id {
+                m.insert("request_id".into(), json!(r));
+            }
+        }
+        NewEvent {
+            ts_ms: now_ms,
+            kind: kinds::TOOL_CALL.to_owned(),
+            actor: self.mandate.map(|m| m.claims().sub.clone()).unwrap_or_else(|| "anonymous".to_owned()),
+            agent: self.mandate.map(|m| m.claims().agent.clone()),
+            task: self.mandate.map(|m| m.claims().task_id.clone()),
+            details: d,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn annotations_only_tighten() {
+        let read = ToolPolicy { kind: ActionKind::Read, ..ToolPolicy::unknown() };
+        assert_eq!(effective_kind(&read, Some(true), None), ActionKind::Read);
+        assert_eq!(effective_kind(&read, Some(false), None), ActionKind::Write);
+        assert_eq!(effective_kind(&read, None, Some(true)), ActionKind::Execute);
+        assert_eq!(effective_kind(&read, None, None), ActionKind::Read);
+        let exec = ToolPolicy::unknown();
+        assert_eq!(effective_kind(&exec, Some(true), Some(false)), ActionKind::Execute, "a hint never loosens the config");
+    }
+
+    #[test]
+    fn digest_is_over_canonical_json() {
+        assert_eq!(arguments_digest(&json!({"b": 1, "a": [1, 2]})), arguments_digest(&json!({"a": [1, 2], "b": 1})));
+        assert_ne!(arguments_digest(&json!({"a": 1})), arguments_digest(&json!({"a": 2})));
+    }
+
+    #[test]
+    fn redaction_reaches_nested_fields() {
+        let r = redacted(&json!({"to": "a@b", "body": "secret", "meta": {"token": "t", "n": 1}}), &["body".into(), "meta.token".into()]);
+        assert_eq!(r, json!({"to": "a@b", "body": "[redacted]", "meta": {"token": "[redacted]", "n": 1}}));
+    }
+
+    #[test]
+    fn policy_view_fits_cedar() {
+        let v = policy_view(&json!({"x": 1.5, "n": null, "l": [1, null, 18446744073709551615u64], "ok": 3}), 0);
+        assert_eq!(v, json!({"x": "1.5", "l": [1, "18446744073709551615"], "ok": 3}));
+    }
+
+    #[test]
+    fn an_allow_needs_both_the_flag_and_the_reason() {
+        let r = EvaluationResponse { decision: true, context: Some(json!({"reason": "approval_required", "decision_id": "dec_1"})) };
+        let o = Outcome::from_response(&r);
+        assert!(!o.allowed);
+        assert!(o.visible(true));
+        assert!(!o.visible(false));
+        let r = EvaluationResponse { decision: true, context: Some(json!({"reason": "allowed"})) };
+        assert!(Outcome::from_response(&r).allowed);
+    }
+}

@@ -1,0 +1,82 @@
+//! What the gateway needs from the control plane, as one trait with two implementations:
+//! in-process when the gateway is mounted inside `mandate serve` ([`crate::embedded`]) and
+//! over HTTP when it runs apart ([`crate::remote`]). Every method fails closed: an error is a
+//! refusal, never an allow.
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use mandate_audit::NewEvent;
+use mandate_proto::authzen::{EvaluationRequest, EvaluationResponse};
+use mandate_token::VerifiedMandate;
+use tokio::sync::broadcast;
+use zeroize::Zeroizing;
+
+/// Why a request was refused before any decision was asked for.
+#[derive(Debug, Clone)]
+pub struct Refusal {
+    /// A stable code: `mandate_required`, `invalid_mandate`, `task_revoked`, `agent_disabled`,
+    /// `control_plane_unavailable`, ….
+    pub reason: String,
+    /// A detail code for a refused mandate (`expired`, `bad_signature`, …).
+    pub error_code: Option<String>,
+    /// The mandate, when it verified but its task or agent may not act: a tool call made
+    /// with it is still decided (and so recorded) by the control plane.
+    pub mandate: Option<Arc<VerifiedMandate>>,
+}
+
+impl Refusal {
+    pub fn new(reason: &str) -> Self {
+        Refusal { reason: reason.to_owned(), error_code: None, mandate: None }
+    }
+
+    pub fn with_code(reason: &str, code: &str) -> Self {
+        Refusal { reason: reason.to_owned(), error_code: Some(code.to_owned()), mandate: None }
+    }
+
+    /// A refusal of a mandate that verified.
+    pub fn of(reason: &str, mandate: Arc<VerifiedMandate>) -> Self {
+        Refusal { reason: reason.to_owned(), error_code: None, mandate: Some(mandate) }
+    }
+
+    /// True when the credential itself is at fault (HTTP 401), rather than what it is for.
+    pub fn is_credential(&self) -> bool {
+        matches!(self.reason.as_str(), "mandate_required" | "invalid_mandate")
+    }
+}
+
+/// A task or agent that may no longer act, as the control plane announces it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Revoked {
+    Task(String),
+    Agent(String),
+}
+
+#[async_trait]
+pub trait ControlPlane: Send + Sync + 'static {
+    /// Verifies a mandate (signature, `typ`, issuer, audience, expiry; cached) and checks that
+    /// its task is live and its agent active, from state that revocation updates at once.
+    async fn check_mandate(&self, token: &str) -> Result<Arc<VerifiedMandate>, Refusal>;
+
+    /// Decides every request, made durable in the trail before this returns; the answers are
+    /// in request order. An unreachable control plane answers every item with a deny.
+    async fn decide(&self, requests: Vec<EvaluationRequest>, request_id: Option<&str>) -> Vec<EvaluationResponse>;
+
+    /// Queues an evidence event (a tool call's outcome); does not wait for durability.
+    fn record(&self, event: NewEvent);
+
+    /// The latest version of a secret and its value (zeroized when dropped). The error is a
+    /// stable code (`secret_not_found`, `secret_unavailable`, …); it never holds the value.
+    async fn secret(&self, name: &str) -> Result<(u32, Zeroizing<Vec<u8>>), String>;
+
+    /// Revocations as they happen, so open sessions of a revoked task are closed at once.
+    fn revocations(&self) -> broadcast::Receiver<Revoked>;
+
+    /// The `environment` decisions are made in when the gateway config names none.
+    fn environment(&self) -> Option<String> {
+        None
+    }
+
+    /// Where agents get mandates: the `authorization_servers` of the protected-resource metadata.
+    fn issuer(&self) -> String;
+}

@@ -1,0 +1,128 @@
+//! The control plane in the same process (`mandate serve` with a `[gateway]` section):
+//! mandates are checked against the server's own keys and registry, decisions run the
+//! pipeline directly, evidence goes to the server's audit writer. No HTTP hop anywhere.
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use mandate_audit::NewEvent;
+use mandate_core::{AgentStatus, TaskStatus};
+use mandate_proto::authzen::{EvaluationRequest, EvaluationResponse};
+use mandate_proto::gateway::{RevocationEntry, RevocationKind};
+use mandate_server::AppState;
+use mandate_server::pipeline;
+use mandate_token::VerifiedMandate;
+use tokio::sync::broadcast;
+use zeroize::Zeroizing;
+
+use crate::control::{ControlPlane, Refusal, Revoked};
+
+/// The actor recorded on decisions the embedded gateway asks for.
+pub const ACTOR: &str = "gateway:embedded";
+
+pub struct Embedded {
+    state: Arc<AppState>,
+    revoked: broadcast::Sender<Revoked>,
+}
+
+impl Embedded {
+    /// Wraps the server's state and starts relaying its revocation feed to the gateway.
+    pub fn new(state: Arc<AppState>) -> Arc<Embedded> {
+        let (revoked, _) = broadcast::channel(4096);
+        let mut feed = state.revocations().subscribe();
+        let tx = revoked.clone();
+        tokio::spawn(async move {
+            loop {
+                match feed.recv().await {
+                    Ok(entry) => {
+                        if let Some(r) = as_revoked(&entry) {
+                            let _ = tx.send(r);
+                        }
+                    }
+                    Err(broadcast::error::RecvError::Lagged(_)) => continue,
+                    Err(broadcast::error::RecvError::Closed) => return,
+                }
+            }
+        });
+        Arc::new(Embedded { state, revoked })
+    }
+}
+
+/// A feed entry as a revocation, if it stops something from acting.
+pub fn as_revoked(entry: &RevocationEntry) -> Option<Revoked> {
+    if !entry.status.stops() {
+        return None;
+    }
+    Some(match entry.kind {
+        RevocationKind::Task => Revoked::Task(entry.id.clone()),
+        RevocationKind::Agent => Revoked::Agent(entry.id.clone()),
+    })
+}
+
+#[async_trait]
+impl ControlPlane for Embedded {
+    async fn check_mandate(&self, token: &str) -> Result<Arc<VerifiedMandate>, Refusal> {
+        let s = &self.state;
+        let now_secs = s.clock.now_secs();
+        let mandate = match s.cache.get(token, now_secs) {
+            Some(m) => m,
+            None => match s.keys.signing().verifier.verify(token, now_secs) {
+                Ok(m) => {
+                    let m = Arc::new(m);
+                    s.cache.put(token, m.clone(), now_secs);
+                    m
+                }
+                Err(e) => return Err(Refusal::with_code("invalid_mandate", e.code())),
+            },
+        };
+        let claims = mandate.claims();
+        let Some(task) = s.registry.task(&claims.task_id) else {
+            return Err(Refusal::of("task_unknown", mandate));
+        };
+        let refused = match task.status {
+            TaskStatus::Live if task.expires_at_ms > s.clock.now_ms() => None,
+            TaskStatus::Live | TaskStatus::Expired => Some("task_expired"),
+            TaskStatus::Completed => Some("task_completed"),
+            TaskStatus::Revoked => Some("task_revoked"),
+        };
+        if let Some(reason) = refused {
+            return Err(Refusal::of(reason, mandate));
+        }
+        match s.registry.agent(&claims.agent) {
+            Some(a) if a.status == AgentStatus::Active => Ok(mandate),
+            Some(_) => Err(Refusal::of("agent_disabled", mandate)),
+            None => Err(Refusal::of("agent_unknown", mandate)),
+        }
+    }
+
+    async fn decide(&self, requests: Vec<EvaluationRequest>, request_id: Option<&str>) -> Vec<EvaluationResponse> {
+        pipeline::decide_all(&self.state, &requests, ACTOR, request_id)
+            .await
+            .into_iter()
+            .map(|r| match r {
+                Ok(v) => v.response(),
+                Err(message) => pipeline::item_error(400, &message),
+            })
+            .collect()
+    }
+
+    fn record(&self, event: NewEvent) {
+        self.state.enqueue_event(event);
+    }
+
+    async fn secret(&self, name: &str) -> Result<(u32, Zeroizing<Vec<u8>>), String> {
+        self.state.reveal_secret(name).await.map_err(|e| e.code().to_owned())
+    }
+
+    fn revocations(&self) -> broadcast::Receiver<Revoked> {
+        self.revoked.subscribe()
+    }
+
+    fn environment(&self) -> Option<String> {
+        Some(self.state.settings.environment.clone())
+    }
+
+    fn issuer(&self) -> String {
+        self.state.settings.issuer.clone()
+    }
+}

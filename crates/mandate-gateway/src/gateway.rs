@@ -1,0 +1,226 @@
+//! The gateway's state: its configuration, the control plane it asks, the upstreams and the
+//! open sessions. Sessions are bound to the task of the mandate that opened them and die
+//! with it: a revocation announced by the control plane closes them at once.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use axum::http::{HeaderName, HeaderValue};
+use base64::Engine;
+use parking_lot::Mutex;
+use serde_json::Value;
+use tokio::sync::broadcast::error::RecvError;
+use tokio_util::sync::CancellationToken;
+use zeroize::Zeroizing;
+
+use crate::config::{GatewayConfig, Inject, InjectFormat, Target, Upstream};
+use crate::control::{ControlPlane, Revoked};
+use crate::mcp::upstream::{ClientIdentity, Link, McpUpstream};
+
+pub struct Gateway {
+    pub cfg: GatewayConfig,
+    pub control: Arc<dyn ControlPlane>,
+    pub mcp: HashMap<String, Arc<McpUpstream>>,
+    pub apis: HashMap<String, Arc<Upstream>>,
+    pub http: reqwest::Client,
+    pub sessions: Sessions,
+}
+
+/// One client session (2025-11-25), or the shared link of a task's stateless requests to an
+/// upstream that needs a session or a process.
+pub struct Session {
+    pub id: String,
+    pub upstream: Arc<McpUpstream>,
+    pub task_id: String,
+    pub agent: String,
+    pub client: ClientIdentity,
+    /// The revision negotiated with the client.
+    pub client_protocol: String,
+    pub link: Link,
+    /// The upstream's `InitializeResult` or `DiscoverResult`.
+    pub described: Value,
+    pub last_used_ms: AtomicI64,
+    /// Cancelled when the session ends: open streams stop.
+    pub ended: CancellationToken,
+}
+
+impl Session {
+    pub fn touch(&self) {
+        self.last_used_ms.store(now_ms(), Ordering::Relaxed);
+    }
+}
+
+#[derive(Default)]
+pub struct Sessions {
+    by_id: Mutex<HashMap<String, Arc<Session>>>,
+    /// Opening a shared link is serialised per key so that a burst opens one, not many.
+    opening: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
+}
+
+impl Sessions {
+    pub fn get(&self, id: &str) -> Option<Arc<Session>> {
+        self.by_id.lock().get(id).cloned()
+    }
+
+    pub fn insert(&self, s: Arc<Session>) {
+        self.by_id.lock().insert(s.id.clone(), s);
+    }
+
+    pub fn remove(&self, id: &str) -> Option<Arc<Session>> {
+        self.by_id.lock().remove(id)
+    }
+
+    pub fn len(&self) -> usize {
+        self.by_id.lock().len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    pub fn opening_lock(&self, key: &str) -> Arc<tokio::sync::Mutex<()>> {
+        self.opening.lock().entry(key.to_owned()).or_default().clone()
+    }
+
+    /// Removes every session matching `f` and returns them.
+    pub fn drain(&self, f: impl Fn(&Session) -> bool) -> Vec<Arc<Session>> {
+        let mut map = self.by_id.lock();
+        let ids: Vec<String> = map.values().filter(|s| f(s)).map(|s| s.id.clone()).collect();
+        ids.iter().filter_map(|id| map.remove(id)).collect()
+    }
+}
+
+/// The key of a task's shared link to an upstream (stateless clients).
+pub fn shared_key(upstream: &str, task: &str) -> String {
+    format!("shared:{upstream}:{task}")
+}
+
+impl Gateway {
+    pub fn new(cfg: GatewayConfig, control: Arc<dyn ControlPlane>) -> Result<Arc<Gateway>, String> {
+        let http = reqwest::Client::builder()
+            .connect_timeout(Duration::from_secs(5))
+            .pool_idle_timeout(Duration::from_secs(60))
+            .redirect(reqwest::redirect::Policy::none())
+            .build()
+            .map_err(|e| format!("cannot build the HTTP client: {e}"))?;
+        let mut mcp = HashMap::new();
+        let mut apis = HashMap::new();
+        for u in &cfg.upstreams {
+            match u.target {
+                Target::Http { .. } => {
+                    apis.insert(u.name.clone(), Arc::new(u.clone()));
+                }
+                _ => {
+                    mcp.insert(u.name.clone(), Arc::new(McpUpstream::new(u.clone(), http.clone(), cfg.max_message_bytes)));
+                }
+            }
+        }
+        let gw = Arc::new(Gateway { cfg, control, mcp, apis, http, sessions: Sessions::default() });
+        tokio::spawn(watch_revocations(Arc::downgrade(&gw), gw.control.revocations()));
+        tokio::spawn(reap_idle(Arc::downgrade(&gw)));
+        Ok(gw)
+    }
+
+    /// Ends a session: its streams stop, its upstream link is closed.
+    pub async fn end_session(&self, s: Arc<Session>) {
+        s.ended.cancel();
+        let inject = match self.injection(&s.upstream.cfg, None).await {
+            Ok(i) => i.map(|i| i.header),
+            Err(_) => None,
+        };
+        s.upstream.close(&s.link, inject.as_ref()).await;
+    }
+
+    /// The header carrying an upstream's brokered secret, if it has one. The value lives in
+    /// zeroized buffers only as long as the request does.
+    pub async fn injection(&self, u: &Upstream, _task: Option<&str>) -> Result<Option<Injected>, String> {
+        let Some(inject) = &u.inject else { return Ok(None) };
+        let (version, value) = self.control.secret(&inject.secret).await?;
+        let header = header_for(inject, &value)?;
+        Ok(Some(Injected { header, secret: inject.secret.clone(), version }))
+    }
+}
+
+/// A secret ready to go upstream.
+pub struct Injected {
+    pub header: (HeaderName, HeaderValue),
+    pub secret: String,
+    pub version: u32,
+}
+
+fn header_for(inject: &Inject, value: &[u8]) -> Result<(HeaderName, HeaderValue), String> {
+    let name = HeaderName::from_bytes(inject.header.as_bytes()).map_err(|_| "secret_unusable".to_owned())?;
+    let text = std::str::from_utf8(value).map_err(|_| "secret_unusable".to_owned())?;
+    let full: Zeroizing<String> = Zeroizing::new(match &inject.format {
+        InjectFormat::Template { prefix, suffix } => format!("{prefix}{text}{suffix}"),
+        InjectFormat::Basic { user } => {
+            let pair = Zeroizing::new(format!("{user}:{text}"));
+            format!("Basic {}", base64::engine::general_purpose::STANDARD.encode(pair.as_bytes()))
+        }
+    });
+    let mut v = HeaderValue::from_str(&full).map_err(|_| "secret_unusable".to_owned())?;
+    v.set_sensitive(true);
+    Ok((name, v))
+}
+
+pub fn now_ms() -> i64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)
+}
+
+/// Closes the sessions of every task or agent the control plane revokes.
+async fn watch_revocations(gw: std::sync::Weak<Gateway>, mut rx: tokio::sync::broadcast::Receiver<Revoked>) {
+    loop {
+        let ev = match rx.recv().await {
+            Ok(ev) => Some(ev),
+            Err(RecvError::Lagged(_)) => None,
+            Err(RecvError::Closed) => return,
+        };
+        let Some(gw) = gw.upgrade() else { return };
+        let ended = match &ev {
+            Some(Revoked::Task(t)) => gw.sessions.drain(|s| &s.task_id == t),
+            Some(Revoked::Agent(a)) => gw.sessions.drain(|s| &s.agent == a),
+            // Missed some: every session is re-checked on its next request anyway; close
+            // nothing blindly.
+            None => Vec::new(),
+        };
+        for s in ended {
+            tracing::info!(session = %s.id, task = %s.task_id, "session closed: its task or agent was revoked");
+            gw.end_session(s).await;
+        }
+    }
+}
+
+async fn reap_idle(gw: std::sync::Weak<Gateway>) {
+    let mut tick = tokio::time::interval(Duration::from_secs(15));
+    loop {
+        tick.tick().await;
+        let Some(gw) = gw.upgrade() else { return };
+        let idle = gw.cfg.session_idle.as_millis() as i64;
+        let now = now_ms();
+        for s in gw.sessions.drain(|s| now - s.last_used_ms.load(Ordering::Relaxed) > idle) {
+            gw.end_session(s).await;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn headers_are_built_from_the_format() {
+        let bearer = Inject {
+            header: "Authorization".into(),
+            secret: "s".into(),
+            format: InjectFormat::Template { prefix: "Bearer ".into(), suffix: String::new() },
+        };
+        let (k, v) = header_for(&bearer, b"tok").unwrap();
+        assert_eq!((k.as_str(), v.to_str().unwrap()), ("authorization", "Bearer tok"));
+        assert!(v.is_sensitive());
+        let basic = Inject { header: "Authorization".into(), secret: "s".into(), format: InjectFormat::Basic { user: "bot".into() } };
+        assert_eq!(header_for(&basic, b"pw").unwrap().1.to_str().unwrap(), "Basic Ym90OnB3");
+        assert!(header_for(&bearer, b"bad\nvalue").is_err(), "a value that would split headers is refused");
+    }
+}

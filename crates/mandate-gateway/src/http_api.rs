@@ -1,0 +1,286 @@
+//! `/api/{name}/{*path}`: a plain HTTP API behind a route table. Each request is matched to a
+//! route (method and path pattern), which names its action, kind, classification and
+//! resource; the decision is asked for, and only an allowed request is forwarded, with the
+//! brokered secret and without the agent's mandate. Unmatched routes are denied.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use axum::body::Body;
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, Method, StatusCode, Uri, header};
+use axum::response::{IntoResponse, Response};
+use futures_util::StreamExt;
+use serde_json::{Map, Value, json};
+
+use crate::authz::{Ask, CallRecord, Outcome};
+use crate::config::{Target, Upstream};
+use crate::gateway::{Gateway, now_ms};
+
+/// Request headers never forwarded: hop-by-hop ones, and the agent's credential.
+const DROP: [&str; 10] = [
+    "authorization",
+    "connection",
+    "keep-alive",
+    "proxy-authorization",
+    "te",
+    "trailer",
+    "transfer-encoding",
+    "upgrade",
+    "host",
+    "content-length",
+];
+
+pub async fn proxy(
+    State(gw): State<Arc<Gateway>>,
+    Path((name, rest)): Path<(String, String)>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
+    handle(gw, name, format!("/{rest}"), method, uri, headers, body).await
+}
+
+pub async fn proxy_root(
+    State(gw): State<Arc<Gateway>>,
+    Path(name): Path<String>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
+    handle(gw, name, "/".to_owned(), method, uri, headers, body).await
+}
+
+async fn handle(gw: Arc<Gateway>, name: String, path: String, method: Method, uri: Uri, headers: HeaderMap, body: Body) -> Response {
+    let started = Instant::now();
+    let Some(up) = gw.apis.get(&name).cloned() else {
+        return error(StatusCode::NOT_FOUND, "upstream_not_found", &format!("no HTTP upstream `{}`", mandate_core::clip(&name)), None);
+    };
+    let Some(token) = bearer(&headers) else {
+        return error(StatusCode::UNAUTHORIZED, "mandate_required", "a mandate is required: send `Authorization: Bearer <mandate>`", None);
+    };
+    let mandate = match gw.control.check_mandate(token).await {
+        Ok(m) => m,
+        Err(r) if r.is_credential() => {
+            return error(StatusCode::UNAUTHORIZED, &r.reason, "the mandate is not valid", Some(json!({ "error_code": r.error_code })));
+        }
+        Err(r) => return error(StatusCode::FORBIDDEN, &r.reason, &format!("denied: {}", r.reason), None),
+    };
+    let body = match axum::body::to_bytes(body, gw.cfg.max_message_bytes).await {
+        Ok(b) => b,
+        Err(_) => {
+            return error(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "body_too_large",
+                &format!("the body is larger than {} bytes", gw.cfg.max_message_bytes),
+                None,
+            );
+        }
+    };
+    let matched = up.routes.iter().find_map(|r| r.matches(method.as_str(), &path).map(|p| (r, p)));
+    let Some((route, params)) = matched else {
+        let outcome =
+            Outcome { allowed: false, reason: "route_not_configured".into(), decision_id: None, error_code: None, policies: Vec::new() };
+        let ev = CallRecord {
+            mandate: Some(&mandate),
+            upstream: &up.name,
+            protocol: "http",
+            method: method.as_str(),
+            tool: &path,
+            action: "",
+            kind: mandate_policy::ActionKind::Execute,
+            outcome: &outcome,
+            forwarded: false,
+            result: "denied",
+            status: None,
+            arguments: None,
+            log_arguments: false,
+            redact: &[],
+            latency_us: started.elapsed().as_micros() as u64,
+            response_bytes: 0,
+            secret: None,
+            request_id: None,
+        }
+        .event(now_ms());
+        gw.control.record(ev);
+        return error(
+            StatusCode::FORBIDDEN,
+            "route_not_configured",
+            &format!("`{} {}` matches no configured route", method, mandate_core::clip(&path)),
+            None,
+        );
+    };
+    let mut context = Map::new();
+    context.insert("protocol".into(), json!("http"));
+    context.insert("method".into(), json!(method.as_str()));
+    context.insert("path".into(), json!(path));
+    let path_params: Map<String, Value> = params.iter().map(|(k, v)| (k.clone(), json!(v))).collect();
+    context.insert("path_params".into(), Value::Object(path_params));
+    let query: Map<String, Value> = uri
+        .query()
+        .map(|q| url::form_urlencoded::parse(q.as_bytes()).map(|(k, v)| (k.into_owned(), json!(v.into_owned()))).collect())
+        .unwrap_or_default();
+    context.insert("query".into(), Value::Object(query));
+    let json_body: Option<Value> = serde_json::from_slice(&body).ok().filter(Value::is_object);
+    let ask = Ask {
+        token,
+        mandate: &mandate,
+        upstream: &up.name,
+        action: &route.action,
+        kind: route.kind,
+        classification: route.classification,
+        resource: route.resource(&params),
+        context,
+        arguments: json_body.as_ref(),
+    };
+    let environment = gw.cfg.environment.clone().or_else(|| gw.control.environment());
+    let rid = headers.get("x-request-id").and_then(|v| v.to_str().ok()).map(str::to_owned);
+    let answers = gw.control.decide(vec![ask.request(environment.as_deref())], rid.as_deref()).await;
+    let mut outcome = answers.first().map(Outcome::from_response).unwrap_or_else(|| Outcome {
+        allowed: false,
+        reason: "evaluation_error".into(),
+        decision_id: None,
+        error_code: None,
+        policies: Vec::new(),
+    });
+    if !outcome.allowed && outcome.reason == "approval_required" && !route.approval {
+        outcome.reason = "approval_not_available".into();
+    }
+    let record = |forwarded: bool, result: &str, status: Option<i64>, bytes: usize, secret: Option<(&str, u32)>| {
+        CallRecord {
+            mandate: Some(&mandate),
+            upstream: &up.name,
+            protocol: "http",
+            method: method.as_str(),
+            tool: &path,
+            action: &route.action,
+            kind: route.kind,
+            outcome: &outcome,
+            forwarded,
+            result,
+            status,
+            arguments: json_body.as_ref(),
+            log_arguments: false,
+            redact: &[],
+            latency_us: started.elapsed().as_micros() as u64,
+            response_bytes: bytes,
+            secret,
+            request_id: rid.as_deref(),
+        }
+        .event(now_ms())
+    };
+    if !outcome.allowed {
+        gw.control.record(record(false, "denied", None, 0, None));
+        let status = if outcome.reason == "control_plane_unavailable" { StatusCode::SERVICE_UNAVAILABLE } else { StatusCode::FORBIDDEN };
+        return error(status, &outcome.reason, &outcome.message(), Some(outcome.error_data()));
+    }
+    let injected = match gw.injection(&up, Some(&mandate.claims().task_id)).await {
+        Ok(i) => i,
+        Err(code) => {
+            gw.control.record(record(false, &code, None, 0, None));
+            return error(StatusCode::BAD_GATEWAY, &code, "the upstream's credential is not available", None);
+        }
+    };
+    let url = target_url(&up, &path, uri.query());
+    let mut req = gw.http.request(method.clone(), url).timeout(up.timeout).body(body);
+    for (k, v) in &headers {
+        if !DROP.contains(&k.as_str()) {
+            req = req.header(k, v);
+        }
+    }
+    if let Some(i) = &injected {
+        req = req.header(i.header.0.clone(), i.header.1.clone());
+    }
+    let secret = injected.as_ref().map(|i| (i.secret.clone(), i.version));
+    drop(injected);
+    let resp = match req.send().await {
+        Ok(r) => r,
+        Err(e) => {
+            let reason = if e.is_timeout() { "upstream_timeout" } else { "upstream_unreachable" };
+            gw.control.record(record(true, reason, None, 0, secret.as_ref().map(|(n, v)| (n.as_str(), *v))));
+            return error(StatusCode::BAD_GATEWAY, reason, &format!("the upstream failed: {}", crate::remote::root_cause(&e)), None);
+        }
+    };
+    let status = resp.status();
+    let resp_headers = resp.headers().clone();
+    let mut out = Vec::new();
+    let mut stream = resp.bytes_stream();
+    while let Some(chunk) = stream.next().await {
+        match chunk {
+            Ok(c) if out.len() + c.len() <= gw.cfg.max_message_bytes => out.extend_from_slice(&c),
+            Ok(_) => {
+                gw.control.record(record(
+                    true,
+                    "upstream_too_large",
+                    Some(i64::from(status.as_u16())),
+                    out.len(),
+                    secret.as_ref().map(|(n, v)| (n.as_str(), *v)),
+                ));
+                return error(StatusCode::BAD_GATEWAY, "upstream_too_large", "the upstream's answer is too large", None);
+            }
+            Err(e) => {
+                gw.control.record(record(
+                    true,
+                    "upstream_unreachable",
+                    Some(i64::from(status.as_u16())),
+                    out.len(),
+                    secret.as_ref().map(|(n, v)| (n.as_str(), *v)),
+                ));
+                return error(
+                    StatusCode::BAD_GATEWAY,
+                    "upstream_unreachable",
+                    &format!("the upstream failed: {}", crate::remote::root_cause(&e)),
+                    None,
+                );
+            }
+        }
+    }
+    let result = if status.is_success() { "ok" } else { "http_status" };
+    gw.control.record(record(true, result, Some(i64::from(status.as_u16())), out.len(), secret.as_ref().map(|(n, v)| (n.as_str(), *v))));
+    let mut builder = Response::builder().status(status);
+    for (k, v) in &resp_headers {
+        let hop = ["connection", "keep-alive", "transfer-encoding", "content-length", "set-cookie"].contains(&k.as_str());
+        if !hop {
+            builder = builder.header(k, v);
+        }
+    }
+    builder.body(Body::from(out)).unwrap_or_else(|_| StatusCode::BAD_GATEWAY.into_response())
+}
+
+fn target_url(up: &Upstream, path: &str, query: Option<&str>) -> String {
+    let base = match &up.target {
+        Target::Http { base_url } => base_url.as_str(),
+        _ => "",
+    };
+    match query {
+        Some(q) => format!("{base}{path}?{q}"),
+        None => format!("{base}{path}"),
+    }
+}
+
+fn bearer(headers: &HeaderMap) -> Option<&str> {
+    headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer ").or_else(|| v.strip_prefix("bearer ")))
+        .map(str::trim)
+        .filter(|t| !t.is_empty())
+}
+
+fn error(status: StatusCode, code: &str, message: &str, extra: Option<Value>) -> Response {
+    let mut e = json!({ "code": code, "message": message });
+    if let (Some(Value::Object(x)), Value::Object(m)) = (extra, &mut e) {
+        for (k, v) in x {
+            if !v.is_null() {
+                m.insert(k, v);
+            }
+        }
+    }
+    let mut resp = (status, axum::Json(json!({ "error": e }))).into_response();
+    if status == StatusCode::UNAUTHORIZED {
+        resp.headers_mut().insert(header::WWW_AUTHENTICATE, header::HeaderValue::from_static("Bearer"));
+    }
+    resp
+}

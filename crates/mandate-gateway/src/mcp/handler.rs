@@ -1,0 +1,903 @@
+//! `/mcp/{name}`: the MCP endpoint clients talk to. The order of checks, top to bottom:
+//!
+//! 1. the upstream exists, the `Origin` is acceptable, the body fits and is one message;
+//! 2. the bearer is a mandate that verifies, whose task is live and agent active;
+//! 3. the client's revision: `initialize` opens a session (2025-11-25); a request carrying
+//!    2026-07-28 in `MCP-Protocol-Version` or `_meta` is stateless (its routing headers must
+//!    agree with the body); anything else needs a session of the same task;
+//! 4. the method: lists are filtered by one batch decision; calls, reads and prompt fetches
+//!    are decided one by one; pings and notifications pass; any other method is refused.
+//!
+//! Nothing reaches the upstream that was not allowed, and the agent's mandate never does.
+
+use std::sync::Arc;
+use std::sync::atomic::AtomicI64;
+use std::time::Instant;
+
+use axum::body::{Body, Bytes};
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use futures_util::StreamExt;
+use mandate_core::Classification;
+use mandate_policy::ActionKind;
+use mandate_token::VerifiedMandate;
+use serde_json::{Map, Value, json};
+use tokio_util::sync::CancellationToken;
+
+use super::jsonrpc::{self, LEGACY, META_CLIENT_CAPS, META_CLIENT_INFO, META_SERVER_INFO, Message, STATELESS, SUPPORTED, code};
+use super::upstream::{ClientIdentity, Link, McpUpstream, Reply, UpstreamError, stateless_meta};
+use crate::authz::{self, Ask, CallRecord, Outcome};
+use crate::config::ToolPolicy;
+use crate::control::Refusal;
+use crate::gateway::{Gateway, Injected, Session, now_ms, shared_key};
+
+/// Methods that pass without a decision (after the mandate check).
+const PASS: [&str; 2] = ["ping", "logging/setLevel"];
+/// Methods decided one call at a time.
+const DECIDED: [&str; 3] = ["tools/call", "prompts/get", "resources/read"];
+
+/// The state of one request on its way through.
+struct Call<'a> {
+    gw: &'a Gateway,
+    upstream: Arc<McpUpstream>,
+    token: String,
+    mandate: Arc<VerifiedMandate>,
+    stateless: bool,
+    accepts_json: bool,
+    request_id: Option<String>,
+}
+
+pub async fn post(State(gw): State<Arc<Gateway>>, Path(name): Path<String>, headers: HeaderMap, body: Body) -> Response {
+    let Some(upstream) = gw.mcp.get(&name).cloned() else {
+        return http_error(
+            StatusCode::NOT_FOUND,
+            &Value::Null,
+            code::METHOD_NOT_FOUND,
+            &format!("no MCP upstream `{}`", mandate_core::clip(&name)),
+            None,
+        );
+    };
+    if let Some(resp) = check_origin(&gw, &headers) {
+        return resp;
+    }
+    let body = match axum::body::to_bytes(body, gw.cfg.max_message_bytes).await {
+        Ok(b) => b,
+        Err(_) => {
+            return http_error(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                &Value::Null,
+                code::INVALID_REQUEST,
+                &format!("the message is larger than {} bytes", gw.cfg.max_message_bytes),
+                None,
+            );
+        }
+    };
+    let message = match Message::parse(&body) {
+        Ok(m) => m,
+        Err(e) => return http_error(StatusCode::BAD_REQUEST, &e.id, e.code, &e.message, None),
+    };
+    let id = match &message {
+        Message::Request { id, .. } => id.clone(),
+        _ => Value::Null,
+    };
+    let (token, mandate, refusal) = match authenticate(&gw, &headers, &name).await {
+        Ok(t) => t,
+        Err(resp) => return resp,
+    };
+    let stateless = is_stateless(&headers, &message);
+    let call = Call {
+        gw: &gw,
+        upstream,
+        token,
+        mandate,
+        stateless,
+        accepts_json: accepts_json(&headers),
+        request_id: headers.get("x-request-id").and_then(|v| v.to_str().ok()).map(str::to_owned),
+    };
+    if stateless && let Some(resp) = check_routing_headers(&headers, &message) {
+        return resp;
+    }
+    if let Some(r) = refusal {
+        return match message {
+            // Decided anyway, so the refused call is in the trail with its decision.
+            Message::Request { id, method, params } if DECIDED.contains(&method.as_str()) => {
+                call.refused_call(&id, &method, params, &r).await
+            }
+            _ => refusal_response(&headers, &id, &r),
+        };
+    }
+    if stateless {
+        return call.stateless(message).await;
+    }
+    match message {
+        Message::Request { id, method, params } if method == "initialize" => call.initialize(&id, params).await,
+        message => {
+            let session = match session_of(&call, &headers, &id) {
+                Ok(s) => s,
+                Err(resp) => return resp,
+            };
+            session.touch();
+            call.in_session(&session, message).await
+        }
+    }
+}
+
+/// `GET /mcp/{name}`: the session's stream of server messages (2025-11-25), relayed from the
+/// upstream; ends when the session does. 405 where the upstream has none to offer.
+pub async fn get(State(gw): State<Arc<Gateway>>, Path(name): Path<String>, headers: HeaderMap) -> Response {
+    let Some(upstream) = gw.mcp.get(&name).cloned() else {
+        return http_error(
+            StatusCode::NOT_FOUND,
+            &Value::Null,
+            code::METHOD_NOT_FOUND,
+            &format!("no MCP upstream `{}`", mandate_core::clip(&name)),
+            None,
+        );
+    };
+    if let Some(resp) = check_origin(&gw, &headers) {
+        return resp;
+    }
+    let (token, mandate) = match authenticate(&gw, &headers, &name).await {
+        Ok((t, m, None)) => (t, m),
+        Ok((_, _, Some(r))) => return refusal_response(&headers, &Value::Null, &r),
+        Err(resp) => return resp,
+    };
+    let call = Call { gw: &gw, upstream, token, mandate, stateless: false, accepts_json: false, request_id: None };
+    let session = match session_of(&call, &headers, &Value::Null) {
+        Ok(s) => s,
+        Err(resp) => return resp,
+    };
+    if !matches!(session.link, Link::Legacy { .. }) {
+        return (StatusCode::METHOD_NOT_ALLOWED, [(header::ALLOW, "POST, DELETE")]).into_response();
+    }
+    let inject = match gw.injection(&session.upstream.cfg, Some(&session.task_id)).await {
+        Ok(i) => i,
+        Err(code) => return refused(&call, &Value::Null, &Refusal::new(&code)),
+    };
+    let last = headers.get("last-event-id").and_then(|v| v.to_str().ok());
+    let resp = match session.upstream.open_stream(&session.link, inject.as_ref().map(|i| &i.header), last).await {
+        Ok(r) => r,
+        Err(UpstreamError::Status(405)) => return (StatusCode::METHOD_NOT_ALLOWED, [(header::ALLOW, "POST, DELETE")]).into_response(),
+        Err(e) => {
+            return http_error(
+                StatusCode::BAD_GATEWAY,
+                &Value::Null,
+                code::UPSTREAM_ERROR,
+                &e.to_string(),
+                Some(json!({"reason": e.reason()})),
+            );
+        }
+    };
+    drop(inject);
+    let ended: CancellationToken = session.ended.clone();
+    let stream = resp.bytes_stream().take_until(ended.cancelled_owned()).map(|c| c.map_err(std::io::Error::other));
+    Response::builder()
+        .header(header::CONTENT_TYPE, "text/event-stream")
+        .header(header::CACHE_CONTROL, "no-cache")
+        .body(Body::from_stream(stream))
+        .unwrap_or_else(|_| StatusCode::INTERNAL_SERVER_ERROR.into_response())
+}
+
+/// `DELETE /mcp/{name}`: ends the session.
+pub async fn delete(State(gw): State<Arc<Gateway>>, Path(name): Path<String>, headers: HeaderMap) -> Response {
+    let Some(upstream) = gw.mcp.get(&name).cloned() else {
+        return StatusCode::NOT_FOUND.into_response();
+    };
+    // Ending a session needs a mandate that verifies, even for a revoked task.
+    let (token, mandate) = match authenticate(&gw, &headers, &name).await {
+        Ok((t, m, _)) => (t, m),
+        Err(resp) => return resp,
+    };
+    let call = Call { gw: &gw, upstream, token, mandate, stateless: false, accepts_json: true, request_id: None };
+    let session = match session_of(&call, &headers, &Value::Null) {
+        Ok(s) => s,
+        Err(resp) => return resp,
+    };
+    if let Some(s) = gw.sessions.remove(&session.id) {
+        gw.end_session(s).await;
+    }
+    StatusCode::NO_CONTENT.into_response()
+}
+
+impl Call<'_> {
+    /// `initialize`: opens a session and its upstream link.
+    async fn initialize(&self, id: &Value, params: Option<Map<String, Value>>) -> Response {
+        let p = params.unwrap_or_default();
+        let client = ClientIdentity {
+            info: p.get("clientInfo").cloned().unwrap_or_else(|| ClientIdentity::default().info),
+            capabilities: p.get("capabilities").cloned().unwrap_or_else(|| json!({})),
+        };
+        let asked = p.get("protocolVersion").and_then(Value::as_str).unwrap_or(LEGACY);
+        // The session revisions; a client asking for a newer one gets the newest with sessions.
+        let protocol = if SUPPORTED.contains(&asked) && asked != STATELESS { asked } else { LEGACY }.to_owned();
+        let inject = match self.injection().await {
+            Ok(i) => i,
+            Err(code) => {
+                return self.answer(jsonrpc::error(
+                    id,
+                    code::UPSTREAM_ERROR,
+                    "the upstream's credential is not available",
+                    Some(json!({"reason": code})),
+                ));
+            }
+        };
+        let (link, described) = match self.upstream.open(&client, inject.as_ref().map(|i| &i.header)).await {
+            Ok(l) => l,
+            Err(e) => return self.answer(upstream_error(id, &e)),
+        };
+        let session = Arc::new(Session {
+            id: random_id(),
+            upstream: self.upstream.clone(),
+            task_id: self.mandate.claims().task_id.clone(),
+            agent: self.mandate.claims().agent.clone(),
+            client,
+            client_protocol: protocol.clone(),
+            link,
+            described: described.clone(),
+            last_used_ms: AtomicI64::new(now_ms()),
+            ended: CancellationToken::new(),
+        });
+        self.gw.sessions.insert(session.clone());
+        let result = as_initialize_result(&described, &protocol);
+        let mut resp = self.answer(jsonrpc::result(id, result));
+        if let Ok(v) = HeaderValue::from_str(&session.id) {
+            resp.headers_mut().insert("mcp-session-id", v);
+        }
+        resp
+    }
+
+    /// A message inside a 2025-11-25 session.
+    async fn in_session(&self, session: &Arc<Session>, message: Message) -> Response {
+        match message {
+            Message::Request { id, method, params } => self.request(session, &id, &method, params).await,
+            Message::Notification { method, params } => {
+                if method == "notifications/initialized" && !matches!(session.link, Link::Legacy { .. }) {
+                    // The gateway already completed the upstream's handshake for this link.
+                    return StatusCode::ACCEPTED.into_response();
+                }
+                if method.starts_with("notifications/") {
+                    let inject = self.injection().await.ok().flatten();
+                    let _ = self.upstream.notify(&session.link, &method, params.as_ref(), inject.as_ref().map(|i| &i.header)).await;
+                }
+                StatusCode::ACCEPTED.into_response()
+            }
+            Message::Response(v) => {
+                if matches!(session.link, Link::Legacy { .. }) {
+                    let inject = self.injection().await.ok().flatten();
+                    let _ = self.upstream.forward_raw(&session.link, "response", &v, inject.as_ref().map(|i| &i.header)).await;
+                }
+                StatusCode::ACCEPTED.into_response()
+            }
+        }
+    }
+
+    /// A stateless (2026-07-28) message: the task's shared link carries it.
+    async fn stateless(&self, message: Message) -> Response {
+        let (id, method, params) = match message {
+            Message::Request { id, method, params } => (id, method, params),
+            // Stateless notifications and responses have nothing to attach to upstream.
+            _ => return StatusCode::ACCEPTED.into_response(),
+        };
+        let client = ClientIdentity {
+            info: params
+                .as_ref()
+                .and_then(|p| p.get("_meta"))
+                .and_then(|m| m.get(META_CLIENT_INFO))
+                .cloned()
+                .unwrap_or_else(|| ClientIdentity::default().info),
+            capabilities: params
+                .as_ref()
+                .and_then(|p| p.get("_meta"))
+                .and_then(|m| m.get(META_CLIENT_CAPS))
+                .cloned()
+                .unwrap_or_else(|| json!({})),
+        };
+        if method == "initialize" {
+            return self.answer(jsonrpc::error(
+                &id,
+                code::INVALID_REQUEST,
+                "`initialize` does not exist in 2026-07-28; use `server/discover`",
+                None,
+            ));
+        }
+        let session = match self.shared_link(client).await {
+            Ok(s) => s,
+            Err(e) => return self.answer(upstream_error(&id, &e)),
+        };
+        session.touch();
+        if method == "server/discover" {
+            return self.answer(jsonrpc::result(&id, as_discover_result(&session.described)));
+        }
+        self.request(&session, &id, &method, params).await
+    }
+
+    async fn shared_link(&self, client: ClientIdentity) -> Result<Arc<Session>, UpstreamError> {
+        let key = shared_key(&self.upstream.cfg.name, &self.mandate.claims().task_id);
+        if let Some(s) = self.gw.sessions.get(&key) {
+            return Ok(s);
+        }
+        let lock = self.gw.sessions.opening_lock(&key);
+        let _guard = lock.lock().await;
+        if let Some(s) = self.gw.sessions.get(&key) {
+            return Ok(s);
+        }
+        let inject =
+            self.injection().await.map_err(|c| UpstreamError::Unreachable(format!("the upstream's credential is not available ({c})")))?;
+        let (link, described) = self.upstream.open(&client, inject.as_ref().map(|i| &i.header)).await?;
+        let s = Arc::new(Session {
+            id: key,
+            upstream: self.upstream.clone(),
+            task_id: self.mandate.claims().task_id.clone(),
+            agent: self.mandate.claims().agent.clone(),
+            client,
+            client_protocol: STATELESS.to_owned(),
+            link,
+            described,
+            last_used_ms: AtomicI64::new(now_ms()),
+            ended: CancellationToken::new(),
+        });
+        self.gw.sessions.insert(s.clone());
+        Ok(s)
+    }
+
+    /// One request on a link: the method decides what happens.
+    async fn request(&self, session: &Arc<Session>, id: &Value, method: &str, params: Option<Map<String, Value>>) -> Response {
+        match method {
+            "ping" => self.answer(jsonrpc::result(id, json!({}))),
+            "initialize" => self.answer(jsonrpc::error(id, code::INVALID_REQUEST, "the session is already initialised", None)),
+            "server/discover" => self.answer(jsonrpc::result(id, as_discover_result(&session.described))),
+            "tools/list" => self.list(session, id, method, params, "tools", "name").await,
+            "prompts/list" => self.list(session, id, method, params, "prompts", "name").await,
+            "resources/list" => self.list(session, id, method, params, "resources", "uri").await,
+            "resources/templates/list" => self.list(session, id, method, params, "resourceTemplates", "uriTemplate").await,
+            "tools/call" | "prompts/get" | "resources/read" => self.decided(session, id, method, params).await,
+            m if PASS.contains(&m) => match self.forward(session, method, params.as_ref()).await {
+                Ok((reply, _)) => self.answer(with_id(reply.message, id, self.stateless)),
+                Err(e) => self.answer(upstream_error(id, &e)),
+            },
+            other => self.answer(jsonrpc::error(
+                id,
+                code::METHOD_NOT_FOUND,
+                &format!("method `{}` is not available through the gateway", mandate_core::clip(other)),
+                Some(json!({"reason": "method_not_allowed"})),
+            )),
+        }
+    }
+
+    /// Forwards a request upstream with the brokered secret. Returns the reply and the secret
+    /// that went with it (name, version) for the evidence.
+    async fn forward(
+        &self,
+        session: &Session,
+        method: &str,
+        params: Option<&Map<String, Value>>,
+    ) -> Result<(Reply, Option<(String, u32)>), UpstreamError> {
+        let inject =
+            self.injection().await.map_err(|c| UpstreamError::Unreachable(format!("the upstream's credential is not available ({c})")))?;
+        let params = match &session.link {
+            Link::Stateless => Some(stateless_meta(params, &session.client)),
+            _ => params.cloned(),
+        };
+        let used = inject.as_ref().map(|i| (i.secret.clone(), i.version));
+        let reply = self.upstream.send(&session.link, method, params.as_ref(), inject.as_ref().map(|i| &i.header)).await?;
+        Ok((reply, used))
+    }
+
+    async fn injection(&self) -> Result<Option<Injected>, String> {
+        self.gw.injection(&self.upstream.cfg, Some(&self.mandate.claims().task_id)).await
+    }
+
+    /// A list method: forwarded, then every item the agent could not use is removed, decided
+    /// by one batch evaluation.
+    async fn list(
+        &self,
+        session: &Arc<Session>,
+        id: &Value,
+        method: &str,
+        params: Option<Map<String, Value>>,
+        field: &str,
+        key: &str,
+    ) -> Response {
+        let (reply, _) = match self.forward(session, method, params.as_ref()).await {
+            Ok(r) => r,
+            Err(e) => return self.answer(upstream_error(id, &e)),
+        };
+        let mut message = reply.message;
+        let Some(items) = message.get_mut("result").and_then(|r| r.get_mut(field)).and_then(Value::as_array_mut) else {
+            if message.get("error").is_some() {
+                return self.answer(with_id(message, id, self.stateless));
+            }
+            return self.answer(upstream_error(id, &UpstreamError::Garbage(format!("`{method}` result has no `{field}` array"))));
+        };
+        let taken: Vec<Value> = std::mem::take(items);
+        let mut asks = Vec::with_capacity(taken.len());
+        let mut keep = Vec::with_capacity(taken.len());
+        for item in taken {
+            let Some(name) = item.get(key).and_then(Value::as_str).map(str::to_owned) else { continue };
+            if field == "tools" {
+                let ann = item.get("annotations");
+                let hint = |k: &str| ann.and_then(|a| a.get(k)).and_then(Value::as_bool);
+                self.upstream.annotations.lock().insert(name.clone(), (hint("readOnlyHint"), hint("destructiveHint")));
+            }
+            let target = Target::of(&self.upstream, method_for_list(method), &name);
+            asks.push(target);
+            keep.push(item);
+        }
+        let requests = asks.iter().map(|t| self.ask(t, None).request(self.environment().as_deref())).collect::<Vec<_>>();
+        let answers = if requests.is_empty() { Vec::new() } else { self.gw.control.decide(requests, self.request_id.as_deref()).await };
+        let visible: Vec<Value> = keep
+            .into_iter()
+            .zip(asks.iter())
+            .enumerate()
+            .filter_map(|(i, (item, t))| {
+                let o = answers.get(i).map(Outcome::from_response)?;
+                o.visible(t.policy.approval).then_some(item)
+            })
+            .collect();
+        if let Some(Value::Object(r)) = message.get_mut("result") {
+            r.insert(field.to_owned(), Value::Array(visible));
+            if self.stateless {
+                // The list is filtered for this mandate: no shared cache may keep it.
+                r.insert("cacheScope".into(), json!("private"));
+                r.entry("ttlMs").or_insert_with(|| json!(0));
+            }
+        }
+        self.answer(with_id(message, id, self.stateless))
+    }
+
+    /// `tools/call`, `prompts/get`, `resources/read`: decided, then forwarded or refused, and
+    /// recorded either way.
+    async fn decided(&self, session: &Arc<Session>, id: &Value, method: &str, params: Option<Map<String, Value>>) -> Response {
+        let d = match self.decide_call(id, method, params.as_ref()).await {
+            Ok(d) => d,
+            Err(resp) => return resp,
+        };
+        if !d.outcome.allowed {
+            self.gw.control.record(d.record(self, false, "denied", None, 0, None));
+            return self.answer(jsonrpc::error(id, code::DENIED, &d.outcome.message(), Some(d.outcome.error_data())));
+        }
+        match self.forward(session, method, params.as_ref()).await {
+            Ok((reply, secret)) => {
+                let (result, status) = match (reply.message.get("error"), reply.message.get("result")) {
+                    (Some(e), _) => ("jsonrpc_error", e.get("code").and_then(Value::as_i64)),
+                    (None, Some(r)) if r.get("isError").and_then(Value::as_bool) == Some(true) => ("tool_error", None),
+                    _ => ("ok", None),
+                };
+                self.gw.control.record(d.record(self, true, result, status, reply.bytes, secret.as_ref().map(|(n, v)| (n.as_str(), *v))));
+                self.answer(with_id(reply.message, id, self.stateless))
+            }
+            Err(e) => {
+                let status = match &e {
+                    UpstreamError::Status(s) => Some(i64::from(*s)),
+                    _ => None,
+                };
+                self.gw.control.record(d.record(self, true, e.reason(), status, 0, None));
+                if matches!(e, UpstreamError::SessionGone)
+                    && let Some(s) = self.gw.sessions.remove(&session.id)
+                {
+                    self.gw.end_session(s).await;
+                }
+                self.answer(upstream_error(id, &e))
+            }
+        }
+    }
+
+    /// A call made with a mandate whose task or agent may no longer act: decided (the
+    /// control plane records why it is refused) and never forwarded.
+    async fn refused_call(&self, id: &Value, method: &str, params: Option<Map<String, Value>>, gate: &Refusal) -> Response {
+        let mut d = match self.decide_call(id, method, params.as_ref()).await {
+            Ok(d) => d,
+            Err(resp) => return resp,
+        };
+        if d.outcome.allowed {
+            // The gate saw the revocation first; it wins.
+            d.outcome.allowed = false;
+            d.outcome.reason = gate.reason.clone();
+        }
+        self.gw.control.record(d.record(self, false, "denied", None, 0, None));
+        self.answer(jsonrpc::error(id, code::DENIED, &d.outcome.message(), Some(d.outcome.error_data())))
+    }
+
+    async fn decide_call(&self, id: &Value, method: &str, params: Option<&Map<String, Value>>) -> Result<Decided, Response> {
+        let started = Instant::now();
+        let name_key = if method == "resources/read" { "uri" } else { "name" };
+        let Some(name) = params.and_then(|p| p.get(name_key)).and_then(Value::as_str).map(str::to_owned) else {
+            return Err(self.answer(jsonrpc::error(id, code::INVALID_PARAMS, &format!("`params.{name_key}` is required"), None)));
+        };
+        let arguments = params.and_then(|p| p.get("arguments")).cloned().unwrap_or_else(|| json!({}));
+        if !arguments.is_object() {
+            return Err(self.answer(jsonrpc::error(id, code::INVALID_PARAMS, "`params.arguments` must be an object", None)));
+        }
+        let target = Target::of(&self.upstream, method, &name);
+        let request = self.ask(&target, Some(&arguments)).request(self.environment().as_deref());
+        let answer = self.gw.control.decide(vec![request], self.request_id.as_deref()).await;
+        let mut outcome = answer.first().map(Outcome::from_response).unwrap_or_else(|| Outcome {
+            allowed: false,
+            reason: "evaluation_error".into(),
+            decision_id: None,
+            error_code: None,
+            policies: Vec::new(),
+        });
+        if !outcome.allowed && outcome.reason == "approval_required" && !target.policy.approval {
+            outcome.reason = "approval_not_available".into();
+        }
+        Ok(Decided { started, method: target.method, name, arguments, target, outcome })
+    }
+
+    fn environment(&self) -> Option<String> {
+        self.gw.cfg.environment.clone().or_else(|| self.gw.control.environment())
+    }
+
+    fn ask<'b>(&'b self, t: &'b Target, arguments: Option<&'b Value>) -> Ask<'b> {
+        let mut context = Map::new();
+        context.insert("protocol".into(), json!("mcp"));
+        context.insert("method".into(), json!(t.method));
+        context.insert(t.context_key.into(), json!(t.name));
+        Ask {
+            token: &self.token,
+            mandate: &self.mandate,
+            upstream: &self.upstream.cfg.name,
+            action: &t.action,
+            kind: t.kind,
+            classification: t.policy.classification,
+            resource: t.resource.clone(),
+            context,
+            arguments,
+        }
+    }
+
+    /// The answer in the form the client accepts: JSON, or one SSE event.
+    fn answer(&self, message: Value) -> Response {
+        json_or_sse(self.accepts_json, &message)
+    }
+}
+
+/// A call that was decided, with what its evidence needs.
+struct Decided {
+    started: Instant,
+    method: &'static str,
+    name: String,
+    arguments: Value,
+    target: Target,
+    outcome: Outcome,
+}
+
+impl Decided {
+    fn record(
+        &self,
+        call: &Call<'_>,
+        forwarded: bool,
+        result: &str,
+        status: Option<i64>,
+        bytes: usize,
+        secret: Option<(&str, u32)>,
+    ) -> mandate_audit::NewEvent {
+        CallRecord {
+            mandate: Some(&call.mandate),
+            upstream: &call.upstream.cfg.name,
+            protocol: "mcp",
+            method: self.method,
+            tool: &self.name,
+            action: &self.target.action,
+            kind: self.target.kind,
+            outcome: &self.outcome,
+            forwarded,
+            result,
+            status,
+            arguments: Some(&self.arguments),
+            log_arguments: self.target.policy.log_arguments,
+            redact: &self.target.policy.redact,
+            latency_us: self.started.elapsed().as_micros() as u64,
+            response_bytes: bytes,
+            secret,
+            request_id: call.request_id.as_deref(),
+        }
+        .event(now_ms())
+    }
+}
+
+/// What a method on a name is, in policy terms.
+struct Target {
+    method: &'static str,
+    name: String,
+    action: String,
+    kind: ActionKind,
+    policy: ToolPolicy,
+    resource: (String, String),
+    context_key: &'static str,
+}
+
+impl Target {
+    fn of(up: &McpUpstream, method: &str, name: &str) -> Target {
+        let u = &up.cfg.name;
+        match method {
+            "prompts/get" => Target {
+                method: "prompts/get",
+                name: name.to_owned(),
+                action: format!("{u}.prompts.get"),
+                kind: ActionKind::Read,
+                policy: up.cfg.tools.get("prompts.get").cloned().unwrap_or_else(read_default),
+                resource: ("prompt".into(), name.to_owned()),
+                context_key: "prompt",
+            },
+            "resources/read" => Target {
+                method: "resources/read",
+                name: name.to_owned(),
+                action: format!("{u}.resources.read"),
+                kind: ActionKind::Read,
+                policy: up.cfg.tools.get("resources.read").cloned().unwrap_or_else(read_default),
+                resource: ("mcp_resource".into(), name.to_owned()),
+                context_key: "uri",
+            },
+            _ => {
+                let policy = up.cfg.tools.get(name).cloned().unwrap_or_else(ToolPolicy::unknown);
+                let (ro, de) = up.annotations.lock().get(name).copied().unwrap_or((None, None));
+                let kind = authz::effective_kind(&policy, ro, de);
+                let action = format!("{u}.{name}");
+                Target {
+                    method: "tools/call",
+                    name: name.to_owned(),
+                    resource: ("tool".into(), action.clone()),
+                    action,
+                    kind,
+                    policy,
+                    context_key: "tool",
+                }
+            }
+        }
+    }
+}
+
+/// Resources and prompts are reads; their classification is `restricted` unless configured
+/// (`[upstream.tools."resources.read"]`, `[upstream.tools."prompts.get"]`).
+fn read_default() -> ToolPolicy {
+    ToolPolicy { kind: ActionKind::Read, classification: Classification::Restricted, ..ToolPolicy::unknown() }
+}
+
+fn method_for_list(list: &str) -> &'static str {
+    match list {
+        "prompts/list" => "prompts/get",
+        "resources/list" | "resources/templates/list" => "resources/read",
+        _ => "tools/call",
+    }
+}
+
+/// The bearer, verified into a mandate. A bad credential is a 401 with a challenge. A good
+/// one whose task or agent may no longer act comes back with its refusal: a tool call made
+/// with it is still decided (and recorded); anything else is refused with the reason.
+async fn authenticate(gw: &Gateway, headers: &HeaderMap, name: &str) -> Result<(String, Arc<VerifiedMandate>, Option<Refusal>), Response> {
+    let token = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer ").or_else(|| v.strip_prefix("bearer ")))
+        .map(str::trim)
+        .filter(|t| !t.is_empty());
+    let Some(token) = token else {
+        return Err(unauthorized(name, &Refusal::new("mandate_required")));
+    };
+    match gw.control.check_mandate(token).await {
+        Ok(m) => Ok((token.to_owned(), m, None)),
+        Err(r) if r.is_credential() => Err(unauthorized(name, &r)),
+        Err(r) => match r.mandate.clone() {
+            Some(m) => Ok((token.to_owned(), m, Some(r))),
+            None => Err(refusal_response(headers, &Value::Null, &r)),
+        },
+    }
+}
+
+/// A refusal as a JSON-RPC error for a request (SDKs show the reason), a 403 otherwise.
+fn refusal_response(headers: &HeaderMap, id: &Value, r: &Refusal) -> Response {
+    let mut data = json!({ "reason": r.reason });
+    if let (Some(c), Value::Object(m)) = (&r.error_code, &mut data) {
+        m.insert("error_code".into(), json!(c));
+    }
+    let message = format!("denied: {}", r.reason);
+    if id.is_null() {
+        let status = if r.reason == "control_plane_unavailable" { StatusCode::SERVICE_UNAVAILABLE } else { StatusCode::FORBIDDEN };
+        return http_error(status, id, code::DENIED, &message, Some(data));
+    }
+    json_or_sse(accepts_json(headers), &jsonrpc::error(id, code::DENIED, &message, Some(data)))
+}
+
+fn unauthorized(name: &str, r: &Refusal) -> Response {
+    let mut data = json!({ "reason": r.reason });
+    if let (Some(c), Value::Object(m)) = (&r.error_code, &mut data) {
+        m.insert("error_code".into(), json!(c));
+    }
+    let challenge = match r.reason.as_str() {
+        "mandate_required" => format!("Bearer resource_metadata=\"/.well-known/oauth-protected-resource/mcp/{name}\""),
+        _ => format!(
+            "Bearer error=\"invalid_token\", error_description=\"{}\", resource_metadata=\"/.well-known/oauth-protected-resource/mcp/{name}\"",
+            r.error_code.as_deref().unwrap_or(&r.reason)
+        ),
+    };
+    let message = match r.reason.as_str() {
+        "mandate_required" => "a mandate is required: send `Authorization: Bearer <mandate>`".to_owned(),
+        _ => format!("the mandate is not valid ({})", r.error_code.as_deref().unwrap_or(&r.reason)),
+    };
+    let mut resp = http_error(StatusCode::UNAUTHORIZED, &Value::Null, code::DENIED, &message, Some(data));
+    if let Ok(v) = HeaderValue::from_str(&challenge) {
+        resp.headers_mut().insert(header::WWW_AUTHENTICATE, v);
+    }
+    resp
+}
+
+/// A refusal after authentication (the upstream's credential is not available, …).
+fn refused(call: &Call<'_>, id: &Value, r: &Refusal) -> Response {
+    let data = json!({ "reason": r.reason });
+    if id.is_null() {
+        return http_error(StatusCode::SERVICE_UNAVAILABLE, id, code::UPSTREAM_ERROR, &format!("refused: {}", r.reason), Some(data));
+    }
+    call.answer(jsonrpc::error(id, code::UPSTREAM_ERROR, &format!("refused: {}", r.reason), Some(data)))
+}
+
+#[allow(clippy::result_large_err, reason = "the error is the response itself, built once and returned at once")]
+fn session_of(call: &Call<'_>, headers: &HeaderMap, id: &Value) -> Result<Arc<Session>, Response> {
+    let Some(sid) = headers.get("mcp-session-id").and_then(|v| v.to_str().ok()) else {
+        return Err(http_error(
+            StatusCode::BAD_REQUEST,
+            id,
+            code::INVALID_REQUEST,
+            "`Mcp-Session-Id` is required: send `initialize` first (2025-11-25), or `MCP-Protocol-Version: 2026-07-28` for stateless requests",
+            None,
+        ));
+    };
+    match call.gw.sessions.get(sid) {
+        Some(s)
+            if s.upstream.cfg.name == call.upstream.cfg.name
+                && s.task_id == call.mandate.claims().task_id
+                && !sid.starts_with("shared:") =>
+        {
+            Ok(s)
+        }
+        // Another task's session, or none: the same answer, so ids cannot be probed.
+        _ => Err(http_error(StatusCode::NOT_FOUND, id, code::SESSION_NOT_FOUND, "no such session: initialise again", None)),
+    }
+}
+
+fn is_stateless(headers: &HeaderMap, m: &Message) -> bool {
+    let header_says = headers.get("mcp-protocol-version").and_then(|v| v.to_str().ok()).is_some_and(|v| v >= STATELESS);
+    let meta_says = match m {
+        Message::Request { params, .. } | Message::Notification { params, .. } => {
+            jsonrpc::meta_protocol(params.as_ref()).is_some_and(|v| v >= STATELESS)
+        }
+        Message::Response(_) => false,
+    };
+    (header_says || meta_says) && !matches!(m, Message::Request { method, .. } if method == "initialize")
+}
+
+/// In 2026-07-28 the routing headers must agree with the body (a gateway may route on them).
+fn check_routing_headers(headers: &HeaderMap, m: &Message) -> Option<Response> {
+    let (id, method, params) = match m {
+        Message::Request { id, method, params } => (id.clone(), method.as_str(), params.as_ref()),
+        Message::Notification { method, params } => (Value::Null, method.as_str(), params.as_ref()),
+        Message::Response(_) => return None,
+    };
+    let h = |k: &str| headers.get(k).and_then(|v| v.to_str().ok());
+    if let Some(hm) = h("mcp-method")
+        && hm != method
+    {
+        return Some(http_error(
+            StatusCode::BAD_REQUEST,
+            &id,
+            code::HEADER_MISMATCH,
+            "`Mcp-Method` does not match the body's method",
+            None,
+        ));
+    }
+    if let (Some(hn), Some(body_name)) = (h("mcp-name"), jsonrpc::routing_name(method, params)) {
+        let decoded = hn
+            .strip_prefix("=?base64?")
+            .and_then(|s| s.strip_suffix("?="))
+            .and_then(|b| {
+                use base64::Engine;
+                base64::engine::general_purpose::STANDARD.decode(b).ok()
+            })
+            .and_then(|b| String::from_utf8(b).ok())
+            .unwrap_or_else(|| hn.to_owned());
+        if decoded != body_name {
+            return Some(http_error(StatusCode::BAD_REQUEST, &id, code::HEADER_MISMATCH, "`Mcp-Name` does not match the body", None));
+        }
+    }
+    None
+}
+
+/// MCP requires validating `Origin` (DNS rebinding): absent is fine (not a browser),
+/// loopback and configured origins are accepted, anything else is 403.
+fn check_origin(gw: &Gateway, headers: &HeaderMap) -> Option<Response> {
+    let origin = headers.get(header::ORIGIN)?.to_str().ok().unwrap_or("").trim_end_matches('/').to_ascii_lowercase();
+    let loopback = url::Url::parse(&origin)
+        .ok()
+        .and_then(|u| u.host_str().map(str::to_owned))
+        .is_some_and(|h| h == "localhost" || h == "127.0.0.1" || h == "[::1]");
+    if loopback || gw.cfg.allowed_origins.iter().any(|o| o == &origin) {
+        return None;
+    }
+    Some(http_error(StatusCode::FORBIDDEN, &Value::Null, code::INVALID_REQUEST, "this `Origin` is not allowed", None))
+}
+
+fn json_or_sse(json: bool, message: &Value) -> Response {
+    let body = serde_json::to_vec(message).unwrap_or_default();
+    if json {
+        return ([(header::CONTENT_TYPE, "application/json")], body).into_response();
+    }
+    let mut event = b"event: message\ndata: ".to_vec();
+    event.extend_from_slice(&body);
+    event.extend_from_slice(b"\n\n");
+    ([(header::CONTENT_TYPE, "text/event-stream"), (header::CACHE_CONTROL, "no-cache")], Bytes::from(event)).into_response()
+}
+
+fn accepts_json(headers: &HeaderMap) -> bool {
+    match headers.get(header::ACCEPT).and_then(|v| v.to_str().ok()) {
+        None => true,
+        Some(a) => a.contains("application/json") || a.contains("*/*") || !a.contains("text/event-stream"),
+    }
+}
+
+/// Puts the client's id back on an upstream answer; stateless clients get `resultType`.
+fn with_id(mut message: Value, id: &Value, stateless: bool) -> Value {
+    if let Value::Object(m) = &mut message {
+        m.insert("id".into(), id.clone());
+        if stateless && let Some(Value::Object(r)) = m.get_mut("result") {
+            r.entry("resultType").or_insert_with(|| json!("complete"));
+        }
+    }
+    message
+}
+
+fn upstream_error(id: &Value, e: &UpstreamError) -> Value {
+    jsonrpc::error(id, code::UPSTREAM_ERROR, &e.to_string(), Some(json!({ "reason": e.reason() })))
+}
+
+fn http_error(status: StatusCode, id: &Value, c: i64, message: &str, data: Option<Value>) -> Response {
+    let body = jsonrpc::error(id, c, message, data);
+    (status, [(header::CONTENT_TYPE, "application/json")], serde_json::to_vec(&body).unwrap_or_default()).into_response()
+}
+
+/// The upstream's self-description as an `InitializeResult` for a 2025-11-25 client.
+fn as_initialize_result(described: &Value, protocol: &str) -> Value {
+    let server_info = described
+        .get("serverInfo")
+        .cloned()
+        .or_else(|| described.get("_meta").and_then(|m| m.get(META_SERVER_INFO)).cloned())
+        .unwrap_or_else(|| json!({ "name": "mandate-gateway", "version": env!("CARGO_PKG_VERSION") }));
+    let mut r = json!({
+        "protocolVersion": protocol,
+        "capabilities": described.get("capabilities").cloned().unwrap_or_else(|| json!({})),
+        "serverInfo": server_info,
+    });
+    if let (Some(i), Value::Object(m)) = (described.get("instructions"), &mut r) {
+        m.insert("instructions".into(), i.clone());
+    }
+    r
+}
+
+/// The upstream's self-description as a `DiscoverResult` for a 2026-07-28 client.
+fn as_discover_result(described: &Value) -> Value {
+    let server_info = described
+        .get("serverInfo")
+        .cloned()
+        .or_else(|| described.get("_meta").and_then(|m| m.get(META_SERVER_INFO)).cloned())
+        .unwrap_or_else(|| json!({ "name": "mandate-gateway", "version": env!("CARGO_PKG_VERSION") }));
+    // What the gateway answers depends on who asks (it filters per mandate): never cached
+    // across authorization contexts.
+    let mut r = json!({
+        "resultType": "complete",
+        "supportedVersions": SUPPORTED,
+        "capabilities": described.get("capabilities").cloned().unwrap_or_else(|| json!({})),
+        "ttlMs": 0,
+        "cacheScope": "private",
+        "_meta": { META_SERVER_INFO: server_info },
+    });
+    if let (Some(i), Value::Object(m)) = (described.get("instructions"), &mut r) {
+        m.insert("instructions".into(), i.clone());
+    }
+    r
+}
+
+fn random_id() -> String {
+    let mut b = [0u8; 16];
+    rand::RngCore::fill_bytes(&mut rand::rngs::OsRng, &mut b);
+    hex::encode(b)
+}

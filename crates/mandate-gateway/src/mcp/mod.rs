@@ -1,0 +1,5 @@
+//! The MCP side of the gateway: JSON-RPC messages, upstream links, the client endpoint.
+
+pub mod handler;
+pub mod jsonrpc;
+pub mod upstream;

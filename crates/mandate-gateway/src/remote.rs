@@ -1,0 +1,354 @@
+//! The control plane over HTTP, for a gateway running apart (`mandate gateway`).
+//!
+//! - Mandates are verified locally against the control plane's JWKS (fetched at start and
+//!   again when a token names an unknown `kid`, at most every few seconds), with a bounded
+//!   cache of verified tokens.
+//! - Liveness comes from the control plane's revocation stream (SSE, resumed from the last
+//!   sequence number after a reconnect): a revoked task or disabled agent is refused on its
+//!   next request without waiting for the mandate to expire.
+//! - Decisions are asked over AuthZEN (`/access/v1/evaluations`) with the gateway's `pep`
+//!   token. If the control plane cannot be reached, every item is a deny
+//!   (`control_plane_unavailable`): fail closed.
+//! - Evidence is sent in batches to `/v1/evidence`, retried with backoff while the control
+//!   plane is away (bounded queue).
+//! - Secrets are fetched sealed (`/v1/secrets/{name}/sealed`) and opened here with the master
+//!   key the gateway shares with the control plane; sealed records are cached briefly.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use base64::Engine;
+use mandate_audit::NewEvent;
+use mandate_proto::authzen::{EvaluationRequest, EvaluationResponse, EvaluationsRequest, EvaluationsResponse};
+use mandate_proto::gateway::{RevocationEntry, RevocationKind};
+use mandate_secrets::{MasterKey, SealedSecret};
+use mandate_token::{MandateVerifier, PublicKey, VerifiedMandate};
+use parking_lot::{Mutex, RwLock};
+use serde_json::{Value, json};
+use tokio::sync::{broadcast, mpsc};
+use zeroize::Zeroizing;
+
+use crate::control::{ControlPlane, Refusal, Revoked};
+
+const DECISION_TIMEOUT: Duration = Duration::from_secs(5);
+const JWKS_MIN_INTERVAL: Duration = Duration::from_secs(5);
+const SEALED_TTL: Duration = Duration::from_secs(5);
+const CACHE_MAX: usize = 50_000;
+const EVIDENCE_QUEUE: usize = 65_536;
+const EVIDENCE_BATCH: usize = 512;
+
+pub struct RemoteOptions {
+    pub url: String,
+    pub pep_token: String,
+    pub master_key: Option<MasterKey>,
+    pub leeway_secs: i64,
+}
+
+pub struct Remote {
+    base: String,
+    token: String,
+    http: reqwest::Client,
+    master_key: Option<MasterKey>,
+    leeway_secs: i64,
+    identity: RwLock<Option<(String, String)>>,
+    verifier: RwLock<Option<MandateVerifier>>,
+    jwks_fetched: Mutex<Option<Instant>>,
+    verified: Mutex<HashMap<String, Arc<VerifiedMandate>>>,
+    revoked_tasks: RwLock<HashSet<String>>,
+    disabled_agents: RwLock<HashSet<String>>,
+    sealed: Mutex<HashMap<String, (Instant, u32, SealedSecret)>>,
+    evidence: mpsc::Sender<NewEvent>,
+    revocations: broadcast::Sender<Revoked>,
+    /// Whether the revocation stream is connected right now (metrics and `/readyz`).
+    pub stream_connected: std::sync::atomic::AtomicBool,
+}
+
+impl Remote {
+    /// Connects (best effort: a control plane that is down now is retried on use) and starts
+    /// the revocation follower and the evidence sender.
+    pub async fn start(opts: RemoteOptions) -> Result<Arc<Remote>, String> {
+        let http = reqwest::Client::builder()
+            .connect_timeout(Duration::from_secs(3))
+            .build()
+            .map_err(|e| format!("cannot build the HTTP client: {e}"))?;
+        let (tx, rx) = mpsc::channel(EVIDENCE_QUEUE);
+        let (revocations, _) = broadcast::channel(4096);
+        let remote = Arc::new(Remote {
+            base: opts.url.trim_end_matches('/').to_owned(),
+            token: opts.pep_token,
+            http,
+            master_key: opts.master_key,
+            leeway_secs: opts.leeway_secs,
+            identity: RwLock::new(None),
+            verifier: RwLock::new(None),
+            jwks_fetched: Mutex::new(None),
+            verified: Mutex::new(HashMap::new()),
+            revoked_tasks: RwLock::new(HashSet::new()),
+            disabled_agents: RwLock::new(HashSet::new()),
+            sealed: Mutex::new(HashMap::new()),
+            evidence: tx,
+            revocations,
+            stream_connected: std::sync::atomic::AtomicBool::new(false),
+        });
+        if let Err(e) = remote.refresh_keys().await {
+            tracing::warn!(error = %e, url = %remote.base, "the control plane is not reachable yet; every call is denied until it is");
+        }
+        tokio::spawn(send_evidence(Arc::downgrade(&remote), rx));
+        tokio::spawn(crate::remote_feed::follow(Arc::downgrade(&remote)));
+        Ok(remote)
+    }
+
+    pub(crate) fn base(&self) -> &str {
+        &self.base
+    }
+
+    pub(crate) fn token(&self) -> &str {
+        &self.token
+    }
+
+    /// Applies one entry of the revocation feed.
+    pub(crate) fn apply(&self, e: &RevocationEntry) {
+        match (e.kind, e.status.stops()) {
+            (RevocationKind::Task, true) => {
+                self.revoked_tasks.write().insert(e.id.clone());
+            }
+            (RevocationKind::Agent, true) => {
+                self.disabled_agents.write().insert(e.id.clone());
+            }
+            (RevocationKind::Agent, false) => {
+                self.disabled_agents.write().remove(&e.id);
+            }
+            (RevocationKind::Task, false) => {}
+        }
+        if let Some(r) = crate::embedded::as_revoked(e) {
+            let _ = self.revocations.send(r);
+        }
+    }
+
+    async fn get_json(&self, path: &str) -> Result<Value, String> {
+        let resp = self
+            .http
+            .get(format!("{}{}", self.base, path))
+            .bearer_auth(&self.token)
+            .timeout(DECISION_TIMEOUT)
+            .send()
+            .await
+            .map_err(|e| format!("cannot reach the control plane: {}", root_cause(&e)))?;
+        let status = resp.status();
+        let body: Value = resp.json().await.map_err(|_| "the control plane's answer is not JSON".to_owned())?;
+        if !status.is_success() {
+            let code = body.pointer("/error/code").and_then(Value::as_str).unwrap_or("error");
+            return Err(format!("the control plane answered {status}: {code}"));
+        }
+        Ok(body)
+    }
+
+    /// Fetches issuer, audience and signing keys.
+    async fn refresh_keys(&self) -> Result<(), String> {
+        *self.jwks_fetched.lock() = Some(Instant::now());
+        let info = self.get_json("/v1/info").await?;
+        let issuer = info.get("issuer").and_then(Value::as_str).ok_or("`/v1/info` has no issuer")?.to_owned();
+        let audience = info.get("audience").and_then(Value::as_str).ok_or("`/v1/info` has no audience")?.to_owned();
+        let jwks = self.get_json("/.well-known/jwks.json").await?;
+        let keys: Vec<PublicKey> = jwks
+            .get("keys")
+            .and_then(Value::as_array)
+            .map(|ks| ks.iter().filter_map(|k| PublicKey::from_jwk(k).ok()).collect())
+            .unwrap_or_default();
+        if keys.is_empty() {
+            return Err("the control plane's JWKS holds no usable key".into());
+        }
+        *self.verifier.write() = Some(MandateVerifier::new(&issuer, &audience, &keys, self.leeway_secs));
+        *self.identity.write() = Some((issuer, audience));
+        Ok(())
+    }
+
+    async fn verify(&self, token: &str) -> Result<Arc<VerifiedMandate>, Refusal> {
+        let now = now_secs();
+        if let Some(m) = self.verified.lock().get(token)
+            && m.claims().exp + self.leeway_secs > now
+        {
+            return Ok(m.clone());
+        }
+        let first = self.verifier.read().as_ref().map(|v| v.verify(token, now));
+        let result = match first {
+            Some(Err(mandate_token::TokenError::UnknownKid(_))) | None => {
+                let recently = self.jwks_fetched.lock().is_some_and(|t| t.elapsed() < JWKS_MIN_INTERVAL);
+                if !recently && let Err(e) = self.refresh_keys().await {
+                    tracing::warn!(error = %e, "cannot refresh the control plane's keys");
+                }
+                match self.verifier.read().as_ref() {
+                    Some(v) => v.verify(token, now),
+                    None => return Err(Refusal::new("control_plane_unavailable")),
+                }
+            }
+            Some(r) => r,
+        };
+        match result {
+            Ok(m) => {
+                let m = Arc::new(m);
+                let mut cache = self.verified.lock();
+                if cache.len() >= CACHE_MAX {
+                    cache.retain(|_, v| v.claims().exp + self.leeway_secs > now);
+                    if cache.len() >= CACHE_MAX {
+                        cache.clear();
+                    }
+                }
+                cache.insert(token.to_owned(), m.clone());
+                Ok(m)
+            }
+            Err(e) => Err(Refusal::with_code("invalid_mandate", e.code())),
+        }
+    }
+}
+
+#[async_trait]
+impl ControlPlane for Remote {
+    async fn check_mandate(&self, token: &str) -> Result<Arc<VerifiedMandate>, Refusal> {
+        let m = self.verify(token).await?;
+        let c = m.claims();
+        if self.revoked_tasks.read().contains(&c.task_id) {
+            return Err(Refusal::of("task_revoked", m.clone()));
+        }
+        if self.disabled_agents.read().contains(&c.agent) {
+            return Err(Refusal::of("agent_disabled", m.clone()));
+        }
+        Ok(m)
+    }
+
+    async fn decide(&self, requests: Vec<EvaluationRequest>, request_id: Option<&str>) -> Vec<EvaluationResponse> {
+        let n = requests.len();
+        let body = EvaluationsRequest { evaluations: Some(requests), ..Default::default() };
+        let mut req =
+            self.http.post(format!("{}/access/v1/evaluations", self.base)).bearer_auth(&self.token).timeout(DECISION_TIMEOUT).json(&body);
+        if let Some(r) = request_id {
+            req = req.header("x-request-id", r);
+        }
+        let fail = |why: &str| {
+            tracing::warn!(reason = %why, "decision request failed; denying");
+            (0..n)
+                .map(|_| EvaluationResponse { decision: false, context: Some(json!({ "reason": "control_plane_unavailable" })) })
+                .collect::<Vec<_>>()
+        };
+        let resp = match req.send().await {
+            Ok(r) => r,
+            Err(e) => return fail(&root_cause(&e)),
+        };
+        if !resp.status().is_success() {
+            return fail(&format!("HTTP {}", resp.status()));
+        }
+        match resp.json::<EvaluationsResponse>().await {
+            Ok(r) if r.evaluations.len() == n => r.evaluations,
+            Ok(_) => fail("the batch answer has the wrong length"),
+            Err(_) => fail("the batch answer is not AuthZEN"),
+        }
+    }
+
+    fn record(&self, event: NewEvent) {
+        if self.evidence.try_send(event).is_err() {
+            tracing::error!("the evidence queue is full; a tool-call event was dropped");
+        }
+    }
+
+    async fn secret(&self, name: &str) -> Result<(u32, Zeroizing<Vec<u8>>), String> {
+        let Some(master) = &self.master_key else {
+            return Err("secret_unavailable".into());
+        };
+        let cached = self.sealed.lock().get(name).filter(|(at, _, _)| at.elapsed() < SEALED_TTL).map(|(_, v, s)| (*v, s.clone()));
+        let (version, sealed) = match cached {
+            Some(c) => c,
+            None => {
+                let v = self.get_json(&format!("/v1/secrets/{name}/sealed")).await.map_err(|e| {
+                    tracing::warn!(secret = %name, error = %e, "cannot fetch a sealed secret");
+                    if e.contains("secret_not_found") { "secret_not_found".to_owned() } else { "secret_unavailable".to_owned() }
+                })?;
+                let b = |k: &str| {
+                    v.get(k)
+                        .and_then(Value::as_str)
+                        .and_then(|s| base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(s).ok())
+                        .ok_or_else(|| "secret_unavailable".to_owned())
+                };
+                let sealed = SealedSecret {
+                    wrapped_key: b("wrapped_key")?,
+                    key_nonce: b("key_nonce")?,
+                    nonce: b("nonce")?,
+                    ciphertext: b("ciphertext")?,
+                };
+                let version = v.get("version").and_then(Value::as_u64).and_then(|v| u32::try_from(v).ok()).ok_or("secret_unavailable")?;
+                self.sealed.lock().insert(name.to_owned(), (Instant::now(), version, sealed.clone()));
+                (version, sealed)
+            }
+        };
+        let value = mandate_secrets::open(master, name, version, &sealed).map_err(|e| e.code().to_owned())?;
+        Ok((version, value))
+    }
+
+    fn revocations(&self) -> broadcast::Receiver<Revoked> {
+        self.revocations.subscribe()
+    }
+
+    fn issuer(&self) -> String {
+        self.identity.read().as_ref().map(|(i, _)| i.clone()).unwrap_or_else(|| self.base.clone())
+    }
+}
+
+async fn send_evidence(remote: std::sync::Weak<Remote>, mut rx: mpsc::Receiver<NewEvent>) {
+    let mut batch: Vec<NewEvent> = Vec::new();
+    loop {
+        if batch.is_empty() {
+            match rx.recv().await {
+                Some(ev) => batch.push(ev),
+                None => return,
+            }
+        }
+        while batch.len() < EVIDENCE_BATCH {
+            match rx.try_recv() {
+                Ok(ev) => batch.push(ev),
+                Err(_) => break,
+            }
+        }
+        let Some(r) = remote.upgrade() else { return };
+        let events: Vec<Value> = batch
+            .iter()
+            .map(|e| json!({ "kind": e.kind, "ts_ms": e.ts_ms, "agent": e.agent, "task": e.task, "details": e.details }))
+            .collect();
+        let sent = r
+            .http
+            .post(format!("{}/v1/evidence", r.base))
+            .bearer_auth(&r.token)
+            .timeout(Duration::from_secs(10))
+            .json(&json!({ "events": events }))
+            .send()
+            .await;
+        drop(r);
+        match sent {
+            Ok(resp) if resp.status().is_success() => batch.clear(),
+            Ok(resp) if resp.status().is_client_error() => {
+                tracing::error!(status = %resp.status(), n = batch.len(), "the control plane refused evidence events; dropping them");
+                batch.clear();
+            }
+            Ok(resp) => {
+                tracing::warn!(status = %resp.status(), "evidence not accepted yet; retrying");
+                tokio::time::sleep(Duration::from_millis(500)).await;
+            }
+            Err(e) => {
+                tracing::warn!(error = %root_cause(&e), "cannot reach the control plane for evidence; retrying");
+                tokio::time::sleep(Duration::from_millis(500)).await;
+            }
+        }
+    }
+}
+
+fn now_secs() -> i64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs() as i64).unwrap_or(0)
+}
+
+pub(crate) fn root_cause(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut cur = e;
+    while let Some(next) = cur.source() {
+        cur = next;
+    }
+    mandate_core::clip(&cur.to_string())
+}
