@@ -67,6 +67,35 @@ pub enum Command {
     },
     /// Run the whole story on a throwaway server: no set-up, no config.
     Demo(DemoArgs),
+    /// Run the enforcement gateway in front of MCP servers and HTTP APIs, apart from the
+    /// control plane (or mount it in `mandate serve` with a `[gateway]` section).
+    Gateway(GatewayArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct GatewayArgs {
+    /// The gateway's TOML config: `[[upstream]]` tables at the top level, or under `[gateway]`.
+    #[arg(long, env = "MANDATE_GATEWAY_CONFIG")]
+    pub config: PathBuf,
+    /// Address to listen on [default: the config's `listen`, else 127.0.0.1:8481].
+    #[arg(long, env = "MANDATE_GATEWAY_LISTEN")]
+    pub listen: Option<String>,
+    /// The control plane's base URL [default: the config's `control_plane_url`].
+    #[arg(long, env = "MANDATE_URL")]
+    pub url: Option<String>,
+    /// The gateway's `pep` API token.
+    #[arg(long, env = "MANDATE_TOKEN", hide_env_values = true)]
+    pub token: Option<String>,
+    /// A file holding the master key (base64) that opens brokered secrets; or set
+    /// `MANDATE_MASTER_KEY`. Without one, upstreams that need a secret are refused.
+    #[arg(long, env = "MANDATE_MASTER_KEY_FILE")]
+    pub master_key_file: Option<PathBuf>,
+    /// Serve plain HTTP on a non-loopback address (not recommended).
+    #[arg(long, env = "MANDATE_ALLOW_INSECURE_HTTP")]
+    pub allow_insecure_http: bool,
+    /// Log format.
+    #[arg(long, env = "MANDATE_LOG_FORMAT", value_enum, default_value = "text")]
+    pub log_format: LogFormat,
 }
 
 #[derive(Debug, Args)]
@@ -413,9 +442,10 @@ pub fn main() -> ExitCode {
     let cli = Cli::parse();
     let log_format = match &cli.command {
         Command::Serve(a) => a.log_format,
+        Command::Gateway(a) => a.log_format,
         _ => LogFormat::Text,
     };
-    init_tracing(log_format, matches!(cli.command, Command::Serve(_)));
+    init_tracing(log_format, matches!(cli.command, Command::Serve(_) | Command::Gateway(_)));
     let rt = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {
@@ -475,6 +505,10 @@ impl ServeArgs {
             checkpoint_every: file.audit.checkpoint_every.unwrap_or(1000),
             checkpoint_interval_secs: file.audit.checkpoint_interval_secs.unwrap_or(10),
             max_body_bytes: file.limits.max_body_bytes.unwrap_or(64 * 1024),
+            gateway: match &file.gateway {
+                Some(g) => Some(g.check().map_err(|e| anyhow::anyhow!("`[gateway]`: {e}"))?),
+                None => None,
+            },
         })
     }
 }

@@ -66,6 +66,7 @@ pub async fn run(command: Command) -> anyhow::Result<ExitCode> {
             Ok(if r.decision { ExitCode::SUCCESS } else { ExitCode::from(2) })
         }
         Command::Demo(args) => crate::demo::run(args).await,
+        Command::Gateway(args) => crate::gateway::run(args).await,
     }
 }
 
@@ -467,6 +468,27 @@ pub fn render_event(e: &Value) -> String {
                 d.pointer("/resource/id").and_then(Value::as_str).unwrap_or(""),
                 ds("reason"),
                 if policies.is_empty() { String::new() } else { format!(" ({policies})") }
+            )
+        }
+        "tool.call" => {
+            let forwarded = d.get("forwarded").and_then(Value::as_bool) == Some(true);
+            let secret = d
+                .get("secret")
+                .map(|s| {
+                    format!(
+                        " [secret {} v{}]",
+                        s.get("name").and_then(Value::as_str).unwrap_or(""),
+                        s.get("version").and_then(Value::as_u64).unwrap_or(0)
+                    )
+                })
+                .unwrap_or_default();
+            format!(
+                "{} {}/{} -> {}{}",
+                if forwarded { "CALLED " } else { "REFUSED" },
+                ds("upstream"),
+                ds("tool"),
+                if forwarded { ds("result") } else { ds("reason") },
+                secret
             )
         }
         "task.opened" => format!("intent: {}", d.pointer("/intent/purpose").and_then(Value::as_str).unwrap_or("")),

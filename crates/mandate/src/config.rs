@@ -35,6 +35,8 @@ pub struct FileConfig {
     pub audit: AuditConfig,
     #[serde(default)]
     pub limits: LimitsConfig,
+    /// The enforcement gateway mounted on this listener (`/mcp/NAME`, `/api/NAME/…`).
+    pub gateway: Option<mandate_gateway::GatewayFile>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -98,6 +100,8 @@ pub struct ServeConfig {
     pub checkpoint_every: u64,
     pub checkpoint_interval_secs: u64,
     pub max_body_bytes: usize,
+    /// The embedded gateway, when the config has a `[gateway]` section.
+    pub gateway: Option<mandate_gateway::GatewayConfig>,
 }
 
 impl ServeConfig {

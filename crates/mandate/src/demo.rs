@@ -1,7 +1,9 @@
 //! `mandate demo`: the whole story on a laptop with zero set-up. A throwaway server (embedded
-//! store, generated keys, the starter policies) on a free loopback port; an agent that
-//! attests, opens a task, is allowed, denied out of intent, denied by policy, held for
-//! approval, revoked and switched off; then the task's evidence, verified.
+//! store, generated keys, the starter policies) on a free loopback port with the gateway
+//! mounted in front of the bundled demo MCP tool server; an agent that attests, opens a task,
+//! is allowed, denied out of intent, denied by policy, held for approval; uses tools through
+//! the gateway (a filtered list, a brokered secret it never sees), is revoked mid-session and
+//! switched off; then the evidence, verified.
 
 use std::process::ExitCode;
 
@@ -18,6 +20,17 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
     let tmp = tempfile_dir()?;
     let data_dir = args.data_dir.clone().unwrap_or_else(|| tmp.clone());
     let admin_secret = format!("mdt_demo_{}", uuid::Uuid::new_v4().simple());
+    // The demo tool server requires a bearer secret: only the gateway, which injects the
+    // brokered secret, can use it. Nobody else ever sees the value.
+    let tool_secret = format!("demo-upstream-{}", uuid::Uuid::new_v4().simple());
+    let tools_listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let tools = mandate_demo_tools::spawn(
+        tools_listener,
+        mandate_demo_tools::DemoToolsOptions { require_bearer: Some(tool_secret.clone()), ..Default::default() },
+    )?;
+    let gateway = mandate_gateway::GatewayFile::from_toml(&demo_gateway_toml(&tools.mcp_url()))
+        .and_then(|f| f.check())
+        .map_err(|e| anyhow::anyhow!("the demo's gateway config: {e}"))?;
     let cfg = ServeConfig {
         listen: "127.0.0.1:0".parse()?,
         data_dir: data_dir.clone(),
@@ -36,11 +49,13 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
         checkpoint_every: 8,
         checkpoint_interval_secs: 1,
         max_body_bytes: 64 * 1024,
+        gateway: Some(gateway),
     };
     let running = crate::serve::start(cfg, Some(admin_secret.clone()), false).await?;
     let url = running.url.clone();
-    let result = story(&url, &admin_secret).await;
+    let result = story(&url, &admin_secret, &tool_secret, &tools).await;
     running.shutdown().await?;
+    let _ = tools.shutdown().await;
     if args.data_dir.is_none() {
         let _ = std::fs::remove_dir_all(&tmp);
     } else {
@@ -48,6 +63,93 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
     }
     result?;
     Ok(ExitCode::SUCCESS)
+}
+
+/// The embedded gateway in front of the demo tool server: one table per tool, the brokered
+/// secret injected as the upstream's bearer.
+fn demo_gateway_toml(mcp_url: &str) -> String {
+    format!(
+        r#"
+[[upstream]]
+name = "demo"
+type = "mcp"
+url = "{mcp_url}"
+[upstream.inject]
+header = "Authorization"
+secret = "demo-tools-token"
+format = "Bearer {{}}"
+[upstream.tools."tickets.search"]
+kind = "read"
+classification = "internal"
+[upstream.tools."tickets.export"]
+kind = "read"
+classification = "confidential"
+[upstream.tools."email.send"]
+kind = "write"
+classification = "internal"
+log_arguments = true
+redact = ["body"]
+[upstream.tools."deploy.production"]
+kind = "execute"
+classification = "internal"
+"#
+    )
+}
+
+/// A minimal MCP client (2026-07-28, stateless streamable HTTP), so the demo shows the wire:
+/// one POST per request, the mandate as the bearer, routing headers that match the body.
+struct McpAgent {
+    http: reqwest::Client,
+    url: String,
+    mandate: String,
+    next: u64,
+}
+
+impl McpAgent {
+    async fn rpc(&mut self, method: &str, mut params: Value) -> anyhow::Result<Value> {
+        self.next += 1;
+        if let Value::Object(p) = &mut params {
+            p.insert(
+                "_meta".into(),
+                json!({
+                    "io.modelcontextprotocol/protocolVersion": "2026-07-28",
+                    "io.modelcontextprotocol/clientInfo": { "name": "demo-agent", "version": "1" },
+                    "io.modelcontextprotocol/clientCapabilities": {}
+                }),
+            );
+        }
+        let mut req = self
+            .http
+            .post(&self.url)
+            .bearer_auth(&self.mandate)
+            .header("accept", "application/json, text/event-stream")
+            .header("mcp-protocol-version", "2026-07-28")
+            .header("mcp-method", method)
+            .json(&json!({ "jsonrpc": "2.0", "id": self.next, "method": method, "params": params }));
+        if let Some(name) = params.get("name").and_then(Value::as_str) {
+            req = req.header("mcp-name", name);
+        }
+        let resp = req.send().await.context("the gateway did not answer")?;
+        resp.json().await.context("the gateway's answer is not JSON")
+    }
+
+    async fn call(&mut self, tool: &str, args: Value) -> anyhow::Result<Value> {
+        self.rpc("tools/call", json!({ "name": tool, "arguments": args })).await
+    }
+}
+
+/// One line for a tool call's outcome.
+fn show_call(label: &str, r: &Value) {
+    match (r.get("result"), r.get("error")) {
+        (Some(res), _) if res.get("isError") != Some(&json!(true)) => println!("   ALLOW {label:<46} forwarded, upstream answered"),
+        (Some(_), _) => println!("   ALLOW {label:<46} forwarded, the tool reported an error"),
+        (_, Some(e)) => {
+            let reason = e.pointer("/data/reason").and_then(Value::as_str).unwrap_or("");
+            let dec = e.pointer("/data/decision_id").and_then(Value::as_str).map(|d| format!("  ({d})")).unwrap_or_default();
+            println!("   DENY  {label:<46} {reason}{dec}");
+        }
+        _ => println!("   ????  {label:<46} {r}"),
+    }
 }
 
 fn tempfile_dir() -> anyhow::Result<std::path::PathBuf> {
@@ -82,7 +184,7 @@ fn ask(spiffe: &str, mandate: &str, action: &str, rtype: &str, rid: &str, class:
     }))?)
 }
 
-async fn story(url: &str, admin_secret: &str) -> anyhow::Result<()> {
+async fn story(url: &str, admin_secret: &str, tool_secret: &str, tools: &mandate_demo_tools::DemoToolsHandle) -> anyhow::Result<()> {
     let admin = Client::new(url, Some(admin_secret.to_owned()))?;
     let anon = Client::new(url, None)?;
     println!("Mandate demo — a throwaway control plane at {url}");
@@ -153,7 +255,57 @@ async fn story(url: &str, admin_secret: &str) -> anyhow::Result<()> {
     );
     println!("   (money moves only after a person approves the exact call: an obligation from policy)");
 
-    step(5, "Revoke the task: effective on the very next request, not at token expiry");
+    step(5, "Tools through the gateway: MCP at /mcp/demo, every call decided, the secret brokered");
+    admin.put_secret("demo-tools-token", tool_secret, "bearer of the demo tool server").await?;
+    println!("   `mandate secret put demo-tools-token`: sealed with AES-256-GCM; the API shows only metadata");
+    let gw_intent = json!({
+        "type": "agent_task",
+        "purpose": "Find the checkout tickets and tell the customer",
+        "actions": ["demo.tickets.search", "demo.email.send", "demo.deploy.production"],
+        "resources": ["*"],
+        "max_classification": "internal",
+        "lifetime_seconds": 300
+    });
+    let gw_task = crate::commands::agent_mandate(&anon, "support-bot", &private_jwk, &gw_intent).await?;
+    let mut agent_mcp =
+        McpAgent { http: reqwest::Client::new(), url: format!("{url}/mcp/demo"), mandate: gw_task.access_token.clone(), next: 0 };
+    let discovered = agent_mcp.rpc("server/discover", json!({})).await?;
+    let server_name = discovered.pointer("/result/_meta/io.modelcontextprotocol~1serverInfo/name").and_then(Value::as_str).unwrap_or("?");
+    println!("   server/discover → {server_name}, through the gateway (the agent's mandate never goes upstream)");
+    let listed = agent_mcp.rpc("tools/list", json!({})).await?;
+    let names: Vec<&str> = listed
+        .pointer("/result/tools")
+        .and_then(Value::as_array)
+        .map(|t| t.iter().filter_map(|t| t["name"].as_str()).collect())
+        .unwrap_or_default();
+    println!("   tools/list → {} of {} tools: {}", names.len(), mandate_demo_tools::TOOL_NAMES.len(), names.join(", "));
+    println!("   (one batch decision: tickets.export is outside the intent, email.send needs a writer)");
+    show_call("tools/call tickets.search", &agent_mcp.call("tickets.search", json!({ "query": "checkout" })).await?);
+    println!("   (the upstream refuses requests without its bearer: the gateway injected it)");
+    show_call("tools/call tickets.export", &agent_mcp.call("tickets.export", json!({ "ids": ["T-42"] })).await?);
+    show_call(
+        "tools/call email.send",
+        &agent_mcp.call("email.send", json!({ "to": "ops@initech.example", "subject": "T-42", "body": "We are on it." })).await?,
+    );
+    show_call(
+        "tools/call deploy.production",
+        &agent_mcp.call("deploy.production", json!({ "service": "web", "version": "4.12.2" })).await?,
+    );
+    println!(
+        "   upstream effects: {} email(s) sent, {} deployment(s): nothing that was refused reached it",
+        tools.state().outbox().len(),
+        tools.state().deployments().len()
+    );
+    let started = std::time::Instant::now();
+    admin.revoke_task(&gw_task.task_id, Some("demo: revoked mid-session".into())).await?;
+    show_call("tools/call tickets.search (after revoke)", &agent_mcp.call("tickets.search", json!({ "query": "checkout" })).await?);
+    println!("   revoke → next tool call refused in {:.1} ms", started.elapsed().as_secs_f64() * 1000.0);
+    let gw_trail = admin.audit_trail(&gw_task.task_id).await?;
+    for e in gw_trail.events.iter().filter(|e| e.get("kind").and_then(Value::as_str) == Some("tool.call")) {
+        println!("   {}", crate::commands::render_event(e));
+    }
+
+    step(6, "Revoke the task: effective on the very next request, not at token expiry");
     let started = std::time::Instant::now();
     admin.revoke_task(&task, Some("demo: ticket closed by a human".into())).await?;
     let after = pep.evaluate(&ask(&spiffe, &mandate, "tickets.read", "ticket", "4411", "internal")?).await?;
@@ -162,7 +314,7 @@ async fn story(url: &str, admin_secret: &str) -> anyhow::Result<()> {
     let intro = pep.introspect(&mandate).await?;
     println!("   introspection (RFC 7662): active = {}", intro.active);
 
-    step(6, "The kill switch: disable the agent, every live task dies with it");
+    step(7, "The kill switch: disable the agent, every live task dies with it");
     let second = crate::commands::agent_mandate(&anon, "support-bot", &private_jwk, &intent).await?;
     show(
         "tickets.read  (new task)",
@@ -179,13 +331,13 @@ async fn story(url: &str, admin_secret: &str) -> anyhow::Result<()> {
         Err(e) => println!("   a new attestation is refused: {e}"),
     }
 
-    step(7, "The evidence trail of the first task, from the control plane's own record");
+    step(8, "The evidence trail of the first task, from the control plane's own record");
     let trail = admin.audit_trail(&task).await?;
     for e in &trail.events {
         println!("   {}", crate::commands::render_event(e));
     }
 
-    step(8, "Verify the whole trail: hash chain + Ed25519-signed checkpoints");
+    step(9, "Verify the whole trail: hash chain + Ed25519-signed checkpoints");
     tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
     let v = admin.audit_verify().await.context("verify the trail")?;
     if !v.ok {

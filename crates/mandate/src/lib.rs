@@ -4,5 +4,6 @@ pub mod cli;
 mod commands;
 pub mod config;
 mod demo;
+mod gateway;
 mod offline;
 pub mod serve;

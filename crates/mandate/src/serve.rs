@@ -25,6 +25,8 @@ pub struct Running {
     pub state: Arc<AppState>,
     /// Printed once when the store was new and no `MANDATE_ADMIN_TOKEN` was given.
     pub bootstrap_token: Option<String>,
+    /// The embedded gateway, when the config has a `[gateway]` section.
+    pub gateway: Option<Arc<mandate_gateway::Gateway>>,
     stop: watch::Sender<bool>,
     join: tokio::task::JoinHandle<anyhow::Result<()>>,
 }
@@ -129,7 +131,16 @@ pub async fn start(cfg: ServeConfig, admin_secret: Option<String>, handle_signal
 
     let watcher = watch_policies(Arc::downgrade(&state), &policy_dir, cfg.shadow_policy_dir.as_deref());
     let (stop_tx, stop_rx) = watch::channel(false);
-    let app = mandate_server::app(state.clone());
+    let mut app = mandate_server::app(state.clone());
+    let gateway = match cfg.gateway.clone() {
+        Some(gcfg) => {
+            let control: Arc<dyn mandate_gateway::ControlPlane> = mandate_gateway::embedded::Embedded::new(state.clone());
+            let gw = mandate_gateway::Gateway::new(gcfg, control).map_err(|e| anyhow::anyhow!("{e}"))?;
+            app = mandate_gateway::router(gw.clone()).merge(app);
+            Some(gw)
+        }
+        None => None,
+    };
     let st = state.clone();
     let join = tokio::spawn(async move {
         let _watcher = watcher;
@@ -152,7 +163,7 @@ pub async fn start(cfg: ServeConfig, admin_secret: Option<String>, handle_signal
         finish(background, st).await;
         Ok(())
     });
-    Ok(Running { addr, url, state, bootstrap_token, stop: stop_tx, join })
+    Ok(Running { addr, url, state, bootstrap_token, gateway, stop: stop_tx, join })
 }
 
 async fn finish(background: Background, state: Arc<AppState>) {
