@@ -50,6 +50,8 @@ impl Refusal {
 pub enum Revoked {
     Task(String),
     Agent(String),
+    /// Announcements may have been missed: every open session is checked again.
+    Stale,
 }
 
 #[async_trait]
@@ -71,6 +73,10 @@ pub trait ControlPlane: Send + Sync + 'static {
 
     /// Revocations as they happen, so open sessions of a revoked task are closed at once.
     fn revocations(&self) -> broadcast::Receiver<Revoked>;
+
+    /// Whether a task and its agent may still act, as far as this control plane knows (used
+    /// to re-check open sessions after [`Revoked::Stale`]).
+    fn may_act(&self, task: &str, agent: &str) -> bool;
 
     /// The `environment` decisions are made in when the gateway config names none.
     fn environment(&self) -> Option<String> {

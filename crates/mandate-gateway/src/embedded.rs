@@ -9,8 +9,8 @@ use mandate_audit::NewEvent;
 use mandate_core::{AgentStatus, TaskStatus};
 use mandate_proto::authzen::{EvaluationRequest, EvaluationResponse};
 use mandate_proto::gateway::{RevocationEntry, RevocationKind};
-use mandate_server::AppState;
 use mandate_server::pipeline;
+use mandate_server::{AppState, FeedItem};
 use mandate_token::VerifiedMandate;
 use tokio::sync::broadcast;
 use zeroize::Zeroizing;
@@ -29,18 +29,17 @@ impl Embedded {
     /// Wraps the server's state and starts relaying its revocation feed to the gateway.
     pub fn new(state: Arc<AppState>) -> Arc<Embedded> {
         let (revoked, _) = broadcast::channel(4096);
-        let mut feed = state.revocations().subscribe();
+        let mut feed = state.revocations().follow(None);
         let tx = revoked.clone();
         tokio::spawn(async move {
-            loop {
-                match feed.recv().await {
-                    Ok(entry) => {
-                        if let Some(r) = as_revoked(&entry) {
-                            let _ = tx.send(r);
-                        }
-                    }
-                    Err(broadcast::error::RecvError::Lagged(_)) => continue,
-                    Err(broadcast::error::RecvError::Closed) => return,
+            // Ends when the feed closes (shutdown).
+            while let Some(item) = feed.next().await {
+                let r = match item {
+                    FeedItem::Entry(entry) => as_revoked(&entry),
+                    FeedItem::Reset(_) => Some(Revoked::Stale),
+                };
+                if let Some(r) = r {
+                    let _ = tx.send(r);
                 }
             }
         });
@@ -116,6 +115,12 @@ impl ControlPlane for Embedded {
 
     fn revocations(&self) -> broadcast::Receiver<Revoked> {
         self.revoked.subscribe()
+    }
+
+    fn may_act(&self, task: &str, agent: &str) -> bool {
+        let s = &self.state;
+        let task_live = s.registry.task(task).is_some_and(|t| t.status == TaskStatus::Live && t.expires_at_ms > s.clock.now_ms());
+        task_live && s.registry.agent(agent).is_some_and(|a| a.status == AgentStatus::Active)
     }
 
     fn environment(&self) -> Option<String> {

@@ -181,9 +181,9 @@ async fn watch_revocations(gw: std::sync::Weak<Gateway>, mut rx: tokio::sync::br
         let ended = match &ev {
             Some(Revoked::Task(t)) => gw.sessions.drain(|s| &s.task_id == t),
             Some(Revoked::Agent(a)) => gw.sessions.drain(|s| &s.agent == a),
-            // Missed some: every session is re-checked on its next request anyway; close
-            // nothing blindly.
-            None => Vec::new(),
+            // Announcements were missed: check every open session again. (Every request is
+            // checked on its own anyway; this only closes what may no longer act sooner.)
+            Some(Revoked::Stale) | None => gw.sessions.drain(|s| !gw.control.may_act(&s.task_id, &s.agent)),
         };
         for s in ended {
             tracing::info!(session = %s.id, task = %s.task_id, "session closed: its task or agent was revoked");

@@ -38,6 +38,8 @@ const SEALED_TTL: Duration = Duration::from_secs(5);
 const CACHE_MAX: usize = 50_000;
 const EVIDENCE_QUEUE: usize = 65_536;
 const EVIDENCE_BATCH: usize = 512;
+/// The control plane's default body limit is 64 KiB: batches stay well under it.
+const EVIDENCE_BATCH_BYTES: usize = 48 * 1024;
 
 pub struct RemoteOptions {
     pub url: String,
@@ -106,6 +108,11 @@ impl Remote {
 
     pub(crate) fn token(&self) -> &str {
         &self.token
+    }
+
+    /// Entries may have been missed: open sessions are checked again.
+    pub(crate) fn stale(&self) {
+        let _ = self.revocations.send(Revoked::Stale);
     }
 
     /// Applies one entry of the revocation feed.
@@ -289,31 +296,41 @@ impl ControlPlane for Remote {
         self.revocations.subscribe()
     }
 
+    fn may_act(&self, task: &str, agent: &str) -> bool {
+        !self.revoked_tasks.read().contains(task) && !self.disabled_agents.read().contains(agent)
+    }
+
     fn issuer(&self) -> String {
         self.identity.read().as_ref().map(|(i, _)| i.clone()).unwrap_or_else(|| self.base.clone())
     }
 }
 
 async fn send_evidence(remote: std::sync::Weak<Remote>, mut rx: mpsc::Receiver<NewEvent>) {
-    let mut batch: Vec<NewEvent> = Vec::new();
+    // Events waiting to be sent, already in wire form, oldest first.
+    let mut queue: std::collections::VecDeque<(Value, usize)> = std::collections::VecDeque::new();
     loop {
-        if batch.is_empty() {
+        if queue.is_empty() {
             match rx.recv().await {
-                Some(ev) => batch.push(ev),
+                Some(ev) => queue.push_back(wire(ev)),
                 None => return,
             }
         }
-        while batch.len() < EVIDENCE_BATCH {
-            match rx.try_recv() {
-                Ok(ev) => batch.push(ev),
-                Err(_) => break,
-            }
+        while let Ok(ev) = rx.try_recv() {
+            queue.push_back(wire(ev));
         }
+        // One batch: by count and by bytes (a single oversized event goes alone, and is
+        // refused by the control plane with a 4xx, which drops it with an error).
+        let mut take = 0;
+        let mut bytes = 0;
+        for (_, n) in &queue {
+            if take > 0 && (take == EVIDENCE_BATCH || bytes + n > EVIDENCE_BATCH_BYTES) {
+                break;
+            }
+            take += 1;
+            bytes += n;
+        }
+        let events: Vec<Value> = queue.iter().take(take).map(|(v, _)| v.clone()).collect();
         let Some(r) = remote.upgrade() else { return };
-        let events: Vec<Value> = batch
-            .iter()
-            .map(|e| json!({ "kind": e.kind, "ts_ms": e.ts_ms, "agent": e.agent, "task": e.task, "details": e.details }))
-            .collect();
         let sent = r
             .http
             .post(format!("{}/v1/evidence", r.base))
@@ -324,10 +341,12 @@ async fn send_evidence(remote: std::sync::Weak<Remote>, mut rx: mpsc::Receiver<N
             .await;
         drop(r);
         match sent {
-            Ok(resp) if resp.status().is_success() => batch.clear(),
+            Ok(resp) if resp.status().is_success() => {
+                queue.drain(..take);
+            }
             Ok(resp) if resp.status().is_client_error() => {
-                tracing::error!(status = %resp.status(), n = batch.len(), "the control plane refused evidence events; dropping them");
-                batch.clear();
+                tracing::error!(status = %resp.status(), n = take, "the control plane refused evidence events; dropping them");
+                queue.drain(..take);
             }
             Ok(resp) => {
                 tracing::warn!(status = %resp.status(), "evidence not accepted yet; retrying");
@@ -338,7 +357,19 @@ async fn send_evidence(remote: std::sync::Weak<Remote>, mut rx: mpsc::Receiver<N
                 tokio::time::sleep(Duration::from_millis(500)).await;
             }
         }
+        if queue.len() > EVIDENCE_QUEUE {
+            let excess = queue.len() - EVIDENCE_QUEUE;
+            tracing::error!(dropped = excess, "the evidence backlog is full; the oldest events were dropped");
+            queue.drain(..excess);
+        }
     }
+}
+
+/// An event as `/v1/evidence` takes it, with its encoded size.
+fn wire(e: NewEvent) -> (Value, usize) {
+    let v = json!({ "kind": e.kind, "ts_ms": e.ts_ms, "agent": e.agent, "task": e.task, "details": e.details });
+    let n = v.to_string().len() + 1;
+    (v, n)
 }
 
 fn now_secs() -> i64 {

@@ -30,7 +30,8 @@ pub(crate) async fn follow(remote: Weak<Remote>) {
             FeedEvent::Reset(p) => {
                 // Entries may have been missed. Decisions stay authoritative at the control
                 // plane; the local view only ever adds refusals, so nothing is loosened.
-                tracing::warn!(epoch = %p.epoch, seq = p.seq, "revocation feed reset");
+                tracing::warn!(epoch = %p.epoch, seq = p.seq, "revocation feed reset; re-checking open sessions");
+                r.stale();
             }
             FeedEvent::Disconnected { error, retry_in } => {
                 tracing::warn!(error = %error, retry_in_ms = retry_in.as_millis() as u64, "revocation feed disconnected");

@@ -144,7 +144,13 @@ pub async fn start(cfg: ServeConfig, admin_secret: Option<String>, handle_signal
     let st = state.clone();
     let join = tokio::spawn(async move {
         let _watcher = watcher;
-        let shutdown = shutdown_signal(stop_rx, handle_signals);
+        // Open revocation streams (gateways following the feed) would hold the graceful
+        // shutdown up forever: the feed closes as soon as the signal comes.
+        let feed = st.revocations().clone();
+        let shutdown = async move {
+            shutdown_signal(stop_rx, handle_signals).await;
+            feed.close();
+        };
         match tls {
             None => {
                 let listener = tokio::net::TcpListener::from_std(std_listener)?;
