@@ -71,13 +71,18 @@ classification = "internal"
 }
 
 async fn setup(agent_attrs: &[(&str, &str)]) -> Setup {
+    setup_with(agent_attrs, "").await
+}
+
+/// `settings`: lines for the `[gateway]` table itself.
+async fn setup_with(agent_attrs: &[(&str, &str)], settings: &str) -> Setup {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let tools =
         mandate_demo_tools::spawn(listener, DemoToolsOptions { require_bearer: Some(UPSTREAM_SECRET.into()), ..Default::default() })
             .unwrap();
     let cfg = tempfile::tempdir().unwrap();
     let path = cfg.path().join("mandate.toml");
-    std::fs::write(&path, gateway_toml(&tools.mcp_url(), "")).unwrap();
+    std::fs::write(&path, gateway_toml(&tools.mcp_url(), "").replacen("[gateway]\n", &format!("[gateway]\n{settings}\n"), 1)).unwrap();
     let server = Server::start_with(Options { extra_args: vec!["--config".into(), path.display().to_string()], ..Default::default() });
     server.admin().put_secret("demo-tools-token", UPSTREAM_SECRET, "demo tool server bearer").await.unwrap();
     let agent = register_agent(&server.admin(), "support-bot", agent_attrs).await;
@@ -131,6 +136,19 @@ async fn tool_names(client: &RunningService<RoleClient, ClientConfig>) -> Vec<St
     names
 }
 
+/// The task's trail once it holds `n` tool calls (bounded wait).
+pub async fn trail_with_calls(server: &Server, task: &str, n: usize) -> mandate_proto::admin::AuditEventsResponse {
+    let deadline = std::time::Instant::now() + STEP;
+    loop {
+        let trail = server.admin().audit_trail(task).await.unwrap();
+        let calls = trail.events.iter().filter(|e| e["kind"] == "tool.call").count();
+        if calls >= n || std::time::Instant::now() > deadline {
+            return trail;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
 async fn the_whole_story(modern: bool) {
     let s = setup(&[]).await;
     let actions = ["demo.tickets.search", "demo.email.send", "demo.deploy.production"];
@@ -176,7 +194,9 @@ async fn the_whole_story(modern: bool) {
     let _ = bounded("cancel", client.cancel()).await;
 
     // Evidence: every call in order, linked to its decision; the secret by name and version.
-    let trail = s.server.admin().audit_trail(&task).await.unwrap();
+    // A call's outcome is queued for the trail without holding the answer (its decision was
+    // durable before anything was forwarded), so it may land a commit later.
+    let trail = trail_with_calls(&s.server, &task, 6).await;
     let calls: Vec<&Value> = trail.events.iter().filter(|e| e["kind"] == "tool.call").map(|e| &e["details"]).collect();
     let summary: Vec<(String, bool, String)> = calls
         .iter()
@@ -278,7 +298,8 @@ async fn mandates_are_checked_before_anything_else() {
 
 #[tokio::test]
 async fn bad_input_is_answered_clearly_and_never_forwarded() {
-    let s = setup(&[]).await;
+    // A small limit, so the oversized body is sent whole before the gateway answers.
+    let s = setup_with(&[], "max_message_bytes = 4096").await;
     let (mandate, _) = open_task(&s.server, &s.agent, &intent(&["demo.tickets.search"])).await;
     let http = reqwest::Client::new();
     let url = format!("{}/mcp/demo", s.server.url);
@@ -312,7 +333,7 @@ async fn bad_input_is_answered_clearly_and_never_forwarded() {
     );
     let big = format!(
         r#"{{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{{"name":"tickets.search","arguments":{{"query":"{}"}}}}}}"#,
-        "x".repeat(5 * 1024 * 1024)
+        "x".repeat(8 * 1024)
     );
     expect(413, -32600)(read(send(big.into_bytes(), None).await.unwrap()).await);
     // Stateless requests whose routing headers disagree with the body.
