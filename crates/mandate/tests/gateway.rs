@@ -71,18 +71,23 @@ classification = "internal"
 }
 
 async fn setup(agent_attrs: &[(&str, &str)]) -> Setup {
-    setup_with(agent_attrs, "").await
+    setup_with(agent_attrs, "", "").await
 }
 
-/// `settings`: lines for the `[gateway]` table itself.
-async fn setup_with(agent_attrs: &[(&str, &str)], settings: &str) -> Setup {
+/// `settings`: lines for the `[gateway]` table itself; `upstream`: lines for the upstream's.
+async fn setup_with(agent_attrs: &[(&str, &str)], settings: &str, upstream: &str) -> Setup {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let tools =
         mandate_demo_tools::spawn(listener, DemoToolsOptions { require_bearer: Some(UPSTREAM_SECRET.into()), ..Default::default() })
             .unwrap();
     let cfg = tempfile::tempdir().unwrap();
     let path = cfg.path().join("mandate.toml");
-    std::fs::write(&path, gateway_toml(&tools.mcp_url(), "").replacen("[gateway]\n", &format!("[gateway]\n{settings}\n"), 1)).unwrap();
+    let toml = gateway_toml(&tools.mcp_url(), "").replacen("[gateway]\n", &format!("[gateway]\n{settings}\n"), 1).replacen(
+        "type = \"mcp\"\n",
+        &format!("type = \"mcp\"\n{upstream}\n"),
+        1,
+    );
+    std::fs::write(&path, toml).unwrap();
     let server = Server::start_with(Options { extra_args: vec!["--config".into(), path.display().to_string()], ..Default::default() });
     server.admin().put_secret("demo-tools-token", UPSTREAM_SECRET, "demo tool server bearer").await.unwrap();
     let agent = register_agent(&server.admin(), "support-bot", agent_attrs).await;
@@ -149,8 +154,11 @@ pub async fn trail_with_calls(server: &Server, task: &str, n: usize) -> mandate_
     }
 }
 
-async fn the_whole_story(modern: bool) {
-    let s = setup(&[]).await;
+/// The story with a client of one revision and an upstream spoken to in another (or the
+/// one it is probed for, when `upstream_protocol` is empty).
+async fn the_whole_story(modern: bool, upstream_protocol: &str) {
+    let pin = if upstream_protocol.is_empty() { String::new() } else { format!("protocol = \"{upstream_protocol}\"") };
+    let s = setup_with(&[], "", &pin).await;
     let actions = ["demo.tickets.search", "demo.email.send", "demo.deploy.production"];
     let (mandate, task) = open_task(&s.server, &s.agent, &intent(&actions)).await;
     let url = format!("{}/mcp/demo", s.server.url);
@@ -239,12 +247,22 @@ async fn the_whole_story(modern: bool) {
 
 #[tokio::test]
 async fn rmcp_client_2025_11_25_through_the_gateway() {
-    the_whole_story(false).await;
+    the_whole_story(false, "").await;
 }
 
 #[tokio::test]
 async fn rmcp_client_2026_07_28_through_the_gateway() {
-    the_whole_story(true).await;
+    the_whole_story(true, "").await;
+}
+
+#[tokio::test]
+async fn a_2026_07_28_client_through_a_2025_11_25_upstream() {
+    the_whole_story(true, "2025-11-25").await;
+}
+
+#[tokio::test]
+async fn a_2025_11_25_client_through_a_2026_07_28_upstream() {
+    the_whole_story(false, "2026-07-28").await;
 }
 
 #[tokio::test]
@@ -299,7 +317,7 @@ async fn mandates_are_checked_before_anything_else() {
 #[tokio::test]
 async fn bad_input_is_answered_clearly_and_never_forwarded() {
     // A small limit, so the oversized body is sent whole before the gateway answers.
-    let s = setup_with(&[], "max_message_bytes = 4096").await;
+    let s = setup_with(&[], "max_message_bytes = 4096", "").await;
     let (mandate, _) = open_task(&s.server, &s.agent, &intent(&["demo.tickets.search"])).await;
     let http = reqwest::Client::new();
     let url = format!("{}/mcp/demo", s.server.url);

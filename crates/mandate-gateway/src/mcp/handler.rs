@@ -377,7 +377,9 @@ impl Call<'_> {
             self.injection().await.map_err(|c| UpstreamError::Unreachable(format!("the upstream's credential is not available ({c})")))?;
         let params = match &session.link {
             Link::Stateless => Some(stateless_meta(params, &session.client)),
-            _ => params.cloned(),
+            // A session upstream: the per-request revision keys of a 2026-07-28 client would
+            // contradict the session's negotiated version.
+            _ => params.map(without_stateless_meta),
         };
         let used = inject.as_ref().map(|i| (i.secret.clone(), i.version));
         let reply = self.upstream.send(&session.link, method, params.as_ref(), inject.as_ref().map(|i| &i.header)).await?;
@@ -833,6 +835,19 @@ fn accepts_json(headers: &HeaderMap) -> bool {
         None => true,
         Some(a) => a.contains("application/json") || a.contains("*/*") || !a.contains("text/event-stream"),
     }
+}
+
+/// `params` without the `io.modelcontextprotocol/*` keys of `_meta` (other `_meta` keys,
+/// such as `progressToken`, stay).
+fn without_stateless_meta(params: &Map<String, Value>) -> Map<String, Value> {
+    let mut p = params.clone();
+    if let Some(Value::Object(meta)) = p.get_mut("_meta") {
+        meta.retain(|k, _| !k.starts_with("io.modelcontextprotocol/"));
+        if meta.is_empty() {
+            p.remove("_meta");
+        }
+    }
+    p
 }
 
 /// Puts the client's id back on an upstream answer; stateless clients get `resultType`.
