@@ -301,6 +301,10 @@ impl Call<'_> {
                 None,
             ));
         }
+        if DECIDED.contains(&method.as_str()) {
+            // Decided before the upstream is even contacted: a refused call opens nothing.
+            return self.decided(CallLink::Shared(client), &id, &method, params).await;
+        }
         let session = match self.shared_link(client).await {
             Ok(s) => s,
             Err(e) => return self.answer(upstream_error(&id, &e)),
@@ -351,7 +355,7 @@ impl Call<'_> {
             "prompts/list" => self.list(session, id, method, params, "prompts", "name").await,
             "resources/list" => self.list(session, id, method, params, "resources", "uri").await,
             "resources/templates/list" => self.list(session, id, method, params, "resourceTemplates", "uriTemplate").await,
-            "tools/call" | "prompts/get" | "resources/read" => self.decided(session, id, method, params).await,
+            "tools/call" | "prompts/get" | "resources/read" => self.decided(CallLink::Open(session.clone()), id, method, params).await,
             m if PASS.contains(&m) => match self.forward(session, method, params.as_ref()).await {
                 Ok((reply, _)) => self.answer(with_id(reply.message, id, self.stateless)),
                 Err(e) => self.answer(upstream_error(id, &e)),
@@ -450,7 +454,7 @@ impl Call<'_> {
 
     /// `tools/call`, `prompts/get`, `resources/read`: decided, then forwarded or refused, and
     /// recorded either way.
-    async fn decided(&self, session: &Arc<Session>, id: &Value, method: &str, params: Option<Map<String, Value>>) -> Response {
+    async fn decided(&self, link: CallLink, id: &Value, method: &str, params: Option<Map<String, Value>>) -> Response {
         let d = match self.decide_call(id, method, params.as_ref()).await {
             Ok(d) => d,
             Err(resp) => return resp,
@@ -459,6 +463,20 @@ impl Call<'_> {
             self.gw.control.record(d.record(self, false, "denied", None, 0, None));
             return self.answer(jsonrpc::error(id, code::DENIED, &d.outcome.message(), Some(d.outcome.error_data())));
         }
+        let session = match link {
+            CallLink::Open(s) => s,
+            CallLink::Shared(client) => match self.shared_link(client).await {
+                Ok(s) => {
+                    s.touch();
+                    s
+                }
+                Err(e) => {
+                    self.gw.control.record(d.record(self, false, e.reason(), None, 0, None));
+                    return self.answer(upstream_error(id, &e));
+                }
+            },
+        };
+        let session = &session;
         match self.forward(session, method, params.as_ref()).await {
             Ok((reply, secret)) => {
                 let (result, status) = match (reply.message.get("error"), reply.message.get("result")) {
@@ -553,6 +571,13 @@ impl Call<'_> {
     fn answer(&self, message: Value) -> Response {
         json_or_sse(self.accepts_json, &message)
     }
+}
+
+/// Where an allowed call goes: a session already open, or the task's shared link, opened
+/// only once the call is allowed.
+enum CallLink {
+    Open(Arc<Session>),
+    Shared(ClientIdentity),
 }
 
 /// A call that was decided, with what its evidence needs.
