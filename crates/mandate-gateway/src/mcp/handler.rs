@@ -252,8 +252,9 @@ impl Call<'_> {
         match message {
             Message::Request { id, method, params } => self.request(session, &id, &method, params).await,
             Message::Notification { method, params } => {
-                if method == "notifications/initialized" && !matches!(session.link, Link::Legacy { .. }) {
-                    // The gateway already completed the upstream's handshake for this link.
+                if method == "notifications/initialized" {
+                    // The gateway completed the upstream's handshake itself when it opened
+                    // the link; a second `initialized` would be a protocol error upstream.
                     return StatusCode::ACCEPTED.into_response();
                 }
                 if method.starts_with("notifications/") {
