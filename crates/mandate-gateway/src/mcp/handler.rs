@@ -640,24 +640,32 @@ impl Target {
     fn of(up: &McpUpstream, method: &str, name: &str) -> Target {
         let u = &up.cfg.name;
         match method {
-            "prompts/get" => Target {
-                method: "prompts/get",
-                name: name.to_owned(),
-                action: format!("{u}.prompts.get"),
-                kind: ActionKind::Read,
-                policy: up.cfg.tools.get("prompts.get").cloned().unwrap_or_else(read_default),
-                resource: ("prompt".into(), name.to_owned()),
-                context_key: "prompt",
-            },
-            "resources/read" => Target {
-                method: "resources/read",
-                name: name.to_owned(),
-                action: format!("{u}.resources.read"),
-                kind: ActionKind::Read,
-                policy: up.cfg.tools.get("resources.read").cloned().unwrap_or_else(read_default),
-                resource: ("mcp_resource".into(), name.to_owned()),
-                context_key: "uri",
-            },
+            // The configured kind counts as much as the classification: a prompt or resource
+            // the operator made a write or an execute is decided as one.
+            "prompts/get" => {
+                let policy = up.cfg.tools.get("prompts.get").cloned().unwrap_or_else(read_default);
+                Target {
+                    method: "prompts/get",
+                    name: name.to_owned(),
+                    action: format!("{u}.prompts.get"),
+                    kind: policy.kind,
+                    policy,
+                    resource: ("prompt".into(), name.to_owned()),
+                    context_key: "prompt",
+                }
+            }
+            "resources/read" => {
+                let policy = up.cfg.tools.get("resources.read").cloned().unwrap_or_else(read_default);
+                Target {
+                    method: "resources/read",
+                    name: name.to_owned(),
+                    action: format!("{u}.resources.read"),
+                    kind: policy.kind,
+                    policy,
+                    resource: ("mcp_resource".into(), name.to_owned()),
+                    context_key: "uri",
+                }
+            }
             _ => {
                 let policy = up.cfg.tools.get(name).cloned().unwrap_or_else(ToolPolicy::unknown);
                 let (ro, de) = up.annotations.lock().get(name).copied().unwrap_or((None, None));
