@@ -33,13 +33,14 @@ const DROP: [&str; 10] = [
 
 pub async fn proxy(
     State(gw): State<Arc<Gateway>>,
-    Path((name, rest)): Path<(String, String)>,
+    Path((name, _rest)): Path<(String, String)>,
     method: Method,
     uri: Uri,
     headers: HeaderMap,
     body: Body,
 ) -> Response {
-    handle(gw, name, format!("/{rest}"), method, uri, headers, body).await
+    let path = raw_rest(&uri);
+    handle(gw, name, path, method, uri, headers, body).await
 }
 
 pub async fn proxy_root(
@@ -51,6 +52,46 @@ pub async fn proxy_root(
     body: Body,
 ) -> Response {
     handle(gw, name, "/".to_owned(), method, uri, headers, body).await
+}
+
+/// The path after `/api/{name}`, exactly as the client sent it (still percent-encoded): what
+/// routes are matched against (they decode each segment themselves) and what is forwarded.
+/// The router's decoded `{*rest}` is not usable for either: decoding turns `%2F` into a
+/// separator, `%2E%2E` into a dot segment and `%3F` into the start of a query.
+fn raw_rest(uri: &Uri) -> String {
+    let after_api = uri.path().strip_prefix("/api/").unwrap_or_default();
+    match after_api.find('/') {
+        Some(i) => after_api.get(i..).unwrap_or("/").to_owned(),
+        None => "/".to_owned(),
+    }
+}
+
+/// Whether a raw path holds a `.` or `..` segment in any spelling (`%2e`, `.%2E`, or hidden
+/// behind an encoded `/` or a `\`): the upstream, or the URL parser on the way to it, would
+/// resolve it and the request would land outside the route that allowed it.
+fn has_dot_segment(raw: &str) -> bool {
+    let decoded = percent_decode_lossy(raw);
+    decoded.split(['/', '\\']).any(|seg| seg == "." || seg == "..")
+}
+
+fn percent_decode_lossy(s: &str) -> String {
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while let Some(&b) = bytes.get(i) {
+        let hex = (b == b'%').then(|| s.get(i + 1..i + 3)).flatten().and_then(|h| u8::from_str_radix(h, 16).ok());
+        match hex {
+            Some(v) => {
+                out.push(v);
+                i += 3;
+            }
+            None => {
+                out.push(b);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
 }
 
 async fn handle(gw: Arc<Gateway>, name: String, path: String, method: Method, uri: Uri, headers: HeaderMap, body: Body) -> Response {
@@ -79,7 +120,13 @@ async fn handle(gw: Arc<Gateway>, name: String, path: String, method: Method, ur
             );
         }
     };
-    let matched = up.routes.iter().find_map(|r| r.matches(method.as_str(), &path).map(|p| (r, p)));
+    // A path that would be rewritten on its way upstream (dot segments, or anything the URL
+    // parser normalises) matches no route: what is decided must be what is forwarded.
+    let target = target_url(&up, &path, uri.query());
+    let matched = match &target {
+        Some(_) => up.routes.iter().find_map(|r| r.matches(method.as_str(), &path).map(|p| (r, p))),
+        None => None,
+    };
     let Some((route, params)) = matched else {
         let outcome =
             Outcome { allowed: false, reason: "route_not_configured".into(), decision_id: None, error_code: None, policies: Vec::new() };
@@ -183,7 +230,9 @@ async fn handle(gw: Arc<Gateway>, name: String, path: String, method: Method, ur
             return error(StatusCode::BAD_GATEWAY, &code, "the upstream's credential is not available", None);
         }
     };
-    let url = target_url(&up, &path, uri.query());
+    let Some(url) = target else {
+        return error(StatusCode::FORBIDDEN, "route_not_configured", "the path matches no configured route", None);
+    };
     let mut req = gw.http.request(method.clone(), url).timeout(up.timeout).body(body);
     for (k, v) in &headers {
         if !DROP.contains(&k.as_str()) {
@@ -249,15 +298,21 @@ async fn handle(gw: Arc<Gateway>, name: String, path: String, method: Method, ur
     builder.body(Body::from(out)).unwrap_or_else(|_| StatusCode::BAD_GATEWAY.into_response())
 }
 
-fn target_url(up: &Upstream, path: &str, query: Option<&str>) -> String {
-    let base = match &up.target {
-        Target::Http { base_url } => base_url.as_str(),
-        _ => "",
-    };
-    match query {
-        Some(q) => format!("{base}{path}?{q}"),
-        None => format!("{base}{path}"),
+/// The upstream URL for a raw path and query, or `None` if the path would not arrive as it
+/// is (a dot segment, or a URL parser that rewrites it).
+fn target_url(up: &Upstream, path: &str, query: Option<&str>) -> Option<url::Url> {
+    if has_dot_segment(path) {
+        return None;
     }
+    let Target::Http { base_url } = &up.target else { return None };
+    let base = url::Url::parse(base_url).ok()?;
+    let text = match query {
+        Some(q) => format!("{base_url}{path}?{q}"),
+        None => format!("{base_url}{path}"),
+    };
+    let url = url::Url::parse(&text).ok()?;
+    let expected = format!("{}{path}", base.path().trim_end_matches('/'));
+    (url.path() == expected && url.host() == base.host() && url.port_or_known_default() == base.port_or_known_default()).then_some(url)
 }
 
 fn bearer(headers: &HeaderMap) -> Option<&str> {
