@@ -234,8 +234,11 @@ async fn handle(gw: Arc<Gateway>, name: String, path: String, method: Method, ur
         return error(StatusCode::FORBIDDEN, "route_not_configured", "the path matches no configured route", None);
     };
     let mut req = gw.http.request(method.clone(), url).timeout(up.timeout).body(body);
+    // The brokered header replaces any the agent sent under that name (`header` appends: an
+    // agent-supplied value would go first, and most servers read the first).
+    let brokered = injected.as_ref().map(|i| &i.header.0);
     for (k, v) in &headers {
-        if !DROP.contains(&k.as_str()) {
+        if !DROP.contains(&k.as_str()) && brokered != Some(k) {
             req = req.header(k, v);
         }
     }
