@@ -102,12 +102,20 @@ async fn handle(gw: Arc<Gateway>, name: String, path: String, method: Method, ur
     let Some(token) = bearer(&headers) else {
         return error(StatusCode::UNAUTHORIZED, "mandate_required", "a mandate is required: send `Authorization: Bearer <mandate>`", None);
     };
-    let mandate = match gw.control.check_mandate(token).await {
-        Ok(m) => m,
+    // A mandate that verifies but whose task or agent may no longer act is refused, yet its
+    // request is still decided (the control plane records why) and recorded, as over MCP.
+    let (mandate, gate) = match gw.control.check_mandate(token).await {
+        Ok(m) => (m, None),
         Err(r) if r.is_credential() => {
             return error(StatusCode::UNAUTHORIZED, &r.reason, "the mandate is not valid", Some(json!({ "error_code": r.error_code })));
         }
-        Err(r) => return error(StatusCode::FORBIDDEN, &r.reason, &format!("denied: {}", r.reason), None),
+        Err(r) => match r.mandate.clone() {
+            Some(m) => (m, Some(r)),
+            None => {
+                let status = if r.reason == "control_plane_unavailable" { StatusCode::SERVICE_UNAVAILABLE } else { StatusCode::FORBIDDEN };
+                return error(status, &r.reason, &format!("denied: {}", r.reason), None);
+            }
+        },
     };
     let body = match axum::body::to_bytes(body, gw.cfg.max_message_bytes).await {
         Ok(b) => b,
@@ -194,6 +202,13 @@ async fn handle(gw: Arc<Gateway>, name: String, path: String, method: Method, ur
     });
     if !outcome.allowed && outcome.reason == "approval_required" && !route.approval {
         outcome.reason = "approval_not_available".into();
+    }
+    if let Some(g) = &gate
+        && outcome.allowed
+    {
+        // The gate saw the revocation first; it wins.
+        outcome.allowed = false;
+        outcome.reason = g.reason.clone();
     }
     let record = |forwarded: bool, result: &str, status: Option<i64>, bytes: usize, secret: Option<(&str, u32)>| {
         CallRecord {
