@@ -61,36 +61,11 @@ pub fn as_revoked(entry: &RevocationEntry) -> Option<Revoked> {
 #[async_trait]
 impl ControlPlane for Embedded {
     async fn check_mandate(&self, token: &str) -> Result<Arc<VerifiedMandate>, Refusal> {
-        let s = &self.state;
-        let now_secs = s.clock.now_secs();
-        let mandate = match s.cache.get(token, now_secs) {
-            Some(m) => m,
-            None => match s.keys.signing().verifier.verify(token, now_secs) {
-                Ok(m) => {
-                    let m = Arc::new(m);
-                    s.cache.put(token, m.clone(), now_secs);
-                    m
-                }
-                Err(e) => return Err(Refusal::with_code("invalid_mandate", e.code())),
-            },
-        };
-        let claims = mandate.claims();
-        let Some(task) = s.registry.task(&claims.task_id) else {
-            return Err(Refusal::of("task_unknown", mandate));
-        };
-        let refused = match task.status {
-            TaskStatus::Live if task.expires_at_ms > s.clock.now_ms() => None,
-            TaskStatus::Live | TaskStatus::Expired => Some("task_expired"),
-            TaskStatus::Completed => Some("task_completed"),
-            TaskStatus::Revoked => Some("task_revoked"),
-        };
-        if let Some(reason) = refused {
-            return Err(Refusal::of(reason, mandate));
-        }
-        match s.registry.agent(&claims.agent) {
-            Some(a) if a.status == AgentStatus::Active => Ok(mandate),
-            Some(_) => Err(Refusal::of("agent_disabled", mandate)),
-            None => Err(Refusal::of("agent_unknown", mandate)),
+        // The pipeline's own rules, so the gateway and a decision never disagree on them.
+        let mandate = pipeline::verified_mandate(&self.state, token).map_err(|e| Refusal::with_code("invalid_mandate", e.code()))?;
+        match pipeline::may_act(&self.state, &mandate) {
+            Ok(_) => Ok(mandate),
+            Err(reason) => Err(Refusal::of(reason, mandate)),
         }
     }
 
@@ -119,7 +94,8 @@ impl ControlPlane for Embedded {
 
     fn may_act(&self, task: &str, agent: &str) -> bool {
         let s = &self.state;
-        let task_live = s.registry.task(task).is_some_and(|t| t.status == TaskStatus::Live && t.expires_at_ms > s.clock.now_ms());
+        let task_live =
+            s.registry.task(task).is_some_and(|t| t.agent == agent && t.status == TaskStatus::Live && t.expires_at_ms > s.clock.now_ms());
         task_live && s.registry.agent(agent).is_some_and(|a| a.status == AgentStatus::Active)
     }
 

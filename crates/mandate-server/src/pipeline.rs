@@ -261,26 +261,51 @@ pub(crate) async fn decide_until(
         .collect()
 }
 
+/// A mandate verified by this server's keys (EdDSA, `typ`, issuer, audience, times), from the
+/// cache when it was verified before.
+pub fn verified_mandate(state: &AppState, token: &str) -> Result<Arc<mandate_token::VerifiedMandate>, mandate_token::TokenError> {
+    let now_secs = state.clock.now_secs();
+    if let Some(m) = state.cache.get(token, now_secs) {
+        return Ok(m);
+    }
+    let m = Arc::new(state.keys.signing().verifier.verify(token, now_secs)?);
+    state.cache.put(token, m.clone(), now_secs);
+    Ok(m)
+}
+
+/// Whether the mandate's task is live and its agent active right now (the registry, so a
+/// revocation counts from the very next call): the agent, or the stable reason it may not act.
+pub fn may_act(state: &AppState, mandate: &mandate_token::VerifiedMandate) -> Result<Arc<mandate_core::Agent>, &'static str> {
+    let claims = mandate.claims();
+    let task = state.registry.task(&claims.task_id).ok_or("task_unknown")?;
+    if task.agent != claims.agent {
+        return Err("subject_mismatch");
+    }
+    match task.status {
+        TaskStatus::Live if task.expires_at_ms > state.clock.now_ms() => {}
+        TaskStatus::Live | TaskStatus::Expired => return Err("task_expired"),
+        TaskStatus::Completed => return Err("task_completed"),
+        TaskStatus::Revoked => return Err("task_revoked"),
+    }
+    let agent = state.registry.agent(&claims.agent).ok_or("agent_unknown")?;
+    if agent.status != AgentStatus::Active {
+        return Err("agent_disabled");
+    }
+    Ok(agent)
+}
+
 fn decide_agent(state: &AppState, c: &Checked<'_>) -> Verdict {
     let Some(token) = c.subject_props.and_then(|p| p.get("mandate")).and_then(Value::as_str) else {
         return Verdict::deny(c, "mandate_required");
     };
     let now_secs = state.clock.now_secs();
-    let now_ms = state.clock.now_ms();
-    let mandate = match state.cache.get(token, now_secs) {
-        Some(m) => m,
-        None => match state.keys.signing().verifier.verify(token, now_secs) {
-            Ok(m) => {
-                let m = Arc::new(m);
-                state.cache.put(token, m.clone(), now_secs);
-                m
-            }
-            Err(e) => {
-                let mut v = Verdict::deny(c, "invalid_mandate");
-                v.error_code = Some(e.code().to_owned());
-                return v;
-            }
-        },
+    let mandate = match verified_mandate(state, token) {
+        Ok(m) => m,
+        Err(e) => {
+            let mut v = Verdict::deny(c, "invalid_mandate");
+            v.error_code = Some(e.code().to_owned());
+            return v;
+        }
     };
     let claims = mandate.claims();
     let mut v = Verdict::deny(c, "");
@@ -290,37 +315,13 @@ fn decide_agent(state: &AppState, c: &Checked<'_>) -> Verdict {
         v.reason = "subject_mismatch".into();
         return v;
     }
-    let Some(task) = state.registry.task(&claims.task_id) else {
-        v.reason = "task_unknown".into();
-        return v;
+    let agent = match may_act(state, &mandate) {
+        Ok(a) => a,
+        Err(reason) => {
+            v.reason = reason.into();
+            return v;
+        }
     };
-    if task.agent != claims.agent {
-        v.reason = "subject_mismatch".into();
-        return v;
-    }
-    match task.status {
-        TaskStatus::Live if task.expires_at_ms > now_ms => {}
-        TaskStatus::Live | TaskStatus::Expired => {
-            v.reason = "task_expired".into();
-            return v;
-        }
-        TaskStatus::Completed => {
-            v.reason = "task_completed".into();
-            return v;
-        }
-        TaskStatus::Revoked => {
-            v.reason = "task_revoked".into();
-            return v;
-        }
-    }
-    let Some(agent) = state.registry.agent(&claims.agent) else {
-        v.reason = "agent_unknown".into();
-        return v;
-    };
-    if agent.status != AgentStatus::Active {
-        v.reason = "agent_disabled".into();
-        return v;
-    }
     let classification = match classification_of(c) {
         Ok(cl) => cl,
         Err(reason) => {
