@@ -49,18 +49,10 @@ struct Call<'a> {
 }
 
 pub async fn post(State(gw): State<Arc<Gateway>>, Path(name): Path<String>, headers: HeaderMap, body: Body) -> Response {
-    let Some(upstream) = gw.mcp.get(&name).cloned() else {
-        return http_error(
-            StatusCode::NOT_FOUND,
-            &Value::Null,
-            code::METHOD_NOT_FOUND,
-            &format!("no MCP upstream `{}`", mandate_core::clip(&name)),
-            None,
-        );
+    let upstream = match upstream_for(&gw, &name, &headers) {
+        Ok(u) => u,
+        Err(resp) => return *resp,
     };
-    if let Some(resp) = check_origin(&gw, &headers) {
-        return resp;
-    }
     let body = match axum::body::to_bytes(body, gw.cfg.max_message_bytes).await {
         Ok(b) => b,
         Err(_) => {
@@ -126,18 +118,10 @@ pub async fn post(State(gw): State<Arc<Gateway>>, Path(name): Path<String>, head
 /// `GET /mcp/{name}`: the session's stream of server messages (2025-11-25), relayed from the
 /// upstream; ends when the session does. 405 where the upstream has none to offer.
 pub async fn get(State(gw): State<Arc<Gateway>>, Path(name): Path<String>, headers: HeaderMap) -> Response {
-    let Some(upstream) = gw.mcp.get(&name).cloned() else {
-        return http_error(
-            StatusCode::NOT_FOUND,
-            &Value::Null,
-            code::METHOD_NOT_FOUND,
-            &format!("no MCP upstream `{}`", mandate_core::clip(&name)),
-            None,
-        );
+    let upstream = match upstream_for(&gw, &name, &headers) {
+        Ok(u) => u,
+        Err(resp) => return *resp,
     };
-    if let Some(resp) = check_origin(&gw, &headers) {
-        return resp;
-    }
     let (token, mandate) = match authenticate(&gw, &headers, &name).await {
         Ok((t, m, None)) => (t, m),
         Ok((_, _, Some(r))) => return refusal_response(&headers, &Value::Null, &r),
@@ -837,6 +821,18 @@ fn check_routing_headers(headers: &HeaderMap, m: &Message) -> Option<Response> {
         }
     }
     None
+}
+
+/// The upstream named in the path, for a request whose `Origin` is acceptable.
+fn upstream_for(gw: &Gateway, name: &str, headers: &HeaderMap) -> Result<Arc<McpUpstream>, Box<Response>> {
+    let Some(upstream) = gw.mcp.get(name).cloned() else {
+        let message = format!("no MCP upstream `{}`", mandate_core::clip(name));
+        return Err(Box::new(http_error(StatusCode::NOT_FOUND, &Value::Null, code::METHOD_NOT_FOUND, &message, None)));
+    };
+    match check_origin(gw, headers) {
+        Some(resp) => Err(Box::new(resp)),
+        None => Ok(upstream),
+    }
 }
 
 /// MCP requires validating `Origin` (DNS rebinding): absent is fine (not a browser),
