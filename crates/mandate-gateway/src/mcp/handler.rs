@@ -311,8 +311,7 @@ impl Call<'_> {
         if let Some(s) = self.gw.sessions.get(&key) {
             return Ok(s);
         }
-        let inject =
-            self.injection().await.map_err(|c| UpstreamError::Unreachable(format!("the upstream's credential is not available ({c})")))?;
+        let inject = self.injection().await.map_err(|c| UpstreamError::credential(&c))?;
         let (link, described) = self.upstream.open(&client, inject.as_ref().map(|i| &i.header)).await?;
         let s = Arc::new(Session {
             id: key,
@@ -362,8 +361,7 @@ impl Call<'_> {
         method: &str,
         params: Option<&Map<String, Value>>,
     ) -> Result<(Reply, Option<(String, u32)>), UpstreamError> {
-        let inject =
-            self.injection().await.map_err(|c| UpstreamError::Unreachable(format!("the upstream's credential is not available ({c})")))?;
+        let inject = self.injection().await.map_err(|c| UpstreamError::credential(&c))?;
         let params = match &session.link {
             Link::Stateless => Some(stateless_meta(params, &session.client)),
             // A session upstream: the per-request revision keys of a 2026-07-28 client would
@@ -477,7 +475,9 @@ impl Call<'_> {
                     UpstreamError::Status(s) => Some(i64::from(*s)),
                     _ => None,
                 };
-                self.gw.control.record(d.record(self, true, e.reason(), status, 0, None));
+                // Without its credential the request never left the gateway.
+                let forwarded = !matches!(e, UpstreamError::Credential(_));
+                self.gw.control.record(d.record(self, forwarded, e.reason(), status, 0, None));
                 if matches!(e, UpstreamError::SessionGone)
                     && let Some(s) = self.gw.sessions.remove(&session.id)
                 {

@@ -38,6 +38,9 @@ pub enum UpstreamError {
     TooLarge(usize),
     #[error("the upstream session ended")]
     SessionGone,
+    /// The brokered credential could not be had (its stable code): nothing was sent.
+    #[error("the upstream's credential is not available ({0})")]
+    Credential(&'static str),
 }
 
 impl UpstreamError {
@@ -49,7 +52,15 @@ impl UpstreamError {
             UpstreamError::Garbage(_) => "upstream_bad_response",
             UpstreamError::TooLarge(_) => "upstream_too_large",
             UpstreamError::SessionGone => "upstream_session_gone",
+            UpstreamError::Credential(code) => code,
         }
+    }
+
+    /// The error for a brokered secret that could not be opened, from the control plane's code.
+    pub fn credential(code: &str) -> Self {
+        const CODES: [&str; 6] =
+            ["secret_not_found", "secret_unavailable", "secret_undecryptable", "secret_unusable", "secret_empty", "invalid_master_key"];
+        UpstreamError::Credential(CODES.into_iter().find(|c| *c == code).unwrap_or("secret_unavailable"))
     }
 }
 
