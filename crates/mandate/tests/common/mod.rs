@@ -2,6 +2,7 @@
 //! and drives it with the typed client. Dropping a `Server` kills the process.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::indexing_slicing)] // test code
 #![allow(dead_code)]
+pub mod gateway;
 pub mod python;
 
 use std::io::{BufRead, BufReader};
