@@ -62,6 +62,8 @@ pub struct Remote {
     disabled_agents: RwLock<HashSet<String>>,
     sealed: Mutex<HashMap<String, (Instant, u32, SealedSecret)>>,
     evidence: mpsc::Sender<NewEvent>,
+    /// Evidence events recorded and not yet delivered (queued, or waiting to be retried).
+    undelivered: std::sync::atomic::AtomicUsize,
     revocations: broadcast::Sender<Revoked>,
     /// Whether the revocation stream is connected right now (metrics and `/readyz`).
     pub stream_connected: std::sync::atomic::AtomicBool,
@@ -91,6 +93,7 @@ impl Remote {
             disabled_agents: RwLock::new(HashSet::new()),
             sealed: Mutex::new(HashMap::new()),
             evidence: tx,
+            undelivered: std::sync::atomic::AtomicUsize::new(0),
             revocations,
             stream_connected: std::sync::atomic::AtomicBool::new(false),
         });
@@ -108,6 +111,30 @@ impl Remote {
 
     pub(crate) fn token(&self) -> &str {
         &self.token
+    }
+
+    /// Waits (at most `within`) until every evidence event recorded so far has been delivered
+    /// to the control plane; call on shutdown, after the listener has stopped. Returns how many
+    /// could not be delivered, and says so in the log.
+    pub async fn flush(&self, within: Duration) -> usize {
+        let deadline = Instant::now() + within;
+        loop {
+            let left = self.undelivered.load(std::sync::atomic::Ordering::SeqCst);
+            if left == 0 {
+                return 0;
+            }
+            if Instant::now() >= deadline {
+                tracing::error!(undelivered = left, "stopping with tool-call evidence the control plane has not received");
+                return left;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    fn delivered(&self, n: usize) {
+        let _ = self
+            .undelivered
+            .fetch_update(std::sync::atomic::Ordering::SeqCst, std::sync::atomic::Ordering::SeqCst, |v| Some(v.saturating_sub(n)));
     }
 
     /// Entries may have been missed: open sessions are checked again.
@@ -254,7 +281,9 @@ impl ControlPlane for Remote {
     }
 
     fn record(&self, event: NewEvent) {
-        if self.evidence.try_send(event).is_err() {
+        if self.evidence.try_send(event).is_ok() {
+            self.undelivered.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        } else {
             tracing::error!("the evidence queue is full; a tool-call event was dropped");
         }
     }
@@ -339,28 +368,34 @@ async fn send_evidence(remote: std::sync::Weak<Remote>, mut rx: mpsc::Receiver<N
             .json(&json!({ "events": events }))
             .send()
             .await;
-        drop(r);
         match sent {
             Ok(resp) if resp.status().is_success() => {
                 queue.drain(..take);
+                r.delivered(take);
             }
             Ok(resp) if resp.status().is_client_error() => {
                 tracing::error!(status = %resp.status(), n = take, "the control plane refused evidence events; dropping them");
                 queue.drain(..take);
+                r.delivered(take);
             }
             Ok(resp) => {
+                drop(r);
                 tracing::warn!(status = %resp.status(), "evidence not accepted yet; retrying");
-                tokio::time::sleep(Duration::from_millis(500)).await;
+                tokio::time::sleep(Duration::from_millis(200)).await;
+                continue;
             }
             Err(e) => {
+                drop(r);
                 tracing::warn!(error = %root_cause(&e), "cannot reach the control plane for evidence; retrying");
-                tokio::time::sleep(Duration::from_millis(500)).await;
+                tokio::time::sleep(Duration::from_millis(200)).await;
+                continue;
             }
         }
         if queue.len() > EVIDENCE_QUEUE {
             let excess = queue.len() - EVIDENCE_QUEUE;
             tracing::error!(dropped = excess, "the evidence backlog is full; the oldest events were dropped");
             queue.drain(..excess);
+            r.delivered(excess);
         }
     }
 }

@@ -70,6 +70,7 @@ pub async fn run(args: GatewayArgs) -> anyhow::Result<ExitCode> {
             .await
             .map_err(|e| anyhow::anyhow!("{e}"))?;
     let control: Arc<dyn mandate_gateway::ControlPlane> = remote.clone();
+    let flusher = remote.clone();
     let gw = Gateway::new(cfg, control).map_err(|e| anyhow::anyhow!("{e}"))?;
     let app = mandate_gateway::router(gw).route("/healthz", get(|| async { "ok" })).route(
         "/readyz",
@@ -94,6 +95,11 @@ pub async fn run(args: GatewayArgs) -> anyhow::Result<ExitCode> {
     }
     tracing::info!(%addr, "gateway listening");
     axum::serve(listener, app.into_make_service()).with_graceful_shutdown(signal()).await?;
+    // Deliver the evidence still held (calls refused while the control plane was away, the
+    // last calls' outcomes) before going; what cannot be delivered in time is logged.
+    if flusher.flush(std::time::Duration::from_secs(10)).await > 0 {
+        return Ok(ExitCode::FAILURE);
+    }
     Ok(ExitCode::SUCCESS)
 }
 
