@@ -365,9 +365,16 @@ fn parse_classification(name: &str, what: &str, s: &str) -> Result<Classificatio
     })
 }
 
+/// The entries that configure `prompts/get` and `resources/read` rather than a tool: reads
+/// unless they say otherwise (a tool the config names without a kind is an execute).
+pub const READ_ENTRIES: [&str; 2] = ["prompts.get", "resources.read"];
+
 fn check_tool(name: &str, tool: &str, t: &ToolFile) -> Result<ToolPolicy, ConfigError> {
     let what = format!("tool `{}`", mandate_core::clip(tool));
-    let unknown = ToolPolicy::unknown();
+    let mut unknown = ToolPolicy::unknown();
+    if READ_ENTRIES.contains(&tool) {
+        unknown.kind = ActionKind::Read;
+    }
     Ok(ToolPolicy {
         kind: t.kind.as_deref().map(|k| parse_kind(name, &what, k)).transpose()?.unwrap_or(unknown.kind),
         classification: t
@@ -629,6 +636,29 @@ mod tests {
         assert!(route.matches("GET", "/invoices").is_none());
         assert!(route.matches("GET", "/invoices/1/x").is_none());
         assert!(route.matches("POST", "/invoices/1").is_none());
+    }
+
+    #[test]
+    fn prompt_and_resource_entries_default_to_reads() {
+        let c = check(
+            r#"
+            [[upstream]]
+            name = "a"
+            type = "mcp"
+            url = "http://x/mcp"
+            [upstream.tools."prompts.get"]
+            classification = "internal"
+            [upstream.tools."resources.read"]
+            kind = "write"
+            [upstream.tools.other]
+            classification = "internal"
+            "#,
+        )
+        .unwrap();
+        let t = &c.upstreams[0].tools;
+        assert_eq!(t["prompts.get"].kind, ActionKind::Read);
+        assert_eq!(t["resources.read"].kind, ActionKind::Write, "a configured kind wins");
+        assert_eq!(t["other"].kind, ActionKind::Execute, "a tool named without a kind is an execute");
     }
 
     #[test]
