@@ -8,28 +8,14 @@
 
 mod common;
 
-use std::future::Future;
 use std::time::Duration;
 
-use common::{ADMIN, Options, Server, TestAgent, open_task, register_agent};
+use common::gateway::{McpClient, STEP, bounded, call, intent, reason, rmcp_connect, tool_names};
+use common::{Options, Server, TestAgent, open_task, register_agent};
 use mandate_demo_tools::{DemoToolsHandle, DemoToolsOptions};
-use rmcp::ServiceExt;
-use rmcp::model::{CallToolRequestParams, ClientConfig, ProtocolVersion};
-use rmcp::service::{RoleClient, RunningService};
-use rmcp::transport::StreamableHttpClientTransport;
-use rmcp::transport::streamable_http_client::StreamableHttpClientTransportConfig;
-use rmcp::{ClientLifecycleMode, ClientServiceExt};
 use serde_json::{Value, json};
 
 const UPSTREAM_SECRET: &str = "upstream-s3cret-value-7781";
-const STEP: Duration = Duration::from_secs(30);
-
-async fn bounded<T>(what: &str, fut: impl Future<Output = T>) -> T {
-    match tokio::time::timeout(STEP, fut).await {
-        Ok(v) => v,
-        Err(_) => panic!("{what} did not finish within {STEP:?}"),
-    }
-}
 
 pub struct Setup {
     pub server: Server,
@@ -94,51 +80,8 @@ async fn setup_with(agent_attrs: &[(&str, &str)], settings: &str, upstream: &str
     Setup { server, tools, agent, _cfg: cfg }
 }
 
-fn intent(actions: &[&str]) -> Value {
-    json!({
-        "type": "agent_task",
-        "purpose": "Answer ticket T-42",
-        "actions": actions,
-        "resources": ["*"],
-        "max_classification": "internal",
-        "lifetime_seconds": 600
-    })
-}
-
-async fn connect(url: String, mandate: &str, modern: bool) -> RunningService<RoleClient, ClientConfig> {
-    let transport = StreamableHttpClientTransport::from_config(StreamableHttpClientTransportConfig::with_uri(url).auth_header(mandate));
-    let client = if modern {
-        bounded(
-            "discover",
-            ClientConfig::default()
-                .serve_with_lifecycle(transport, ClientLifecycleMode::Discover { preferred_versions: vec![ProtocolVersion::V_2026_07_28] }),
-        )
-        .await
-    } else {
-        bounded("initialize", ClientConfig::default().serve(transport)).await
-    };
-    client.unwrap()
-}
-
-/// A call's outcome as (ok result, or the JSON-RPC error's code and data).
-async fn call(client: &RunningService<RoleClient, ClientConfig>, name: &'static str, args: Value) -> Result<Value, (i32, Value)> {
-    let Value::Object(args) = args else { panic!("arguments must be an object") };
-    match bounded(name, client.call_tool(CallToolRequestParams::new(name).with_arguments(args))).await {
-        Ok(r) => Ok(serde_json::to_value(r).unwrap()),
-        Err(rmcp::ServiceError::McpError(e)) => Err((e.code.0, e.data.unwrap_or(Value::Null))),
-        Err(other) => panic!("{name}: transport failure: {other}"),
-    }
-}
-
-fn reason(data: &Value) -> &str {
-    data.get("reason").and_then(Value::as_str).unwrap_or("")
-}
-
-async fn tool_names(client: &RunningService<RoleClient, ClientConfig>) -> Vec<String> {
-    let mut names: Vec<String> =
-        bounded("list_tools", client.list_tools(None)).await.unwrap().tools.iter().map(|t| t.name.to_string()).collect();
-    names.sort();
-    names
+async fn connect(url: String, mandate: &str, modern: bool) -> McpClient {
+    rmcp_connect(&url, mandate, if modern { "2026-07-28" } else { "2025-11-25" }, &[]).await.unwrap()
 }
 
 /// The task's trail once it holds `n` tool calls (bounded wait).
@@ -241,7 +184,6 @@ async fn the_whole_story(modern: bool, upstream_protocol: &str) {
     assert!(!export.contains(UPSTREAM_SECRET));
     assert!(!s.server.log().contains(UPSTREAM_SECRET));
     assert!(!export.contains(&mandate), "the mandate is never recorded");
-    let _ = ADMIN;
     s.tools.shutdown().await.unwrap();
 }
 
