@@ -286,6 +286,11 @@ fn check_upstream(u: &UpstreamFile) -> Result<Upstream, ConfigError> {
     if !u.env.is_empty() && !matches!(target, Target::McpStdio { .. }) {
         return err(format!("upstream `{name}`: `env` applies to stdio upstreams (`command`) only"));
     }
+    if u.inject.is_some() && matches!(target, Target::McpStdio { .. }) {
+        return err(format!(
+            "upstream `{name}`: `inject` puts a secret in an HTTP header, which a stdio upstream (`command`) does not have"
+        ));
+    }
     let inject = u.inject.as_ref().map(|i| check_inject(&name, i)).transpose()?;
     let mut tools = BTreeMap::new();
     for (tool, t) in &u.tools {
