@@ -9,7 +9,7 @@
 use std::collections::HashMap;
 use std::process::Stdio;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use axum::http::{HeaderMap, HeaderName, HeaderValue};
@@ -22,6 +22,15 @@ use tokio::sync::oneshot;
 
 use super::jsonrpc::{self, LEGACY, META_CLIENT_CAPS, META_CLIENT_INFO, META_PROTOCOL, STATELESS};
 use crate::config::{ProtocolChoice, Target, Upstream};
+
+/// How long the rest of an event stream is read after its answer, so that the connection can
+/// go back to the pool: servers end a request's stream right after the answer, but the end
+/// may come a little later (a server without `TCP_NODELAY` waits for our delayed ACK, ~40 ms).
+const DRAIN_WINDOW: Duration = Duration::from_millis(250);
+/// At most this many streams are drained at once; past it (a server that keeps request
+/// streams open), a stream is dropped and its connection closed, as before.
+const MAX_DRAINING: usize = 256;
+static DRAINING: AtomicUsize = AtomicUsize::new(0);
 
 /// What went wrong talking to an upstream. `reason()` is the stable code clients see.
 #[derive(Debug, Clone, thiserror::Error)]
@@ -487,6 +496,7 @@ async fn read_sse_answer(resp: reqwest::Response, want: &Value, max: usize) -> R
             }
             let v: Value = serde_json::from_str(&data).map_err(|_| UpstreamError::Garbage("an event's data is not JSON".into()))?;
             if v.get("id") == Some(want) && (v.get("result").is_some() || v.get("error").is_some()) {
+                drain_in_background(stream, max.saturating_sub(total));
                 return Ok((v, total));
             }
             // Notifications and server-to-client requests on the request stream are not relayed.
@@ -503,6 +513,33 @@ async fn read_sse_answer(resp: reqwest::Response, want: &Value, max: usize) -> R
             None => return Err(UpstreamError::Garbage("the event stream ended without an answer".into())),
         }
     }
+}
+
+/// Reads what is left of a stream whose answer was taken, apart from the request, so the
+/// connection is reused once the server ends the stream instead of being closed now (a
+/// dropped, unfinished body closes its connection: the next request would open a new one).
+/// Bounded in time, bytes and number of streams at once.
+fn drain_in_background<S>(mut stream: S, budget: usize)
+where
+    S: futures_util::Stream<Item = reqwest::Result<bytes::Bytes>> + Unpin + Send + 'static,
+{
+    if DRAINING.fetch_add(1, Ordering::Relaxed) >= MAX_DRAINING {
+        DRAINING.fetch_sub(1, Ordering::Relaxed);
+        return;
+    }
+    tokio::spawn(async move {
+        let _ = tokio::time::timeout(DRAIN_WINDOW, async {
+            let mut read = 0usize;
+            while let Some(Ok(chunk)) = stream.next().await {
+                read += chunk.len();
+                if read > budget {
+                    return;
+                }
+            }
+        })
+        .await;
+        DRAINING.fetch_sub(1, Ordering::Relaxed);
+    });
 }
 
 /// The end of the first complete event: (length without the separator, length with it).
