@@ -61,8 +61,21 @@ pub mod kinds {
     /// The control plane stopped.
     pub const SERVER_STOPPED: &str = "server.stopped";
 
+    /// A decision asked for a person's approval: the request, bound to one exact call.
+    pub const APPROVAL_REQUESTED: &str = "approval.requested";
+    /// An approver said yes (with who and the comment).
+    pub const APPROVAL_APPROVED: &str = "approval.approved";
+    /// An approver said no.
+    pub const APPROVAL_DENIED: &str = "approval.denied";
+    /// A granted approval allowed its one call.
+    pub const APPROVAL_USED: &str = "approval.used";
+    /// An approval request, or a grant never used, ran out of time.
+    pub const APPROVAL_EXPIRED: &str = "approval.expired";
+    /// The approval webhook could not be delivered after every retry.
+    pub const APPROVAL_NOTIFY_FAILED: &str = "approval.notify_failed";
+
     /// Every kind above.
-    pub const ALL: [&str; 26] = [
+    pub const ALL: [&str; 32] = [
         TASK_OPENED,
         TASK_OPEN_DENIED,
         TOKEN_ISSUED,
@@ -89,6 +102,12 @@ pub mod kinds {
         SECRET_DELETED,
         SERVER_STARTED,
         SERVER_STOPPED,
+        APPROVAL_REQUESTED,
+        APPROVAL_APPROVED,
+        APPROVAL_DENIED,
+        APPROVAL_USED,
+        APPROVAL_EXPIRED,
+        APPROVAL_NOTIFY_FAILED,
     ];
 }
 

@@ -169,6 +169,11 @@ impl Shape {
             | kinds::KEY_ROTATED
             | kinds::SECRET_ROTATED => api(UPDATE),
             kinds::POLICY_RELOAD_FAILED => Shape { failure: true, ..api(UPDATE) },
+            kinds::APPROVAL_REQUESTED => api(CREATE),
+            kinds::APPROVAL_APPROVED => Shape { control: Control::Decided(true), ..api(UPDATE) },
+            kinds::APPROVAL_DENIED => Shape { control: Control::Decided(false), ..api(UPDATE) },
+            kinds::APPROVAL_USED | kinds::APPROVAL_EXPIRED => api(UPDATE),
+            kinds::APPROVAL_NOTIFY_FAILED => Shape { failure: true, ..api(CREATE) },
             kinds::ISSUER_REMOVED | kinds::SECRET_DELETED | kinds::API_TOKEN_REVOKED => api(DELETE),
             kinds::ADMIN_AUTH_FAILED | kinds::ATTESTATION_REFUSED => {
                 Shape { class: Class::Authentication, activity: (1, "Logon"), control: Control::None, failure: true }

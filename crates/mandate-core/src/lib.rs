@@ -3,6 +3,7 @@
 //!
 //! This crate does no I/O and knows nothing of HTTP, databases or async runtimes.
 
+mod approval;
 mod clock;
 mod error;
 mod ids;
@@ -10,6 +11,7 @@ mod intent;
 mod model;
 mod pattern;
 
+pub use approval::{Approval, ApprovalStatus};
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use error::DomainError;
 pub use ids::{AgentName, SpiffeId, TrustDomain};

@@ -91,9 +91,16 @@ pub struct Outcome {
     pub decision_id: Option<String>,
     pub error_code: Option<String>,
     pub policies: Vec<String>,
+    /// The approval asked for (held calls) or used (allowed after approval).
+    pub approval_id: Option<String>,
 }
 
 impl Outcome {
+    /// A refusal that no decision point gave (the gateway's own, or a failure).
+    pub fn refused(reason: &str) -> Self {
+        Outcome { allowed: false, reason: reason.to_owned(), decision_id: None, error_code: None, policies: Vec::new(), approval_id: None }
+    }
+
     pub fn from_response(r: &EvaluationResponse) -> Self {
         let ctx = r.context.as_ref();
         let s = |k: &str| ctx.and_then(|c| c.get(k)).and_then(Value::as_str).map(str::to_owned);
@@ -104,6 +111,7 @@ impl Outcome {
             reason,
             decision_id: s("decision_id"),
             error_code: s("error_code"),
+            approval_id: s("approval_id"),
             policies: ctx
                 .and_then(|c| c.get("policies"))
                 .and_then(Value::as_array)
@@ -127,6 +135,9 @@ impl Outcome {
             if let Some(c) = &self.error_code {
                 m.insert("error_code".into(), json!(c));
             }
+            if let Some(a) = &self.approval_id {
+                m.insert("approval_id".into(), json!(a));
+            }
             if !self.policies.is_empty() {
                 m.insert("policies".into(), json!(self.policies));
             }
@@ -136,7 +147,15 @@ impl Outcome {
 
     pub fn message(&self) -> String {
         match self.reason.as_str() {
-            "approval_required" => "this call needs a person's approval".to_owned(),
+            "approval_required" => match &self.approval_id {
+                Some(id) => format!("this call needs a person's approval: approval `{id}` is pending; make the identical call again once it is approved"),
+                None => "this call needs a person's approval".to_owned(),
+            },
+            "approval_denied" => match &self.approval_id {
+                Some(id) => format!("a person denied this call (approval `{id}`)"),
+                None => "a person denied this call".to_owned(),
+            },
+            "approval_expired" => "the approval request for this call expired; make the call again to ask anew".to_owned(),
             "approval_not_available" => "policy asks for approval, which this tool does not allow: refused".to_owned(),
             r => format!("denied: {r}"),
         }

@@ -39,6 +39,9 @@ pub struct GatewayFile {
     pub allowed_origins: Vec<String>,
     /// Idle MCP sessions are closed after this many seconds.
     pub session_idle_secs: Option<u64>,
+    /// How long a call held for approval waits for a person before it is answered
+    /// `approval_required` with the approval id (0: answer at once). Default 5, at most 30.
+    pub approval_wait_secs: Option<u64>,
     #[serde(default, rename = "upstream")]
     pub upstreams: Vec<UpstreamFile>,
 }
@@ -110,6 +113,7 @@ pub struct GatewayConfig {
     pub max_message_bytes: usize,
     pub allowed_origins: Vec<String>,
     pub session_idle: Duration,
+    pub approval_wait: Duration,
     pub upstreams: Vec<Upstream>,
 }
 
@@ -233,7 +237,12 @@ impl GatewayFile {
                 return err(format!("`allowed_origins` entry `{}` is not an origin URL", mandate_core::clip(o)));
             }
         }
+        let approval_wait = self.approval_wait_secs.unwrap_or(DEFAULT_APPROVAL_WAIT_SECS);
+        if approval_wait > MAX_APPROVAL_WAIT_SECS {
+            return err(format!("`approval_wait_secs` must be at most {MAX_APPROVAL_WAIT_SECS}"));
+        }
         Ok(GatewayConfig {
+            approval_wait: Duration::from_secs(approval_wait),
             environment: self.environment.clone(),
             max_message_bytes: max,
             allowed_origins: self.allowed_origins.iter().map(|o| o.trim_end_matches('/').to_ascii_lowercase()).collect(),
@@ -242,6 +251,11 @@ impl GatewayFile {
         })
     }
 }
+
+/// How long a held call waits for a person by default.
+pub const DEFAULT_APPROVAL_WAIT_SECS: u64 = 5;
+/// The longest a held call may wait (the control plane's longest long poll).
+pub const MAX_APPROVAL_WAIT_SECS: u64 = 30;
 
 /// Upstream names: 1–64 of `a-z0-9-_`, starting with a letter or digit.
 pub fn valid_name(name: &str) -> bool {

@@ -85,4 +85,9 @@ pub trait ControlPlane: Send + Sync + 'static {
 
     /// Where agents get mandates: the `authorization_servers` of the protected-resource metadata.
     fn issuer(&self) -> String;
+
+    /// Waits, at most `wait`, until the approval is decided, and returns its status
+    /// (`pending` when the wait ran out, `approved`, `denied`, `expired`, `used`). The error
+    /// is a stable code; a caller treats it as "still not approved".
+    async fn wait_approval(&self, id: &str, wait: std::time::Duration) -> Result<String, String>;
 }

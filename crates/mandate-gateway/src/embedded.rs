@@ -106,4 +106,14 @@ impl ControlPlane for Embedded {
     fn issuer(&self) -> String {
         self.state.settings.issuer.clone()
     }
+
+    async fn wait_approval(&self, id: &str, wait: std::time::Duration) -> Result<String, String> {
+        match mandate_server::approvals::wait(&self.state, id, wait).await {
+            Ok(a) if a.status == mandate_core::ApprovalStatus::Pending && a.expires_at_ms <= self.state.clock.now_ms() => {
+                Ok("expired".to_owned())
+            }
+            Ok(a) => Ok(a.status.as_str().to_owned()),
+            Err(e) => Err(e.code),
+        }
+    }
 }

@@ -15,6 +15,9 @@ use tokio::sync::broadcast::error::RecvError;
 use tokio_util::sync::CancellationToken;
 use zeroize::Zeroizing;
 
+use mandate_proto::authzen::EvaluationRequest;
+
+use crate::authz::Outcome;
 use crate::config::{GatewayConfig, Inject, InjectFormat, Target, Upstream};
 use crate::control::{ControlPlane, Revoked};
 use crate::mcp::upstream::{ClientIdentity, Link, McpUpstream};
@@ -98,6 +101,44 @@ pub fn shared_key(upstream: &str, task: &str) -> String {
 }
 
 impl Gateway {
+    /// Decides one call. A call policy holds for approval (on a tool or route that allows
+    /// approval) waits up to `approval_wait` for a person: approved, the identical request is
+    /// decided again and uses the approval; denied or expired, it is refused with that reason;
+    /// still pending, it is answered `approval_required` with the approval id, for the client
+    /// to retry. Anything that goes wrong is a deny.
+    pub async fn decide_one(&self, request: EvaluationRequest, request_id: Option<&str>, approvable: bool) -> Outcome {
+        let decide = |r: EvaluationRequest| async move {
+            let answers = self.control.decide(vec![r], request_id).await;
+            answers.first().map(Outcome::from_response).unwrap_or_else(|| Outcome::refused("evaluation_error"))
+        };
+        let mut outcome = decide(request.clone()).await;
+        if outcome.allowed || outcome.reason != "approval_required" {
+            return outcome;
+        }
+        if !approvable {
+            outcome.reason = "approval_not_available".into();
+            return outcome;
+        }
+        let (Some(id), false) = (outcome.approval_id.clone(), self.cfg.approval_wait.is_zero()) else { return outcome };
+        match self.control.wait_approval(&id, self.cfg.approval_wait).await.as_deref() {
+            Ok("approved") => {
+                let again = decide(request).await;
+                if again.reason == "approval_required" && again.approval_id.as_deref() != Some(id.as_str()) {
+                    // Another identical call used the grant first: this one asks anew.
+                    return again;
+                }
+                again
+            }
+            Ok("denied") => Outcome { reason: "approval_denied".into(), ..outcome },
+            Ok("expired") => Outcome { reason: "approval_expired".into(), ..outcome },
+            Ok(_) => outcome,
+            Err(code) => {
+                tracing::warn!(approval = %id, error = %code, "could not wait for an approval; answering approval_required");
+                outcome
+            }
+        }
+    }
+
     pub fn new(cfg: GatewayConfig, control: Arc<dyn ControlPlane>) -> Result<Arc<Gateway>, String> {
         let http = reqwest::Client::builder()
             .connect_timeout(Duration::from_secs(5))

@@ -137,7 +137,7 @@ async fn handle(gw: Arc<Gateway>, name: String, path: String, method: Method, ur
     };
     let Some((route, params)) = matched else {
         let outcome =
-            Outcome { allowed: false, reason: "route_not_configured".into(), decision_id: None, error_code: None, policies: Vec::new() };
+            Outcome::refused("route_not_configured");
         let ev = CallRecord {
             mandate: Some(&mandate),
             upstream: &up.name,
@@ -192,17 +192,7 @@ async fn handle(gw: Arc<Gateway>, name: String, path: String, method: Method, ur
     };
     let environment = gw.cfg.environment.clone().or_else(|| gw.control.environment());
     let rid = headers.get("x-request-id").and_then(|v| v.to_str().ok()).map(str::to_owned);
-    let answers = gw.control.decide(vec![ask.request(environment.as_deref())], rid.as_deref()).await;
-    let mut outcome = answers.first().map(Outcome::from_response).unwrap_or_else(|| Outcome {
-        allowed: false,
-        reason: "evaluation_error".into(),
-        decision_id: None,
-        error_code: None,
-        policies: Vec::new(),
-    });
-    if !outcome.allowed && outcome.reason == "approval_required" && !route.approval {
-        outcome.reason = "approval_not_available".into();
-    }
+    let mut outcome = gw.decide_one(ask.request(environment.as_deref()), rid.as_deref(), route.approval).await;
     if let Some(g) = &gate
         && outcome.allowed
     {

@@ -332,6 +332,29 @@ impl ControlPlane for Remote {
     fn issuer(&self) -> String {
         self.identity.read().as_ref().map(|(i, _)| i.clone()).unwrap_or_else(|| self.base.clone())
     }
+
+    async fn wait_approval(&self, id: &str, wait: std::time::Duration) -> Result<String, String> {
+        if id.is_empty() || id.len() > 128 || !id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-') {
+            return Err("invalid_approval_id".to_owned());
+        }
+        let secs = wait.as_secs().clamp(1, 30);
+        let resp = self
+            .http
+            .get(format!("{}/v1/approvals/{id}?wait={secs}", self.base))
+            .bearer_auth(&self.token)
+            .timeout(wait + DECISION_TIMEOUT)
+            .send()
+            .await
+            .map_err(|_| "control_plane_unavailable".to_owned())?;
+        if !resp.status().is_success() {
+            return Err(format!("approval_status_{}", resp.status().as_u16()));
+        }
+        let body: Value = resp.json().await.map_err(|_| "control_plane_bad_response".to_owned())?;
+        let status = body.get("status").and_then(Value::as_str).ok_or_else(|| "control_plane_bad_response".to_owned())?;
+        let expired = status == "pending"
+            && body.get("expires_at_ms").and_then(Value::as_i64).is_some_and(|e| e <= now_ms());
+        Ok(if expired { "expired".to_owned() } else { status.to_owned() })
+    }
 }
 
 async fn send_evidence(remote: std::sync::Weak<Remote>, mut rx: mpsc::Receiver<NewEvent>) {
@@ -417,4 +440,11 @@ pub(crate) fn root_cause(e: &(dyn std::error::Error + 'static)) -> String {
         cur = next;
     }
     mandate_core::clip(&cur.to_string())
+}
+
+/// Milliseconds since the epoch, by this machine's clock.
+fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
 }

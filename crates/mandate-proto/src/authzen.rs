@@ -69,6 +69,10 @@ pub struct DecisionContext {
     pub error: Option<ItemError>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub task_id: Option<String>,
+    /// With `approval_required`: the approval request to decide; with an allow: the granted
+    /// approval this call used.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub approval_id: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

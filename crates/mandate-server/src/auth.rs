@@ -12,6 +12,8 @@ use crate::state::{AppState, hash_secret};
 pub struct Caller {
     pub token_id: String,
     pub role: Role,
+    /// The token's label: who holds it (shown as the approver, compared with agent owners).
+    pub label: String,
 }
 
 impl Caller {
@@ -56,7 +58,7 @@ async fn authorize(state: &AppState, headers: &HeaderMap, roles: &[Role], admin:
     if !allowed {
         return Err(refuse(state, "role_not_allowed", what, Some(&token)).await);
     }
-    Ok(Caller { token_id: token.id, role: token.role })
+    Ok(Caller { token_id: token.id, role: token.role, label: token.label })
 }
 
 /// Finds an API token by its secret: memory first, then the store (a token made by another

@@ -46,6 +46,12 @@ impl ApiError {
         Self::new(ErrorCode::Forbidden, message)
     }
 
+    /// The same error with a finer stable code.
+    pub fn with_code(mut self, code: &str) -> Self {
+        code.clone_into(&mut self.code);
+        self
+    }
+
     /// Logs the cause, answers a generic message.
     pub fn internal(cause: impl std::fmt::Display) -> Self {
         tracing::error!(error = %cause, "internal error");

@@ -2,6 +2,7 @@
 //! endpoints, the audit writer. The binary chooses the store and the listener; this crate
 //! never does.
 
+pub mod approvals;
 mod audit_sink;
 mod auth;
 mod cache;
@@ -20,6 +21,7 @@ mod settings;
 mod state;
 mod tasks;
 mod verify;
+pub mod webhook;
 
 pub use audit_sink::{AuditSink, AuditUnavailable};
 pub use cache::MandateCache;

@@ -30,6 +30,7 @@ pub struct Metrics {
     live_tasks: Gauge<i64, std::sync::atomic::AtomicI64>,
     policy_reloads: Family<OutcomeLabels, Counter>,
     revocation_subscribers: Gauge<i64, std::sync::atomic::AtomicI64>,
+    webhook_deliveries: Family<OutcomeLabels, Counter>,
 }
 
 impl Default for Metrics {
@@ -61,6 +62,12 @@ impl Metrics {
         registry.register("policy_reloads", "Policy reloads, by outcome", policy_reloads.clone());
         let revocation_subscribers = Gauge::default();
         registry.register("revocation_subscribers", "Connected subscribers of the revocation feed", revocation_subscribers.clone());
+        let webhook_deliveries = Family::<OutcomeLabels, Counter>::default();
+        registry.register(
+            "webhook_deliveries",
+            "Approval webhook attempts, by outcome (delivered, retried, failed)",
+            webhook_deliveries.clone(),
+        );
         Metrics {
             registry,
             decisions,
@@ -73,6 +80,7 @@ impl Metrics {
             live_tasks,
             policy_reloads,
             revocation_subscribers,
+            webhook_deliveries,
         }
     }
 
@@ -114,6 +122,11 @@ impl Metrics {
         } else {
             self.revocation_subscribers.dec();
         }
+    }
+
+    /// One webhook attempt: `delivered`, `retried` (failed, will retry) or `failed` (gave up).
+    pub fn webhook(&self, outcome: &'static str) {
+        self.webhook_deliveries.get_or_create(&OutcomeLabels { outcome }).inc();
     }
 
     pub fn render(&self) -> String {

@@ -84,6 +84,10 @@ pub struct Verdict {
     pub action: String,
     pub resource: (String, String),
     pub classification: Option<Classification>,
+    /// An approval-required decision, until [`crate::approvals::settle`] binds it.
+    pub approval: Option<crate::approvals::ApprovalAsk>,
+    /// The approval asked for (approval required) or used (allowed).
+    pub approval_id: Option<String>,
     /// When deciding began, for the latency metric.
     started: Instant,
 }
@@ -105,6 +109,8 @@ impl Verdict {
             action: c.action.to_owned(),
             resource: (c.resource_type.to_owned(), c.resource_id.to_owned()),
             classification: None,
+            approval: None,
+            approval_id: None,
             started: Instant::now(),
         }
     }
@@ -137,6 +143,9 @@ impl Verdict {
             if let Some(code) = &self.error_code {
                 m.insert("error_code".into(), json!(code));
             }
+            if let Some(id) = &self.approval_id {
+                m.insert("approval_id".into(), json!(id));
+            }
             if !self.obligations.is_empty() {
                 m.insert("obligations".into(), json!(self.obligations));
             }
@@ -163,6 +172,7 @@ impl Verdict {
             error_code: self.error_code.clone(),
             error: None,
             task_id: self.task_id.clone(),
+            approval_id: self.approval_id.clone(),
         };
         EvaluationResponse { decision: self.allowed, context: serde_json::to_value(ctx).ok() }
     }
@@ -194,10 +204,22 @@ pub fn decide(state: &AppState, c: &Checked<'_>) -> Verdict {
 /// `audit_unavailable` deny: nothing is allowed that is not recorded. Counts each in the
 /// metrics.
 pub async fn finish(state: &AppState, verdicts: Vec<Verdict>, actor: &str, request_id: Option<&str>) -> Vec<Verdict> {
+    finish_with(state, verdicts, Vec::new(), actor, request_id).await
+}
+
+/// [`finish`], with other events (approval requests and uses) made durable in the same commit,
+/// before the decisions.
+async fn finish_with(
+    state: &AppState,
+    verdicts: Vec<Verdict>,
+    mut events: Vec<NewEvent>,
+    actor: &str,
+    request_id: Option<&str>,
+) -> Vec<Verdict> {
     if verdicts.is_empty() {
         return verdicts;
     }
-    let events = verdicts.iter().map(|v| v.event(state, actor, request_id)).collect();
+    events.extend(verdicts.iter().map(|v| v.event(state, actor, request_id)));
     let verdicts = match state.audit.record_all(events).await {
         Ok(_) => verdicts,
         Err(_) => verdicts.into_iter().map(Verdict::audit_unavailable).collect(),
@@ -251,7 +273,8 @@ pub(crate) async fn decide_until(
             break;
         }
     }
-    let mut finished = finish(state, verdicts, actor, request_id).await.into_iter();
+    let approval_events = crate::approvals::settle(state, &mut verdicts, actor).await;
+    let mut finished = finish_with(state, verdicts, approval_events, actor, request_id).await.into_iter();
     slots
         .into_iter()
         .filter_map(|slot| match slot {
@@ -335,6 +358,12 @@ fn decide_agent(state: &AppState, c: &Checked<'_>) -> Verdict {
         v.reason = violation.code().to_owned();
         return v;
     }
+    let ask = crate::approvals::ApprovalAsk {
+        task_id: claims.task_id.clone(),
+        agent: claims.agent.clone(),
+        mandate_jti: claims.jti.clone(),
+        arguments: c.context.and_then(|m| m.get("arguments")).cloned().unwrap_or(Value::Null),
+    };
     let input = DecisionInput {
         principal: agent_principal(&agent),
         action: action_input(c),
@@ -351,7 +380,11 @@ fn decide_agent(state: &AppState, c: &Checked<'_>) -> Verdict {
             }),
         ),
     };
-    apply_policy(state, &input, v)
+    let mut v = apply_policy(state, &input, v);
+    if v.reason == mandate_policy::reason::APPROVAL_REQUIRED {
+        v.approval = Some(ask);
+    }
+    v
 }
 
 /// An agent as Cedar's principal: its attributes, with its free-form attributes as tags.

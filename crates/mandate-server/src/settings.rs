@@ -48,6 +48,13 @@ pub struct Settings {
     pub revocations_retained: usize,
     /// How often an open revocation stream gets a keep-alive comment.
     pub revocation_keepalive: Duration,
+    /// How long an approval request stays open, and a granted one usable (never past its
+    /// task's expiry).
+    pub approval_ttl: Duration,
+    /// Refuse an approval or denial from a token whose label is the agent's owner.
+    pub approval_forbid_owner: bool,
+    /// Where new approval requests are announced.
+    pub approval_webhook: Option<crate::webhook::WebhookSettings>,
 }
 
 impl Settings {
@@ -74,6 +81,9 @@ impl Settings {
             master_key: None,
             revocations_retained: crate::revocations::RETAINED,
             revocation_keepalive: Duration::from_secs(15),
+            approval_ttl: Duration::from_secs(900),
+            approval_forbid_owner: false,
+            approval_webhook: None,
         }
     }
 

@@ -42,6 +42,8 @@ pub struct AppState {
     pub jwks_refreshed_at: parking_lot::Mutex<HashMap<String, i64>>,
     /// Wraps every secret's data key. Never logged, never leaves the process.
     pub(crate) master_key: MasterKey,
+    /// Who waits on which approval, and the approval webhook.
+    pub approvals: crate::approvals::Approvals,
 }
 
 /// The background work a running server owns; `shutdown` stops it without losing an event.
@@ -129,7 +131,9 @@ impl AppState {
             .timeout(std::time::Duration::from_secs(10))
             .build()
             .map_err(|e| StartError::Other(format!("cannot build the HTTP client: {e}")))?;
-        let state = Arc::new(AppState {
+        let webhook = settings.approval_webhook.clone();
+        let state = Arc::new_cyclic(|weak| AppState {
+            approvals: crate::approvals::Approvals::new(crate::webhook::Webhook::start(weak.clone(), webhook)),
             cache: MandateCache::new(settings.mandate_cache_capacity),
             settings,
             store,

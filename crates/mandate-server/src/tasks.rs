@@ -81,6 +81,9 @@ pub async fn sweep_loop(state: Weak<AppState>) {
         if let Err(e) = sweep_once(&state).await {
             tracing::warn!(error = %e.message, "task sweep failed; will retry");
         }
+        if let Err(e) = crate::approvals::sweep(&state).await {
+            tracing::warn!(error = %e.message, "approval sweep failed; will retry");
+        }
         // Retired signing keys leave the JWKS and the verifier once their overlap has passed.
         if let Err(e) = state.keys.refresh(state.clock.now_ms()) {
             tracing::warn!(error = %e, "could not refresh the published signing keys; will retry");

@@ -6,14 +6,14 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use mandate_audit::{ChainHead, Checkpoint, NewEvent, SealedEvent};
-use mandate_core::{Agent, AgentStatus, ApiToken, Issuer, Task, TaskEnd};
-use mandate_store::{AuditQuery, SecretRecord, Store, StoreError, StoreResult, TaskFilter};
+use mandate_core::{Agent, AgentStatus, ApiToken, Approval, ApprovalStatus, Issuer, Task, TaskEnd};
+use mandate_store::{ApprovalFilter, AuditQuery, SecretRecord, Store, StoreError, StoreResult, TaskFilter};
 use rusqlite::Connection;
 
 use crate::error::db;
 use crate::migrate::migrate;
 use crate::pool::{Pool, open_writer};
-use crate::sql::{audit, directory, secrets, tasks};
+use crate::sql::{approvals, audit, directory, secrets, tasks};
 
 /// Mandate's embedded store: one SQLite database file in WAL mode.
 ///
@@ -255,6 +255,48 @@ impl Store for SqliteStore {
     async fn audit_for_tasks(&self, task_ids: &[String]) -> StoreResult<Vec<SealedEvent>> {
         let task_ids = task_ids.to_vec();
         self.read(move |c| audit::for_tasks(c, &task_ids)).await
+    }
+
+    async fn insert_approval(&self, a: &Approval) -> StoreResult<()> {
+        let a = a.clone();
+        self.write(move |c| approvals::insert(c, &a)).await
+    }
+
+    async fn get_approval(&self, id: &str) -> StoreResult<Option<Approval>> {
+        let id = id.to_owned();
+        self.read(move |c| approvals::get(c, &id)).await
+    }
+
+    async fn list_approvals(&self, f: &ApprovalFilter) -> StoreResult<Vec<Approval>> {
+        let f = f.clone();
+        self.read(move |c| approvals::list(c, &f)).await
+    }
+
+    async fn open_approval_by_binding(&self, binding: &str, now_ms: i64) -> StoreResult<Option<Approval>> {
+        let binding = binding.to_owned();
+        self.read(move |c| approvals::open_by_binding(c, &binding, now_ms)).await
+    }
+
+    async fn decide_approval(
+        &self,
+        id: &str,
+        to: ApprovalStatus,
+        by: &str,
+        by_label: &str,
+        comment: &str,
+        at_ms: i64,
+    ) -> StoreResult<Option<(Approval, bool)>> {
+        let (id, by, by_label, comment) = (id.to_owned(), by.to_owned(), by_label.to_owned(), comment.to_owned());
+        self.write(move |c| approvals::decide(c, &id, to, &by, &by_label, &comment, at_ms)).await
+    }
+
+    async fn use_approval(&self, id: &str, decision_id: &str, at_ms: i64) -> StoreResult<Option<Approval>> {
+        let (id, decision_id) = (id.to_owned(), decision_id.to_owned());
+        self.write(move |c| approvals::use_once(c, &id, &decision_id, at_ms)).await
+    }
+
+    async fn expire_approvals(&self, now_ms: i64) -> StoreResult<Vec<Approval>> {
+        self.write(move |c| approvals::expire(c, now_ms)).await
     }
 
     async fn insert_checkpoint(&self, cp: &Checkpoint) -> StoreResult<()> {

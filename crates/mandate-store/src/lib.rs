@@ -13,7 +13,7 @@ mod store;
 mod verify;
 
 pub use error::{StoreError, StoreResult};
-pub use query::{AuditQuery, DEFAULT_LIMIT, TaskFilter};
+pub use query::{ApprovalFilter, AuditQuery, DEFAULT_LIMIT, TaskFilter};
 pub use secret::{SealedSecretBlob, SecretRecord};
 pub use store::Store;
 pub use verify::{VERIFY_PAGE, verify_audit};

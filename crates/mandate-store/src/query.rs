@@ -1,6 +1,6 @@
 //! Filters for listing tasks and querying the audit trail.
 
-use mandate_core::TaskStatus;
+use mandate_core::{ApprovalStatus, TaskStatus};
 
 /// The `limit` a default filter carries.
 pub const DEFAULT_LIMIT: usize = 100;
@@ -48,5 +48,24 @@ impl Default for AuditQuery {
     /// No filter, at most [`DEFAULT_LIMIT`].
     fn default() -> Self {
         AuditQuery { kind: None, agent: None, task: None, since_ms: None, after_seq: None, limit: DEFAULT_LIMIT }
+    }
+}
+
+/// Which approvals [`Store::list_approvals`](crate::Store::list_approvals) returns. Every filter
+/// set must match; `limit` caps the count (0 returns nothing).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ApprovalFilter {
+    /// Only approvals in this status.
+    pub status: Option<ApprovalStatus>,
+    /// Only approvals for this task.
+    pub task: Option<String>,
+    /// At most this many.
+    pub limit: usize,
+}
+
+impl Default for ApprovalFilter {
+    /// No filter, at most [`DEFAULT_LIMIT`].
+    fn default() -> Self {
+        ApprovalFilter { status: None, task: None, limit: DEFAULT_LIMIT }
     }
 }

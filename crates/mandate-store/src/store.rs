@@ -2,9 +2,9 @@
 
 use async_trait::async_trait;
 use mandate_audit::{ChainHead, Checkpoint, NewEvent, SealedEvent};
-use mandate_core::{Agent, AgentStatus, ApiToken, Issuer, Task, TaskEnd};
+use mandate_core::{Agent, AgentStatus, ApiToken, Approval, ApprovalStatus, Issuer, Task, TaskEnd};
 
-use crate::{AuditQuery, SecretRecord, StoreResult, TaskFilter};
+use crate::{ApprovalFilter, AuditQuery, SecretRecord, StoreResult, TaskFilter};
 
 /// Everything Mandate keeps. Used as `Arc<dyn Store>`.
 ///
@@ -134,6 +134,43 @@ pub trait Store: Send + Sync + 'static {
 
     /// Every event about any of `task_ids`, ascending seq, each once.
     async fn audit_for_tasks(&self, task_ids: &[String]) -> StoreResult<Vec<SealedEvent>>;
+
+    /// Stores a new approval request. `Conflict` if the id exists; `NotFound` if its task does
+    /// not exist.
+    async fn insert_approval(&self, a: &Approval) -> StoreResult<()>;
+
+    /// The approval with that id.
+    async fn get_approval(&self, id: &str) -> StoreResult<Option<Approval>>;
+
+    /// Approvals matching `f`, newest first (by `created_at_ms`, then id descending).
+    async fn list_approvals(&self, f: &ApprovalFilter) -> StoreResult<Vec<Approval>>;
+
+    /// The newest approval with this `binding` that is still open at `now_ms` (pending or
+    /// approved, not expired): what an identical request may reuse or consume.
+    async fn open_approval_by_binding(&self, binding: &str, now_ms: i64) -> StoreResult<Option<Approval>>;
+
+    /// Moves a pending, unexpired approval to `to` (`approved` or `denied`), recording who, when
+    /// and the comment. Returns the approval as it is afterwards, and whether this call moved it
+    /// (`false`: it was not pending, or had expired, and nothing changed). `None` if unknown.
+    /// `Invalid` if `to` is not `approved` or `denied`. Two racing calls never both move it.
+    async fn decide_approval(
+        &self,
+        id: &str,
+        to: ApprovalStatus,
+        by: &str,
+        by_label: &str,
+        comment: &str,
+        at_ms: i64,
+    ) -> StoreResult<Option<(Approval, bool)>>;
+
+    /// Uses an approved, unexpired approval for the decision `decision_id`: exactly one call
+    /// ever succeeds. The used approval, or `None` if it was not approved, had expired, was
+    /// used already, or is unknown.
+    async fn use_approval(&self, id: &str, decision_id: &str, at_ms: i64) -> StoreResult<Option<Approval>>;
+
+    /// Marks every pending or approved approval whose expiry has come (`expires_at_ms <=
+    /// now_ms`) expired, and returns them as they are afterwards, soonest expiry first.
+    async fn expire_approvals(&self, now_ms: i64) -> StoreResult<Vec<Approval>>;
 
     /// Stores a signed checkpoint. `Conflict` if one exists at its seq.
     async fn insert_checkpoint(&self, c: &Checkpoint) -> StoreResult<()>;

@@ -516,17 +516,7 @@ impl Call<'_> {
         }
         let target = Target::of(&self.upstream, method, &name);
         let request = self.ask(&target, Some(&arguments)).request(self.environment().as_deref());
-        let answer = self.gw.control.decide(vec![request], self.request_id.as_deref()).await;
-        let mut outcome = answer.first().map(Outcome::from_response).unwrap_or_else(|| Outcome {
-            allowed: false,
-            reason: "evaluation_error".into(),
-            decision_id: None,
-            error_code: None,
-            policies: Vec::new(),
-        });
-        if !outcome.allowed && outcome.reason == "approval_required" && !target.policy.approval {
-            outcome.reason = "approval_not_available".into();
-        }
+        let outcome = self.gw.decide_one(request, self.request_id.as_deref(), target.policy.approval).await;
         Ok(Decided { started, method: target.method, name, arguments, target, outcome })
     }
 

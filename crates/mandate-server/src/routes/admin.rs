@@ -215,7 +215,7 @@ pub async fn complete_task(
         if m.claims().task_id != id {
             return Err(ApiError::forbidden("a mandate may complete only its own task"));
         }
-        let agent_caller = Caller { token_id: format!("agent:{}", m.claims().agent), role: Role::Pep };
+        let agent_caller = Caller { token_id: format!("agent:{}", m.claims().agent), role: Role::Pep, label: m.claims().agent.clone() };
         return end(&state, &agent_caller, &id, TaskStatus::Completed, body).await;
     }
     let caller = auth::require(&state, &headers, &[], "complete tasks").await?;

@@ -13,6 +13,7 @@ use tower_http::trace::TraceLayer;
 use crate::state::AppState;
 
 mod admin;
+mod approvals;
 mod audit;
 mod authzen;
 mod gateway;
@@ -58,6 +59,10 @@ pub fn app(state: Arc<AppState>) -> Router {
         .route("/v1/secrets/{name}", put(secrets::put_secret).get(secrets::get_secret).delete(secrets::delete_secret))
         .route("/v1/secrets/{name}/rotate", post(secrets::rotate_secret))
         .route("/v1/secrets/{name}/sealed", get(secrets::sealed_secret))
+        .route("/v1/approvals", get(approvals::list))
+        .route("/v1/approvals/{id}", get(approvals::get))
+        .route("/v1/approvals/{id}/approve", post(approvals::approve))
+        .route("/v1/approvals/{id}/deny", post(approvals::deny))
         .route("/v1/revocations", get(gateway::revocations))
         .route("/v1/evidence", post(gateway::evidence))
         .route("/v1/audit/verify", get(audit::verify))

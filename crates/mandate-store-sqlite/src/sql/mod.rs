@@ -1,6 +1,7 @@
 //! The SQL behind each [`Store`](mandate_store::Store) method, as plain synchronous functions
 //! over a connection. The async layer in [`crate::store`] moves them onto blocking threads.
 
+pub(crate) mod approvals;
 pub(crate) mod audit;
 pub(crate) mod directory;
 pub(crate) mod secrets;

@@ -25,6 +25,7 @@
     reason = "test code: a broken promise must stop the suite with a clear message"
 )]
 
+mod approvals;
 mod audit;
 mod directory;
 mod secrets;
@@ -45,6 +46,7 @@ use serde_json::json;
 
 use crate::Store;
 
+pub use approvals::approvals;
 pub use audit::{audit_append, audit_reads, checkpoints, concurrent_appends};
 pub use directory::{agents, api_tokens, empty_store, entities, issuers, meta};
 pub use secrets::secrets;
@@ -67,6 +69,7 @@ pub async fn run_all(store: Arc<dyn Store>) {
     task_endings(s).await;
     task_tree(s).await;
     jti_replay(s).await;
+    approvals(s).await;
     audit_append(s).await;
     audit_reads(s).await;
     checkpoints(s).await;
