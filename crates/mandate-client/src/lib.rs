@@ -4,7 +4,7 @@
 pub mod revocations;
 
 use mandate_proto::admin::{
-    AddIssuerRequest, AgentStatusChange, AgentView, AuditEventsResponse, AuditVerifyResponse, CreateTokenRequest, CreateTokenResponse,
+    AddIssuerRequest, AgentStatusChange, AgentView, ApprovalDecisionRequest, ApprovalView, AuditEventsResponse, AuditVerifyResponse, CreateTokenRequest, CreateTokenResponse,
     EndTaskRequest, EndTaskResponse, EntitiesLoadResponse, IssuerView, KeyRotateResponse, PolicyStatus, PutSecretRequest,
     RegisterAgentRequest, ReloadResponse, RotateSecretRequest, SecretView, ServerInfo, TaskView, TokenView,
 };
@@ -172,6 +172,37 @@ impl Client {
 
     pub async fn complete_task(&self, id: &str, reason: Option<String>) -> Result<EndTaskResponse> {
         self.json(self.req(Method::POST, &format!("/v1/tasks/{}/complete", seg(id))).json(&EndTaskRequest { reason })).await
+    }
+
+    // ---- approvals ----
+
+    /// `status`: `pending` (the server's default), `approved`, `denied`, `expired`, `used` or `all`.
+    pub async fn list_approvals(&self, status: Option<&str>, limit: Option<usize>) -> Result<Vec<ApprovalView>> {
+        let mut q: Vec<(&str, String)> = Vec::new();
+        if let Some(s) = status {
+            q.push(("status", s.to_owned()));
+        }
+        if let Some(l) = limit {
+            q.push(("limit", l.to_string()));
+        }
+        self.json(self.req(Method::GET, "/v1/approvals").query(&q)).await
+    }
+
+    /// One approval; with `wait_secs`, once it is no longer pending or the wait is over.
+    pub async fn get_approval(&self, id: &str, wait_secs: Option<u64>) -> Result<ApprovalView> {
+        let mut b = self.req(Method::GET, &format!("/v1/approvals/{}", seg(id)));
+        if let Some(w) = wait_secs {
+            b = b.query(&[("wait", w.to_string())]).timeout(std::time::Duration::from_secs(w + 10));
+        }
+        self.json(b).await
+    }
+
+    pub async fn approve(&self, id: &str, comment: Option<String>) -> Result<ApprovalView> {
+        self.json(self.req(Method::POST, &format!("/v1/approvals/{}/approve", seg(id))).json(&ApprovalDecisionRequest { comment })).await
+    }
+
+    pub async fn deny(&self, id: &str, comment: Option<String>) -> Result<ApprovalView> {
+        self.json(self.req(Method::POST, &format!("/v1/approvals/{}/deny", seg(id))).json(&ApprovalDecisionRequest { comment })).await
     }
 
     // ---- decisions ----

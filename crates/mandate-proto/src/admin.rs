@@ -254,3 +254,50 @@ pub struct SecretView {
     pub created_at_ms: i64,
     pub created_by: String,
 }
+
+/// An approval request as `/v1/approvals` shows it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ApprovalView {
+    pub id: String,
+    pub task_id: String,
+    pub agent: String,
+    pub mandate_jti: String,
+    pub action: String,
+    pub resource_type: String,
+    pub resource_id: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub classification: Option<String>,
+    #[serde(default)]
+    pub arguments: serde_json::Value,
+    pub arguments_digest: String,
+    pub binding: String,
+    pub decision_id: String,
+    #[serde(default)]
+    pub policies: Vec<String>,
+    /// `pending`, `approved`, `denied`, `expired` or `used`.
+    pub status: String,
+    pub created_at_ms: i64,
+    pub expires_at_ms: i64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub decided_by: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub decided_by_label: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub decided_at_ms: Option<i64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub comment: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub used_at_ms: Option<i64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub used_by_decision: Option<String>,
+    /// What became of the webhook announcement: `{state, attempts, last_error}`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub notification: Option<serde_json::Value>,
+}
+
+/// The body of `POST /v1/approvals/{id}/approve` and `/deny`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ApprovalDecisionRequest {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub comment: Option<String>,
+}

@@ -26,7 +26,7 @@ async fn open_creates_the_schema_and_reopen_keeps_it() {
         let store = SqliteStore::open(&path).unwrap();
         store.put_meta("trust_domain", "example.org").await.unwrap();
     }
-    assert_eq!(migrations(&path), [(1, "initial".to_owned()), (2, "secrets".to_owned())]);
+    assert_eq!(migrations(&path), [(1, "initial".to_owned()), (2, "secrets".to_owned()), (3, "approvals".to_owned())]);
 
     let store = SqliteStore::open(&path).unwrap();
     assert_eq!(store.get_meta("trust_domain").await.unwrap().as_deref(), Some("example.org"));

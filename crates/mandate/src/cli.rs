@@ -41,6 +41,9 @@ pub enum Command {
     /// List, inspect, complete and revoke tasks.
     #[command(subcommand)]
     Task(TaskCmd),
+    /// The queue of calls waiting for a person: list, approve, deny.
+    #[command(subcommand)]
+    Approval(ApprovalCmd),
     /// Trust external token issuers (Kubernetes, SPIRE, CI OIDC).
     #[command(subcommand)]
     Issuer(IssuerCmd),
@@ -267,6 +270,43 @@ pub enum TaskCmd {
         id: String,
         #[arg(long)]
         reason: Option<String>,
+        #[command(flatten)]
+        remote: Remote,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ApprovalCmd {
+    /// Approval requests, newest first (pending ones by default).
+    List {
+        /// `pending`, `approved`, `denied`, `expired`, `used` or `all`.
+        #[arg(long, default_value = "pending")]
+        status: String,
+        #[arg(long)]
+        limit: Option<usize>,
+        #[command(flatten)]
+        remote: Remote,
+    },
+    /// One approval request, with the exact call it is bound to.
+    Show {
+        id: String,
+        #[command(flatten)]
+        remote: Remote,
+    },
+    /// Allow the identical call, once.
+    Approve {
+        id: String,
+        /// Why (kept in the audit trail).
+        #[arg(long)]
+        comment: Option<String>,
+        #[command(flatten)]
+        remote: Remote,
+    },
+    /// Refuse the call.
+    Deny {
+        id: String,
+        #[arg(long)]
+        comment: Option<String>,
         #[command(flatten)]
         remote: Remote,
     },
@@ -505,6 +545,7 @@ impl ServeArgs {
             checkpoint_every: file.audit.checkpoint_every.unwrap_or(1000),
             checkpoint_interval_secs: file.audit.checkpoint_interval_secs.unwrap_or(10),
             max_body_bytes: file.limits.max_body_bytes.unwrap_or(64 * 1024),
+            approvals: file.approvals.clone(),
             gateway: match &file.gateway {
                 Some(g) => Some(g.check().map_err(|e| anyhow::anyhow!("`[gateway]`: {e}"))?),
                 None => None,

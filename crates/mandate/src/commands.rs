@@ -16,7 +16,7 @@ use serde_json::Value;
 use zeroize::Zeroizing;
 
 use crate::cli::{
-    AgentCmd, AuditCmd, Command, EntitiesCmd, ExportFormat, IssuerCmd, KeyAlg, KeyCmd, PolicyCmd, Remote, SecretCmd, TaskCmd, TokenCmd,
+    AgentCmd, ApprovalCmd, AuditCmd, Command, EntitiesCmd, ExportFormat, IssuerCmd, KeyAlg, KeyCmd, PolicyCmd, Remote, SecretCmd, TaskCmd, TokenCmd,
 };
 
 pub async fn run(command: Command) -> anyhow::Result<ExitCode> {
@@ -35,6 +35,7 @@ pub async fn run(command: Command) -> anyhow::Result<ExitCode> {
         Command::Agent(cmd) => agent(cmd).await,
         Command::Token(cmd) => token(cmd).await,
         Command::Task(cmd) => task(cmd).await,
+        Command::Approval(cmd) => approval(cmd).await,
         Command::Issuer(cmd) => issuer(cmd).await,
         Command::Secret(cmd) => secret(cmd).await,
         Command::Policy(cmd) => policy(cmd).await,
@@ -207,6 +208,48 @@ async fn token(cmd: TokenCmd) -> anyhow::Result<ExitCode> {
         TokenCmd::Revoke { id, remote } => {
             client(&remote)?.revoke_api_token(&id).await?;
             println!("token {id} revoked");
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn approval(cmd: ApprovalCmd) -> anyhow::Result<ExitCode> {
+    let one = |a: &mandate_proto::admin::ApprovalView| {
+        let by = a.decided_by_label.as_deref().map(|l| format!(" by {l}")).unwrap_or_default();
+        format!("{} {}{by}: {} on {}:{} (task {})", a.id, a.status, a.action, a.resource_type, a.resource_id, a.task_id)
+    };
+    match cmd {
+        ApprovalCmd::List { status, limit, remote } => {
+            let list = client(&remote)?.list_approvals(Some(&status), limit).await?;
+            print(&remote, &list, || {
+                let mut out = format!("{:<40} {:<9} {:<16} {:<28} {:<28} {}", "ID", "STATUS", "AGENT", "ACTION", "RESOURCE", "ARGUMENTS");
+                for a in &list {
+                    let args = mandate_audit::canonical_json(&a.arguments);
+                    let args = if args.len() > 60 { format!("{}…", args.chars().take(59).collect::<String>()) } else { args };
+                    out.push_str(&format!(
+                        "\n{:<40} {:<9} {:<16} {:<28} {:<28} {}",
+                        a.id,
+                        a.status,
+                        a.agent,
+                        a.action,
+                        format!("{}:{}", a.resource_type, a.resource_id),
+                        args
+                    ));
+                }
+                out
+            });
+        }
+        ApprovalCmd::Show { id, remote } => {
+            let a = client(&remote)?.get_approval(&id, None).await?;
+            println!("{}", serde_json::to_string_pretty(&a)?);
+        }
+        ApprovalCmd::Approve { id, comment, remote } => {
+            let a = client(&remote)?.approve(&id, comment).await?;
+            print(&remote, &a, || one(&a));
+        }
+        ApprovalCmd::Deny { id, comment, remote } => {
+            let a = client(&remote)?.deny(&id, comment).await?;
+            print(&remote, &a, || one(&a));
         }
     }
     Ok(ExitCode::SUCCESS)

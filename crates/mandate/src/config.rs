@@ -35,6 +35,8 @@ pub struct FileConfig {
     pub audit: AuditConfig,
     #[serde(default)]
     pub limits: LimitsConfig,
+    #[serde(default)]
+    pub approvals: ApprovalsConfig,
     /// The enforcement gateway mounted on this listener (`/mcp/NAME`, `/api/NAME/…`).
     pub gateway: Option<mandate_gateway::GatewayFile>,
 }
@@ -73,6 +75,23 @@ pub struct LimitsConfig {
     pub max_body_bytes: Option<usize>,
 }
 
+/// `[approvals]`: how long a request for a person stays open, who may not decide it, and the
+/// webhook that announces it.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ApprovalsConfig {
+    /// How long an approval request (and a granted one not yet used) stays open. Default 900.
+    pub ttl_secs: Option<u64>,
+    /// Refuse a decision from a token whose label is the agent's owner. Default false.
+    pub forbid_owner: Option<bool>,
+    /// POSTed a signed JSON body for every new approval request.
+    pub webhook_url: Option<String>,
+    /// A file holding the HMAC-SHA256 key (or `MANDATE_APPROVAL_WEBHOOK_SECRET`, which wins).
+    pub webhook_secret_file: Option<PathBuf>,
+    /// Tries per announcement, the first included. Default 5.
+    pub webhook_attempts: Option<u32>,
+}
+
 impl FileConfig {
     pub fn load(path: &Path) -> anyhow::Result<Self> {
         let text = std::fs::read_to_string(path).with_context(|| format!("cannot read config file `{}`", path.display()))?;
@@ -100,6 +119,7 @@ pub struct ServeConfig {
     pub checkpoint_every: u64,
     pub checkpoint_interval_secs: u64,
     pub max_body_bytes: usize,
+    pub approvals: ApprovalsConfig,
     /// The embedded gateway, when the config has a `[gateway]` section.
     pub gateway: Option<mandate_gateway::GatewayConfig>,
 }
@@ -130,6 +150,22 @@ impl ServeConfig {
         }
         if self.max_body_bytes < 1024 || self.max_body_bytes > 16 * 1024 * 1024 {
             bail!("`limits.max_body_bytes` must be between 1024 and 16777216");
+        }
+        if let Some(t) = self.approvals.ttl_secs
+            && !(10..=7 * 24 * 3600).contains(&t)
+        {
+            bail!("`approvals.ttl_secs` must be between 10 and 604800");
+        }
+        if let Some(n) = self.approvals.webhook_attempts
+            && !(1..=20).contains(&n)
+        {
+            bail!("`approvals.webhook_attempts` must be between 1 and 20");
+        }
+        if let Some(u) = &self.approvals.webhook_url {
+            match url::Url::parse(u) {
+                Ok(url) if matches!(url.scheme(), "http" | "https") => {}
+                _ => bail!("`approvals.webhook_url` must be an http(s) URL"),
+            }
         }
         Ok(())
     }

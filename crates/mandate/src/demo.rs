@@ -49,6 +49,7 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
         checkpoint_every: 8,
         checkpoint_interval_secs: 1,
         max_body_bytes: 64 * 1024,
+        approvals: Default::default(),
         gateway: Some(gateway),
     };
     let running = crate::serve::start(cfg, Some(admin_secret.clone()), false).await?;

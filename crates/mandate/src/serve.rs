@@ -101,6 +101,30 @@ pub async fn start(cfg: ServeConfig, admin_secret: Option<String>, handle_signal
         let key = mandate_secrets::MasterKey::from_base64(&text).map_err(|e| anyhow::anyhow!("`MANDATE_MASTER_KEY` is not valid: {e}"))?;
         settings.master_key = Some(key);
     }
+    if let Some(t) = cfg.approvals.ttl_secs {
+        settings.approval_ttl = Duration::from_secs(t);
+    }
+    settings.approval_forbid_owner = cfg.approvals.forbid_owner.unwrap_or(false);
+    if let Some(url) = &cfg.approvals.webhook_url {
+        let secret = match std::env::var("MANDATE_APPROVAL_WEBHOOK_SECRET").ok().filter(|s| !s.is_empty()) {
+            Some(s) => s,
+            None => match &cfg.approvals.webhook_secret_file {
+                Some(p) => std::fs::read_to_string(p)
+                    .map_err(|e| anyhow::anyhow!("cannot read `approvals.webhook_secret_file` `{}`: {e}", p.display()))?
+                    .trim()
+                    .to_owned(),
+                None => bail!("`approvals.webhook_url` needs a signing key: set `MANDATE_APPROVAL_WEBHOOK_SECRET` or `approvals.webhook_secret_file`"),
+            },
+        };
+        if secret.len() < 16 {
+            bail!("the approval webhook's signing key must be at least 16 bytes");
+        }
+        let mut hook = mandate_server::webhook::WebhookSettings::new(url.clone(), secret);
+        if let Some(n) = cfg.approvals.webhook_attempts {
+            hook.max_attempts = n;
+        }
+        settings.approval_webhook = Some(hook);
+    }
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
     let (state, background) = AppState::start(settings, store.clone(), clock).await?;
 
