@@ -4,9 +4,9 @@
 pub mod revocations;
 
 use mandate_proto::admin::{
-    AddIssuerRequest, AgentStatusChange, AgentView, ApprovalDecisionRequest, ApprovalView, AuditEventsResponse, AuditVerifyResponse, CreateTokenRequest, CreateTokenResponse,
-    EndTaskRequest, EndTaskResponse, EntitiesLoadResponse, IssuerView, KeyRotateResponse, PolicyStatus, PutSecretRequest,
-    RegisterAgentRequest, ReloadResponse, RotateSecretRequest, SecretView, ServerInfo, TaskView, TokenView,
+    AddIssuerRequest, AgentStatusChange, AgentView, ApprovalDecisionRequest, ApprovalView, AuditEventsResponse, AuditVerifyResponse,
+    CreateTokenRequest, CreateTokenResponse, EndTaskRequest, EndTaskResponse, EntitiesLoadResponse, IssuerView, KeyRotateResponse,
+    PolicyStatus, PutSecretRequest, RegisterAgentRequest, ReloadResponse, RotateSecretRequest, SecretView, ServerInfo, TaskView, TokenView,
 };
 use mandate_proto::authzen::{EvaluationRequest, EvaluationResponse, EvaluationsRequest, EvaluationsResponse};
 use mandate_proto::gateway::{EvidenceEvent, EvidenceResponse, SealedSecretView};

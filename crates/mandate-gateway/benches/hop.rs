@@ -239,8 +239,14 @@ fn bench(c: &mut Criterion, rt: &tokio::runtime::Runtime, f: &Fixture) {
             pipeline::decide(&f.state, &checked).allowed
         })
     });
-    let outcome =
-        Outcome { allowed: true, reason: "allowed".into(), decision_id: Some("dec_x".into()), error_code: None, policies: vec![], approval_id: None };
+    let outcome = Outcome {
+        allowed: true,
+        reason: "allowed".into(),
+        decision_id: Some("dec_x".into()),
+        error_code: None,
+        policies: vec![],
+        approval_id: None,
+    };
     group.bench_function("part/evidence_event", |b| b.iter(|| f.evidence(&mandate, &outcome, Instant::now())));
     // Not part of the hop, but on every forwarded call of the embedded gateway: the brokered
     // secret read from the store (a blocking-pool hop to SQLite) and opened.

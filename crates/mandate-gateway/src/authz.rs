@@ -148,7 +148,9 @@ impl Outcome {
     pub fn message(&self) -> String {
         match self.reason.as_str() {
             "approval_required" => match &self.approval_id {
-                Some(id) => format!("this call needs a person's approval: approval `{id}` is pending; make the identical call again once it is approved"),
+                Some(id) => format!(
+                    "this call needs a person's approval: approval `{id}` is pending; make the identical call again once it is approved"
+                ),
                 None => "this call needs a person's approval".to_owned(),
             },
             "approval_denied" => match &self.approval_id {

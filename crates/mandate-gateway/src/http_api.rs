@@ -136,8 +136,7 @@ async fn handle(gw: Arc<Gateway>, name: String, path: String, method: Method, ur
         None => None,
     };
     let Some((route, params)) = matched else {
-        let outcome =
-            Outcome::refused("route_not_configured");
+        let outcome = Outcome::refused("route_not_configured");
         let ev = CallRecord {
             mandate: Some(&mandate),
             upstream: &up.name,

@@ -351,8 +351,7 @@ impl ControlPlane for Remote {
         }
         let body: Value = resp.json().await.map_err(|_| "control_plane_bad_response".to_owned())?;
         let status = body.get("status").and_then(Value::as_str).ok_or_else(|| "control_plane_bad_response".to_owned())?;
-        let expired = status == "pending"
-            && body.get("expires_at_ms").and_then(Value::as_i64).is_some_and(|e| e <= now_ms());
+        let expired = status == "pending" && body.get("expires_at_ms").and_then(Value::as_i64).is_some_and(|e| e <= now_ms());
         Ok(if expired { "expired".to_owned() } else { status.to_owned() })
     }
 }
@@ -444,7 +443,5 @@ pub(crate) fn root_cause(e: &(dyn std::error::Error + 'static)) -> String {
 
 /// Milliseconds since the epoch, by this machine's clock.
 fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
 }

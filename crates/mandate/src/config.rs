@@ -152,9 +152,9 @@ impl ServeConfig {
             bail!("`limits.max_body_bytes` must be between 1024 and 16777216");
         }
         if let Some(t) = self.approvals.ttl_secs
-            && !(10..=7 * 24 * 3600).contains(&t)
+            && !(1..=7 * 24 * 3600).contains(&t)
         {
-            bail!("`approvals.ttl_secs` must be between 10 and 604800");
+            bail!("`approvals.ttl_secs` must be between 1 and 604800");
         }
         if let Some(n) = self.approvals.webhook_attempts
             && !(1..=20).contains(&n)

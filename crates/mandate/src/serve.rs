@@ -113,7 +113,9 @@ pub async fn start(cfg: ServeConfig, admin_secret: Option<String>, handle_signal
                     .map_err(|e| anyhow::anyhow!("cannot read `approvals.webhook_secret_file` `{}`: {e}", p.display()))?
                     .trim()
                     .to_owned(),
-                None => bail!("`approvals.webhook_url` needs a signing key: set `MANDATE_APPROVAL_WEBHOOK_SECRET` or `approvals.webhook_secret_file`"),
+                None => bail!(
+                    "`approvals.webhook_url` needs a signing key: set `MANDATE_APPROVAL_WEBHOOK_SECRET` or `approvals.webhook_secret_file`"
+                ),
             },
         };
         if secret.len() < 16 {

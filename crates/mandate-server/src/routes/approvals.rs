@@ -43,7 +43,11 @@ pub struct ListQuery {
 }
 
 /// `GET /v1/approvals?status=pending`: newest first.
-pub async fn list(State(state): State<Arc<AppState>>, headers: HeaderMap, Query(q): Query<ListQuery>) -> Result<Json<Vec<ApprovalView>>, ApiError> {
+pub async fn list(
+    State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
+    Query(q): Query<ListQuery>,
+) -> Result<Json<Vec<ApprovalView>>, ApiError> {
     auth::require(&state, &headers, READERS, "list approvals").await?;
     let status = match q.status.as_deref().unwrap_or("pending") {
         "all" => None,
@@ -89,7 +93,12 @@ pub struct DecideBody {
 }
 
 /// `POST /v1/approvals/{id}/approve` `{"comment": "…"}`.
-pub async fn approve(state: State<Arc<AppState>>, headers: HeaderMap, id: Path<String>, body: Bytes) -> Result<Json<ApprovalView>, ApiError> {
+pub async fn approve(
+    state: State<Arc<AppState>>,
+    headers: HeaderMap,
+    id: Path<String>,
+    body: Bytes,
+) -> Result<Json<ApprovalView>, ApiError> {
     decide(state, headers, id, body, true).await
 }
 

@@ -26,8 +26,10 @@ pub(crate) fn insert(c: &mut Connection, a: &Approval) -> StoreResult<()> {
 }
 
 pub(crate) fn get(c: &Connection, id: &str) -> StoreResult<Option<Approval>> {
-    let body: Option<String> =
-        c.prepare_cached("SELECT body FROM approvals WHERE id = ?1").and_then(|mut s| s.query_row([id], |r| r.get(0)).optional()).map_err(db)?;
+    let body: Option<String> = c
+        .prepare_cached("SELECT body FROM approvals WHERE id = ?1")
+        .and_then(|mut s| s.query_row([id], |r| r.get(0)).optional())
+        .map_err(db)?;
     body.map(|b| parse(&b)).transpose()
 }
 
@@ -39,7 +41,8 @@ pub(crate) fn list(c: &Connection, f: &ApprovalFilter) -> StoreResult<Vec<Approv
              ORDER BY created_at_ms DESC, id DESC LIMIT ?3",
         )
         .map_err(db)?;
-    let rows = stmt.query_map(params![f.status.map(ApprovalStatus::as_str), f.task, limit(f.limit)], |r| r.get::<_, String>(0)).map_err(db)?;
+    let rows =
+        stmt.query_map(params![f.status.map(ApprovalStatus::as_str), f.task, limit(f.limit)], |r| r.get::<_, String>(0)).map_err(db)?;
     rows.map(|r| r.map_err(db).and_then(|b| parse(&b))).collect()
 }
 

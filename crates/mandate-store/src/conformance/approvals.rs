@@ -66,8 +66,11 @@ pub async fn approvals(store: &dyn Store) {
         "approvals: deciding as `used` is invalid"
     );
     assert_eq!(store.decide_approval("no-such-approval", ApprovalStatus::Approved, "t", "l", "", T0).await.unwrap(), None);
-    let (decided, moved) =
-        store.decide_approval(&a1.id, ApprovalStatus::Approved, "token:tok_1", "carol@example.com", "ok for 4411", T0 + 3_000).await.unwrap().unwrap();
+    let (decided, moved) = store
+        .decide_approval(&a1.id, ApprovalStatus::Approved, "token:tok_1", "carol@example.com", "ok for 4411", T0 + 3_000)
+        .await
+        .unwrap()
+        .unwrap();
     assert!(moved, "approvals: a pending one is decided");
     assert_eq!(decided.status, ApprovalStatus::Approved);
     assert_eq!(decided.decided_by.as_deref(), Some("token:tok_1"));
@@ -75,7 +78,8 @@ pub async fn approvals(store: &dyn Store) {
     assert_eq!(decided.comment.as_deref(), Some("ok for 4411"));
     assert_eq!(decided.decided_at_ms, Some(T0 + 3_000));
     assert_eq!(store.get_approval(&a1.id).await.unwrap(), Some(decided.clone()), "approvals: the decision is stored");
-    let (again, moved) = store.decide_approval(&a1.id, ApprovalStatus::Denied, "token:tok_2", "dave", "", T0 + 4_000).await.unwrap().unwrap();
+    let (again, moved) =
+        store.decide_approval(&a1.id, ApprovalStatus::Denied, "token:tok_2", "dave", "", T0 + 4_000).await.unwrap().unwrap();
     assert!(!moved, "approvals: a decided one is not decided again");
     assert_eq!(again, decided, "approvals: a refused decision changes nothing");
 
@@ -108,7 +112,11 @@ pub async fn approvals(store: &dyn Store) {
 
     let expired = store.expire_approvals(T0 + 26_000).await.unwrap();
     let mine: Vec<&Approval> = expired.iter().filter(|a| a.task_id == t.id).collect();
-    assert_eq!(mine.iter().map(|a| a.id.as_str()).collect::<Vec<_>>(), vec![a2.id.as_str(), a4.id.as_str()], "approvals: expiry takes approved and pending ones whose time has come, soonest first");
+    assert_eq!(
+        mine.iter().map(|a| a.id.as_str()).collect::<Vec<_>>(),
+        vec![a2.id.as_str(), a4.id.as_str()],
+        "approvals: expiry takes approved and pending ones whose time has come, soonest first"
+    );
     assert!(mine.iter().all(|a| a.status == ApprovalStatus::Expired));
     assert_eq!(store.get_approval(&a3.id).await.unwrap().unwrap().status, ApprovalStatus::Denied, "approvals: expiry leaves a denied one");
     assert!(store.expire_approvals(T0 + 26_000).await.unwrap().iter().all(|a| a.task_id != t.id), "approvals: expiry is idempotent");
