@@ -537,6 +537,16 @@ pub fn render_event(e: &Value) -> String {
         }
         "task.opened" => format!("intent: {}", d.pointer("/intent/purpose").and_then(Value::as_str).unwrap_or("")),
         "token.issued" => format!("mandate {} (kid {})", ds("jti"), ds("kid")),
+        "approval.requested" | "approval.used" | "approval.expired" => format!("{} for {}", ds("approval_id"), ds("action")),
+        "approval.approved" | "approval.denied" => {
+            let comment = ds("comment");
+            format!(
+                "{} by {}{}",
+                ds("approval_id"),
+                ds("approver"),
+                if comment.is_empty() { String::new() } else { format!(": {comment}") }
+            )
+        }
         _ => {
             let r = ds("reason");
             if r.is_empty() { String::new() } else { format!("reason: {r}") }

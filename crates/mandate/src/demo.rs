@@ -71,6 +71,8 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
 fn demo_gateway_toml(mcp_url: &str) -> String {
     format!(
         r#"
+# The demo shows the held call's approval id at once rather than waiting for a person.
+approval_wait_secs = 0
 [[upstream]]
 name = "demo"
 type = "mcp"
@@ -288,15 +290,27 @@ async fn story(url: &str, admin_secret: &str, tool_secret: &str, tools: &mandate
         "tools/call email.send",
         &agent_mcp.call("email.send", json!({ "to": "ops@initech.example", "subject": "T-42", "body": "We are on it." })).await?,
     );
-    show_call(
-        "tools/call deploy.production",
-        &agent_mcp.call("deploy.production", json!({ "service": "web", "version": "4.12.2" })).await?,
-    );
+    let deploy = json!({ "service": "web", "version": "4.12.2" });
+    let held = agent_mcp.call("deploy.production", deploy.clone()).await?;
+    show_call("tools/call deploy.production", &held);
     println!(
         "   upstream effects: {} email(s) sent, {} deployment(s): nothing that was refused reached it",
         tools.state().outbox().len(),
         tools.state().deployments().len()
     );
+    if let Some(approval_id) = held.pointer("/error/data/approval_id").and_then(Value::as_str) {
+        let approver = admin.create_token("approver", "dana@example.com").await?;
+        let approver = Client::new(url, Some(approver.token))?;
+        let pending = approver.list_approvals(Some("pending"), None).await?;
+        if let Some(a) = pending.iter().find(|a| a.id == approval_id) {
+            println!("   `mandate approval list` → {} {} {}", a.id, a.action, mandate_audit::canonical_json(&a.arguments));
+        }
+        let a = approver.approve(approval_id, Some("ok for change CHG-4411".into())).await?;
+        println!("   `mandate approval approve` by {} → {}", a.decided_by_label.as_deref().unwrap_or("?"), a.status);
+        show_call("tools/call deploy.production (approved)", &agent_mcp.call("deploy.production", deploy.clone()).await?);
+        show_call("tools/call deploy.production (again)", &agent_mcp.call("deploy.production", deploy).await?);
+        println!("   (a granted approval covers the identical call once; {} deployment(s) now)", tools.state().deployments().len());
+    }
     let started = std::time::Instant::now();
     admin.revoke_task(&gw_task.task_id, Some("demo: revoked mid-session".into())).await?;
     show_call("tools/call tickets.search (after revoke)", &agent_mcp.call("tickets.search", json!({ "query": "checkout" })).await?);

@@ -33,6 +33,11 @@ fn the_demo_tells_the_whole_story_and_verifies_the_trail() {
     assert!(line("tools/call email.send").contains("no_policy_permits"));
     assert!(line("tools/call deploy.production").contains("approval_required"));
     assert!(line("upstream effects").contains("0 email(s) sent, 0 deployment(s)"));
+    // A person approves the held call: it goes through once, and only once.
+    assert!(line("`mandate approval approve` by dana@example.com").contains("approved"));
+    assert!(line("tools/call deploy.production (approved)").contains("forwarded"));
+    assert!(line("tools/call deploy.production (again)").contains("approval_required"));
+    assert!(line("a granted approval covers").contains("1 deployment(s) now"));
     assert!(line("(after revoke)").contains("task_revoked"));
     assert!(line("CALLED  demo/tickets.search").contains("[secret demo-tools-token v1]"));
     // The kill switch, then the verified trail.
