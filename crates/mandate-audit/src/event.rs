@@ -60,6 +60,13 @@ pub mod kinds {
     pub const SERVER_STARTED: &str = "server.started";
     /// The control plane stopped.
     pub const SERVER_STOPPED: &str = "server.stopped";
+    /// A person logged in to the web console with an API token.
+    pub const CONSOLE_LOGIN: &str = "console.login";
+    /// A person logged out of the web console.
+    pub const CONSOLE_LOGOUT: &str = "console.logout";
+    /// A console form was refused as a possible forgery (wrong or missing CSRF token, or
+    /// sent from another site); nothing was changed.
+    pub const CONSOLE_CSRF_REFUSED: &str = "console.csrf_refused";
 
     /// A decision asked for a person's approval: the request, bound to one exact call.
     pub const APPROVAL_REQUESTED: &str = "approval.requested";
@@ -75,7 +82,7 @@ pub mod kinds {
     pub const APPROVAL_NOTIFY_FAILED: &str = "approval.notify_failed";
 
     /// Every kind above.
-    pub const ALL: [&str; 32] = [
+    pub const ALL: [&str; 35] = [
         TASK_OPENED,
         TASK_OPEN_DENIED,
         TOKEN_ISSUED,
@@ -108,6 +115,9 @@ pub mod kinds {
         APPROVAL_USED,
         APPROVAL_EXPIRED,
         APPROVAL_NOTIFY_FAILED,
+        CONSOLE_LOGIN,
+        CONSOLE_LOGOUT,
+        CONSOLE_CSRF_REFUSED,
     ];
 }
 

@@ -18,4 +18,5 @@ pub use chain::{canonical_json, seal};
 pub use checkpoint::{CHECKPOINT_CONTEXT, Checkpoint, sign_checkpoint};
 pub use event::{ChainHead, GENESIS_HASH, NewEvent, SealedEvent, kinds};
 pub use ocsf::{OCSF_VERSION, to_ocsf};
+pub use timefmt::rfc3339_ms;
 pub use verify::{Verifier, VerifyFailure, VerifyReport, codes};

@@ -7,7 +7,8 @@
 //! | `task.opened`, `task.open_denied`, `token.issued` | API Activity (6003) | Create |
 //! | `task.completed`, `task.revoked`, `task.expired` | API Activity (6003) | Update |
 //! | `agent.*`, `policy.*`, `entities.loaded`, `api_token.created`, `issuer.*`, `key.rotated` | API Activity (6003) | Create, Update or Delete |
-//! | `admin.auth_failed`, `attestation.refused` | Authentication (3002) | Logon, failed |
+//! | `admin.auth_failed`, `attestation.refused`, `console.csrf_refused` | Authentication (3002) | Logon, failed |
+//! | `console.login`, `console.logout` | Authentication (3002) | Logon, Logoff |
 //! | `server.started`, `server.stopped` | Application Lifecycle (6002) | Start, Stop |
 //! | anything else | API Activity (6003) | Other |
 //!
@@ -175,8 +176,12 @@ impl Shape {
             kinds::APPROVAL_USED | kinds::APPROVAL_EXPIRED => api(UPDATE),
             kinds::APPROVAL_NOTIFY_FAILED => Shape { failure: true, ..api(CREATE) },
             kinds::ISSUER_REMOVED | kinds::SECRET_DELETED | kinds::API_TOKEN_REVOKED => api(DELETE),
-            kinds::ADMIN_AUTH_FAILED | kinds::ATTESTATION_REFUSED => {
+            kinds::ADMIN_AUTH_FAILED | kinds::ATTESTATION_REFUSED | kinds::CONSOLE_CSRF_REFUSED => {
                 Shape { class: Class::Authentication, activity: (1, "Logon"), control: Control::None, failure: true }
+            }
+            kinds::CONSOLE_LOGIN => Shape { class: Class::Authentication, activity: (1, "Logon"), control: Control::None, failure: false },
+            kinds::CONSOLE_LOGOUT => {
+                Shape { class: Class::Authentication, activity: (2, "Logoff"), control: Control::None, failure: false }
             }
             kinds::SERVER_STARTED => Shape { class: Class::ApplicationLifecycle, activity: (3, "Start"), ..api(OTHER) },
             kinds::SERVER_STOPPED => Shape { class: Class::ApplicationLifecycle, activity: (4, "Stop"), ..api(OTHER) },
@@ -190,7 +195,7 @@ impl Shape {
 
     /// Informational, except denials and failures (Low) and refused logins (Medium).
     fn severity(&self) -> (u32, &'static str) {
-        if self.class == Class::Authentication {
+        if self.class == Class::Authentication && self.failure {
             (3, "Medium")
         } else if self.failed() {
             (2, "Low")

@@ -10,7 +10,7 @@ const RFC3339_MS: &[BorrowedFormatItem<'static>] =
 
 /// `ts_ms` (milliseconds since the Unix epoch) as RFC 3339 UTC text; `None` outside the years
 /// 0000 to 9999.
-pub(crate) fn rfc3339_ms(ts_ms: i64) -> Option<String> {
+pub fn rfc3339_ms(ts_ms: i64) -> Option<String> {
     let nanos = i128::from(ts_ms).checked_mul(1_000_000)?;
     let dt = OffsetDateTime::from_unix_timestamp_nanos(nanos).ok()?;
     if !(0..=9999).contains(&dt.year()) {
