@@ -6,6 +6,7 @@ pub mod approvals;
 mod audit_sink;
 mod auth;
 mod cache;
+mod console;
 mod error;
 mod extract;
 mod jwks_fetch;

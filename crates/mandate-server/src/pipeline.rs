@@ -477,3 +477,22 @@ fn actor_chain(mut act: Option<&mandate_token::Actor>) -> Vec<String> {
     }
     chain
 }
+
+/// The decision input a request would have, for a what-if evaluation that is never enforced
+/// nor recorded (the console's policy page): the same action, resource and context mapping as
+/// a real decision, with the principal and task given by the caller. `Err` is the stable
+/// reason a real decision would deny it with before policy runs (`unknown_classification`).
+pub(crate) fn what_if_input(
+    state: &AppState,
+    c: &Checked<'_>,
+    principal: PrincipalInput,
+    task: Option<TaskContext>,
+) -> Result<DecisionInput, String> {
+    let classification = classification_of(c)?;
+    Ok(DecisionInput {
+        principal,
+        action: action_input(c),
+        resource: resource_input(c, classification),
+        context: context_input(state, c, state.clock.now_secs(), task),
+    })
+}

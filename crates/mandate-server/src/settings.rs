@@ -55,6 +55,8 @@ pub struct Settings {
     pub approval_forbid_owner: bool,
     /// Where new approval requests are announced.
     pub approval_webhook: Option<crate::webhook::WebhookSettings>,
+    /// Mark the console's cookies `Secure` (the server is reached over HTTPS).
+    pub console_secure_cookie: bool,
 }
 
 impl Settings {
@@ -84,6 +86,7 @@ impl Settings {
             approval_ttl: Duration::from_secs(900),
             approval_forbid_owner: false,
             approval_webhook: None,
+            console_secure_cookie: false,
         }
     }
 

@@ -44,6 +44,8 @@ pub struct AppState {
     pub(crate) master_key: MasterKey,
     /// Who waits on which approval, and the approval webhook.
     pub approvals: crate::approvals::Approvals,
+    /// Who is logged in to the web console.
+    pub(crate) console: crate::console::Sessions,
 }
 
 /// The background work a running server owns; `shutdown` stops it without losing an event.
@@ -149,6 +151,7 @@ impl AppState {
             policy_source,
             jwks_refreshed_at: parking_lot::Mutex::new(HashMap::new()),
             master_key,
+            console: crate::console::Sessions::default(),
         });
         let sweeper = tokio::spawn(crate::tasks::sweep_loop(Arc::downgrade(&state)));
         Ok((state, Background { audit_writer, sweeper }))

@@ -85,7 +85,10 @@ pub async fn start(cfg: ServeConfig, admin_secret: Option<String>, handle_signal
         SqliteStore::open(&cfg.data_dir.join("mandate.db"))
             .with_context(|| format!("cannot open the store in `{}`", cfg.data_dir.display()))?,
     );
+    // Behind a proxy that ends TLS, the issuer URL says that browsers use HTTPS.
+    let console_secure_cookie = cfg.tls.is_some() || issuer.starts_with("https://");
     let mut settings = Settings::new(issuer, trust_domain, cfg.data_dir.join("keys"));
+    settings.console_secure_cookie = console_secure_cookie;
     settings.audience = cfg.audience.clone();
     settings.environment = cfg.environment.clone();
     settings.default_task_ttl = Duration::from_secs(cfg.default_ttl_secs);

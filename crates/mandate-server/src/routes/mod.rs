@@ -70,6 +70,7 @@ pub fn app(state: Arc<AppState>) -> Router {
         .route("/v1/audit/trail", get(audit::trail))
         .route("/v1/audit/export", get(audit::export))
         .route("/v1/audit/checkpoints", get(audit::checkpoints))
+        .merge(crate::console::router())
         .fallback(ops::not_found)
         .layer(DefaultBodyLimit::max(limit))
         .layer(PropagateRequestIdLayer::new(request_id.clone()))

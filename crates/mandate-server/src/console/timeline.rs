@@ -1,0 +1,233 @@
+//! A task's evidence timeline: every audit event of the task and of the tasks delegated from
+//! it, in trail order, each rendered by kind (intent, decisions, tool calls, approvals,
+//! delegations, the end), with the hash-chain verification of the whole trail on top.
+
+use std::collections::HashMap;
+
+use mandate_audit::{SealedEvent, kinds};
+use mandate_core::Task;
+use mandate_proto::admin::AuditVerifyResponse;
+use maud::{Markup, html};
+use serde_json::Value;
+
+use super::view::{badge, kv, plain, seg, short, time};
+
+/// The phase of a task's life an event belongs to (its colour on the timeline).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Phase {
+    Intent,
+    Decision,
+    ToolCall,
+    Approval,
+    Delegation,
+    End,
+    Other,
+}
+
+impl Phase {
+    fn of(e: &SealedEvent, delegated: bool) -> Phase {
+        match e.kind.as_str() {
+            kinds::TASK_OPENED if delegated => Phase::Delegation,
+            kinds::TASK_OPENED | kinds::TOKEN_ISSUED => Phase::Intent,
+            kinds::DECISION => Phase::Decision,
+            kinds::TOOL_CALL => Phase::ToolCall,
+            kinds::TASK_REVOKED | kinds::TASK_COMPLETED | kinds::TASK_EXPIRED => Phase::End,
+            k if k.starts_with("approval.") => Phase::Approval,
+            k if k.contains("delegat") => Phase::Delegation,
+            _ => Phase::Other,
+        }
+    }
+
+    fn class(self) -> &'static str {
+        match self {
+            Phase::Intent => "ev-intent",
+            Phase::Decision => "ev-decision",
+            Phase::ToolCall => "ev-tool",
+            Phase::Approval => "ev-approval",
+            Phase::Delegation => "ev-delegation",
+            Phase::End => "ev-end",
+            Phase::Other => "ev-other",
+        }
+    }
+}
+
+/// The verification banner, a summary by phase, and one row per event. `ids[0]` is the task
+/// the page is about; `tree` its whole delegation tree (for agent names and parents).
+pub fn render(events: &[SealedEvent], verify: &AuditVerifyResponse, ids: &[String], tree: &[Task]) -> Markup {
+    let by_id: HashMap<&str, &Task> = tree.iter().map(|t| (t.id.as_str(), t)).collect();
+    let this = ids.first().map_or("", String::as_str);
+    let delegated = |e: &SealedEvent| e.task.as_deref().and_then(|t| by_id.get(t)).is_some_and(|t| t.parent_id.is_some());
+    let phases: Vec<Phase> = events.iter().map(|e| Phase::of(e, delegated(e))).collect();
+    let count = |p: Phase| phases.iter().filter(|x| **x == p).count();
+    let decisions: Vec<&SealedEvent> = events.iter().filter(|e| e.kind == kinds::DECISION).collect();
+    let allowed = decisions.iter().filter(|e| e.details().get("decision").and_then(Value::as_bool) == Some(true)).count();
+    let verified_to = if verify.ok { verify.last_seq } else { verify.bad_seq.map(|b| b.saturating_sub(1)) };
+    html! {
+        section.timeline {
+            div.head {
+                h2 { "Evidence timeline" }
+                p.sub {
+                    "This task" @if ids.len() > 1 { " and the " (ids.len() - 1) " task(s) delegated from it" } ": "
+                    (events.len()) " events."
+                }
+            }
+            (banner(verify))
+            ul.summary {
+                li.ev-intent { b { (count(Phase::Intent)) } " intent" }
+                li.ev-decision { b { (decisions.len()) } " decisions (" (allowed) " allowed, " (decisions.len() - allowed) " not)" }
+                li.ev-tool { b { (count(Phase::ToolCall)) } " tool calls" }
+                li.ev-approval { b { (count(Phase::Approval)) } " approval events" }
+                li.ev-delegation { b { (count(Phase::Delegation)) } " delegations" }
+                li.ev-end { b { (count(Phase::End)) } " ended" }
+            }
+            @if events.is_empty() {
+                p.empty { "No events are recorded for this task." }
+            } @else {
+                ol.events {
+                    @for (e, phase) in events.iter().zip(&phases) {
+                        (row(e, *phase, this, &by_id, verified_to))
+                    }
+                }
+            }
+        }
+    }
+}
+
+fn banner(verify: &AuditVerifyResponse) -> Markup {
+    html! {
+        @if verify.ok {
+            div.verify.ok {
+                (badge("verified"))
+                " The whole trail is intact: events 1 to " (verify.last_seq.unwrap_or(0)) " are hash-chained without a gap, and "
+                (verify.checkpoints) " signed checkpoint(s) agree."
+                @if let Some(h) = &verify.last_hash { " Head " code { (short(h)) } "." }
+            }
+        } @else {
+            div.verify.broken role="alert" {
+                (badge("broken"))
+                " The trail does not verify"
+                @if let Some(seq) = verify.bad_seq { " at event " b { (seq) } }
+                ": " (verify.message.as_deref().unwrap_or("")) " "
+                @if let Some(code) = &verify.code { span.code { "(" (code) ")" } }
+                " Events before it are verified; this one and those after it are not."
+            }
+        }
+    }
+}
+
+fn row(e: &SealedEvent, phase: Phase, this: &str, by_id: &HashMap<&str, &Task>, verified_to: Option<u64>) -> Markup {
+    let d = e.details();
+    let verified = verified_to.is_some_and(|to| e.seq <= to);
+    let other_task = e.task.as_deref().filter(|t| *t != this);
+    html! {
+        li class={ "event " (phase.class()) } {
+            div.meta {
+                span.seq title=(e.hash) { "#" (e.seq) }
+                @if verified { span.chain.ok title="hash-chained and verified" { "✓" } } @else { span.chain title="recorded after the verification ran, or after a break" { "…" } }
+                span.when { (time(e.ts_ms)) }
+            }
+            div.what {
+                div.title {
+                    (title(e, &d, phase))
+                    @if let Some(t) = other_task {
+                        " " span.in { "in "
+                            @if let Some(task) = by_id.get(t) { b { (task.agent.as_str()) } " · " }
+                            a href={ "/console/tasks/" (seg(t)) } title=(t) { code { (short(t)) } }
+                        }
+                    }
+                }
+                (body(e, &d))
+                div.by { "by " code { (e.actor) } }
+                details {
+                    summary { "record" }
+                    pre { (serde_json::to_string_pretty(&e.to_json()).unwrap_or_default()) }
+                }
+            }
+        }
+    }
+}
+
+fn title(e: &SealedEvent, d: &Value, phase: Phase) -> Markup {
+    let s = |k: &str| d.get(k).map(plain).unwrap_or_default();
+    html! {
+        @match e.kind.as_str() {
+            kinds::TASK_OPENED if phase == Phase::Delegation => { "Delegated task opened" }
+            kinds::TASK_OPENED => { "Task opened" }
+            kinds::TOKEN_ISSUED => { "Mandate issued" }
+            kinds::DECISION => {
+                @let outcome = match (d.get("decision").and_then(Value::as_bool), s("reason").as_str()) {
+                    (_, "approval_required") => "approval required",
+                    (Some(true), _) => "allow",
+                    _ => "deny",
+                };
+                "Decision " (badge(outcome)) " " code { (s("action")) }
+            }
+            kinds::TOOL_CALL => {
+                "Tool call " code { (s("tool")) }
+                @if d.get("forwarded").and_then(Value::as_bool) == Some(true) { " " (badge("forwarded")) } @else { " " (badge("refused")) }
+            }
+            kinds::TASK_REVOKED => { "Task " (badge("revoked")) }
+            kinds::TASK_COMPLETED => { "Task " (badge("completed")) }
+            kinds::TASK_EXPIRED => { "Task " (badge("expired")) }
+            kinds::AGENT_DISABLED => { "Agent " (badge("disabled")) }
+            k => {
+                @if let Some(rest) = k.strip_prefix("approval.") { "Approval " (badge(rest)) } @else { code { (k) } }
+            }
+        }
+    }
+}
+
+fn body(e: &SealedEvent, d: &Value) -> Markup {
+    match e.kind.as_str() {
+        kinds::TASK_OPENED => {
+            let intent = d.get("intent").cloned().unwrap_or(Value::Null);
+            html! {
+                (kv(&intent, &[("purpose", "Purpose"), ("actions", "Actions"), ("resources", "Resources"), ("max_classification", "Up to"), ("on_behalf_of", "On behalf of")]))
+                (kv(d, &[("parent_task", "Delegated from"), ("parent", "Delegated from"), ("policies", "Allowed by"), ("policy_version", "Policy set"), ("attestation", "Attested by")]))
+            }
+        }
+        kinds::TOKEN_ISSUED => kv(d, &[("jti", "Token id"), ("aud", "Audience"), ("scope", "Scope"), ("kid", "Signing key")]),
+        kinds::DECISION => {
+            let resource = d
+                .get("resource")
+                .map(|r| format!("{}:{}", r.get("type").map(plain).unwrap_or_default(), r.get("id").map(plain).unwrap_or_default()));
+            html! {
+                dl.kv {
+                    @if let Some(r) = resource { dt { "Resource" } dd { code { (r) } } }
+                }
+                (kv(d, &[("classification", "Classification"), ("reason", "Reason"), ("error_code", "Error"), ("policies", "Policies"), ("policy_version", "Policy set"), ("obligations", "Obligations"), ("decision_id", "Decision id")]))
+            }
+        }
+        kinds::TOOL_CALL => kv(
+            d,
+            &[
+                ("upstream", "Upstream"),
+                ("action", "Action"),
+                ("kind", "Kind"),
+                ("reason", "Decision"),
+                ("result", "Outcome"),
+                ("latency_us", "Latency (µs)"),
+                ("arguments_sha256", "Arguments digest"),
+                ("decision_id", "Decision id"),
+            ],
+        ),
+        kinds::TASK_REVOKED | kinds::TASK_COMPLETED | kinds::TASK_EXPIRED => {
+            kv(d, &[("reason", "Why"), ("cascade_from", "Because it ended")])
+        }
+        k if k.starts_with("approval.") => kv(
+            d,
+            &[
+                ("approval_id", "Approval"),
+                ("id", "Approval"),
+                ("action", "Action"),
+                ("resource", "Resource"),
+                ("decided_by_label", "By"),
+                ("by_label", "By"),
+                ("comment", "Comment"),
+                ("expires_at_ms", "Expires (ms)"),
+                ("decision_id", "Decision id"),
+            ],
+        ),
+        _ => kv(d, &[("reason", "Reason"), ("child_task", "Delegated task"), ("agent", "Agent"), ("to", "To")]),
+    }
+}
