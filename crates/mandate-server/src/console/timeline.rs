@@ -98,8 +98,12 @@ fn banner(verify: &AuditVerifyResponse) -> Markup {
         @if verify.ok {
             div.verify.ok {
                 (badge("verified"))
-                " The whole trail is intact: events 1 to " (verify.last_seq.unwrap_or(0)) " are hash-chained without a gap, and "
-                (verify.checkpoints) " signed checkpoint(s) agree."
+                " The whole trail is intact: events 1 to " (verify.last_seq.unwrap_or(0)) " are hash-chained without a gap"
+                @match verify.checkpoints {
+                    0 => { " (no checkpoint signed yet)." }
+                    1 => { ", and the signed checkpoint agrees." }
+                    n => { ", and all " (n) " signed checkpoints agree." }
+                }
                 @if let Some(h) = &verify.last_hash { " Head " code { (short(h)) } "." }
             }
         } @else {
@@ -122,8 +126,10 @@ fn row(e: &SealedEvent, phase: Phase, this: &str, by_id: &HashMap<&str, &Task>, 
     html! {
         li class={ "event " (phase.class()) } {
             div.meta {
-                span.seq title=(e.hash) { "#" (e.seq) }
-                @if verified { span.chain.ok title="hash-chained and verified" { "✓" } } @else { span.chain title="recorded after the verification ran, or after a break" { "…" } }
+                span.seq title=(e.hash) {
+                    "#" (e.seq) " "
+                    @if verified { span.chain.ok title="hash-chained and verified" { "✓ verified" } } @else { span.chain title="recorded after the verification ran, or after a break" { "not verified" } }
+                }
                 span.when { (time(e.ts_ms)) }
             }
             div.what {
@@ -180,23 +186,47 @@ fn title(e: &SealedEvent, d: &Value, phase: Phase) -> Markup {
 fn body(e: &SealedEvent, d: &Value) -> Markup {
     match e.kind.as_str() {
         kinds::TASK_OPENED => {
-            let intent = d.get("intent").cloned().unwrap_or(Value::Null);
-            html! {
-                (kv(&intent, &[("purpose", "Purpose"), ("actions", "Actions"), ("resources", "Resources"), ("max_classification", "Up to"), ("on_behalf_of", "On behalf of")]))
-                (kv(d, &[("parent_task", "Delegated from"), ("parent", "Delegated from"), ("policies", "Allowed by"), ("policy_version", "Policy set"), ("attestation", "Attested by")]))
+            // The intent and the rest of the details, as one list.
+            let mut all = d.get("intent").and_then(Value::as_object).cloned().unwrap_or_default();
+            if let Some(rest) = d.as_object() {
+                all.extend(rest.iter().filter(|(k, _)| *k != "intent").map(|(k, v)| (k.clone(), v.clone())));
             }
+            kv(
+                &Value::Object(all),
+                &[
+                    ("purpose", "Purpose"),
+                    ("actions", "Actions"),
+                    ("resources", "Resources"),
+                    ("max_classification", "Up to"),
+                    ("on_behalf_of", "On behalf of"),
+                    ("parent_task", "Delegated from"),
+                    ("parent", "Delegated from"),
+                    ("policies", "Allowed by"),
+                    ("policy_version", "Policy set"),
+                    ("attestation", "Attested by"),
+                ],
+            )
         }
         kinds::TOKEN_ISSUED => kv(d, &[("jti", "Token id"), ("aud", "Audience"), ("scope", "Scope"), ("kid", "Signing key")]),
         kinds::DECISION => {
-            let resource = d
-                .get("resource")
-                .map(|r| format!("{}:{}", r.get("type").map(plain).unwrap_or_default(), r.get("id").map(plain).unwrap_or_default()));
-            html! {
-                dl.kv {
-                    @if let Some(r) = resource { dt { "Resource" } dd { code { (r) } } }
-                }
-                (kv(d, &[("classification", "Classification"), ("reason", "Reason"), ("error_code", "Error"), ("policies", "Policies"), ("policy_version", "Policy set"), ("obligations", "Obligations"), ("decision_id", "Decision id")]))
+            let mut all = d.as_object().cloned().unwrap_or_default();
+            if let Some(r) = d.get("resource") {
+                let text = format!("{}:{}", r.get("type").map(plain).unwrap_or_default(), r.get("id").map(plain).unwrap_or_default());
+                all.insert("resource".into(), Value::String(text));
             }
+            kv(
+                &Value::Object(all),
+                &[
+                    ("resource", "Resource"),
+                    ("classification", "Classification"),
+                    ("reason", "Reason"),
+                    ("error_code", "Error"),
+                    ("policies", "Policies"),
+                    ("policy_version", "Policy set"),
+                    ("obligations", "Obligations"),
+                    ("decision_id", "Decision id"),
+                ],
+            )
         }
         kinds::TOOL_CALL => kv(
             d,

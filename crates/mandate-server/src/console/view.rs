@@ -127,12 +127,22 @@ pub fn kv(details: &Value, keys: &[(&str, &str)]) -> Markup {
     html! {
         dl.kv {
             @for (key, label) in keys {
-                @if let Some(v) = details.get(*key).filter(|v| !v.is_null()) {
+                @if let Some(v) = details.get(*key).filter(|v| !is_empty(v)) {
                     dt { (label) }
                     dd { (plain(v)) }
                 }
             }
         }
+    }
+}
+
+fn is_empty(v: &Value) -> bool {
+    match v {
+        Value::Null => true,
+        Value::String(s) => s.is_empty(),
+        Value::Array(a) => a.is_empty(),
+        Value::Object(o) => o.is_empty(),
+        _ => false,
     }
 }
 

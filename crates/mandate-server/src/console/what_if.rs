@@ -267,6 +267,7 @@ fn render(state: &AppState, v: &Viewer, r: &Request, result: Option<Result<Outco
             h1 { "Policy" }
             p.sub { "The Cedar policy set deciding every request, and a what-if to try one against it." }
         }
+        @if let Some(result) = &result { (outcome(result)) }
         div.cols {
             section.card {
                 h2 { "Policy set in force" }
@@ -313,7 +314,6 @@ fn render(state: &AppState, v: &Viewer, r: &Request, result: Option<Result<Outco
                 }
             }
         }
-        @if let Some(result) = &result { (outcome(result)) }
     };
     view::layout("Policy", Some(v), Nav::Policy, body)
 }
