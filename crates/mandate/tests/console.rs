@@ -165,7 +165,16 @@ async fn a_person_runs_the_console_in_a_browser() {
         "type": "agent_task", "purpose": "Refund the duplicate charge on order 991",
         "actions": ["payments.refund"], "resources": ["payment:*"], "max_classification": "internal", "lifetime_seconds": 600
     });
-    let (_m_billing, t_billing) = open_task(&server, &billing, &refund_intent).await;
+    let (m_billing, t_billing) = open_task(&server, &billing, &refund_intent).await;
+    // The refund is an execution: policy holds it for a person, bound to these exact arguments.
+    let refund = |m: &str| {
+        let mut r = evaluation(&billing, m, "payments.refund", "payment", "991", "internal");
+        r.context = json!({"arguments": {"amount": 42, "currency": "EUR", "order": "991"}}).as_object().cloned();
+        r
+    };
+    let r = pep.evaluate(&refund(&m_billing)).await.unwrap();
+    assert_eq!(reason(&r), "approval_required");
+    let first_approval = r.context.as_ref().unwrap()["approval_id"].as_str().unwrap().to_owned();
     let (_m_scratch, t_scratch) = open_task(&server, &scratch, &read_intent()).await;
 
     // ---- the admin logs in ----
@@ -320,14 +329,91 @@ async fn a_person_runs_the_console_in_a_browser() {
     assert!(resp.text().await.unwrap().contains("a `auditor` token may not revoke tasks"));
     assert_eq!(status(&server, &t_billing).await, "live");
 
+    b.goto(&format!("{}/console/approvals", server.url)).await.unwrap();
+    assert_eq!(b.find_all(Locator::Css("article.approval")).await.unwrap().len(), 1);
+    assert!(b.find_all(Locator::Css("form[action$='/decide']")).await.unwrap().is_empty(), "an auditor cannot decide");
+    b.find(Locator::Css("form[action='/console/logout'] button")).await.unwrap().click().await.unwrap();
+
+    // ---- the approver approves the held refund: the identical call goes through once ----
+    log_in(&b, &server, &approver.token).await;
+    b.goto(&format!("{}/console/approvals", server.url)).await.unwrap();
+    let card = b.find(Locator::Css(&format!("article#approval-{first_approval}"))).await.unwrap();
+    let shown = card.text().await.unwrap();
+    for want in [
+        "payments.refund → payment:991",
+        "billing-bot",
+        &t_billing,
+        "\"amount\": 42",
+        "\"currency\": \"EUR\"",
+        "agents.execute-needs-approval",
+    ] {
+        assert!(shown.contains(want), "the card shows the exact call ({want}):\n{shown}");
+    }
+    assert!(b.find_all(Locator::Css("form[action$='/disable'], form[action$='/revoke']")).await.unwrap().is_empty());
+    shot(&b, "09-approvals-pending").await;
+    card.find(Locator::Css("input[name=comment]")).await.unwrap().send_keys("duplicate charge confirmed with the customer").await.unwrap();
+    card.find(Locator::Css("button[value=approve]")).await.unwrap().click().await.unwrap();
+    let page = text(&b).await;
+    assert!(page.contains("Approved `payments.refund` on `payment:991`: the agent's identical call is allowed once."), "{page}");
+    let a = admin.get_approval(&first_approval, None).await.unwrap();
+    assert_eq!(a.status, "approved");
+    assert_eq!(a.decided_by_label.as_deref(), Some("carol@example.com"));
+    assert_eq!(a.decided_by.as_deref(), Some(format!("token:{}", approver.id).as_str()));
+    let r = pep.evaluate(&refund(&m_billing)).await.unwrap();
+    assert!(r.decision, "the identical call is allowed: {r:?}");
+    let r = pep.evaluate(&refund(&m_billing)).await.unwrap();
+    assert_eq!(reason(&r), "approval_required", "only once");
+    let second_approval = r.context.as_ref().unwrap()["approval_id"].as_str().unwrap().to_owned();
+    assert_ne!(second_approval, first_approval);
+    // The second one is denied from the page.
+    b.goto(&format!("{}/console/approvals", server.url)).await.unwrap();
+    let card = b.find(Locator::Css(&format!("article#approval-{second_approval}"))).await.unwrap();
+    card.find(Locator::Css("button[value=deny]")).await.unwrap().click().await.unwrap();
+    assert!(text(&b).await.contains("Denied `payments.refund` on `payment:991`."));
+    assert_eq!(admin.get_approval(&second_approval, None).await.unwrap().status, "denied");
+    let page = text(&b).await;
+    assert!(page.contains("Nothing is waiting for a decision.") && page.contains("duplicate charge confirmed with the customer"), "{page}");
+    shot(&b, "10-approvals-decided").await;
+    // Deciding twice is refused with the approvals API's code, and changes nothing.
+    let approver_cookie = format!("mandate_session={}", b.get_named_cookie("mandate_session").await.unwrap().value());
+    let html = http
+        .get(format!("{}/console/approvals", server.url))
+        .header("cookie", &approver_cookie)
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let resp = http
+        .post(format!("{}/console/approvals/{first_approval}/decide", server.url))
+        .header("cookie", &approver_cookie)
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body(format!("csrf={}&decision=deny", csrf_in(&html)))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 409);
+    assert!(resp.text().await.unwrap().contains("approval_decided"));
+    assert_eq!(admin.get_approval(&first_approval, None).await.unwrap().status, "used");
+    // The refund task's timeline tells it: requested, approved by carol, used, requested, denied.
+    b.goto(&format!("{}/console/tasks/{t_billing}", server.url)).await.unwrap();
+    let page = text(&b).await;
+    for want in
+        ["Approval requested", "Approval approved", "Approval used", "Approval denied", "carol@example.com", "duplicate charge confirmed"]
+    {
+        assert!(page.contains(want), "timeline shows {want:?}:\n{page}");
+    }
+    assert!(page.contains("The whole trail is intact"));
+    shot(&b, "11-timeline-approvals").await;
+
     // A pep token cannot log in at all.
     b.find(Locator::Css("form[action='/console/logout'] button")).await.unwrap().click().await.unwrap();
     log_in(&b, &server, &pep_token.token).await;
     assert_eq!(b.current_url().await.unwrap().path(), "/console/login");
     let page = text(&b).await;
     assert!(page.contains("cannot log in to the console") && page.contains("role_not_allowed"), "{page}");
-    shot(&b, "09-login-pep-refused").await;
-    let _ = approver;
+    shot(&b, "12-login-pep-refused").await;
     b.close().await.unwrap();
 
     // ---- everything the people did is in the verified trail, under their tokens ----

@@ -21,6 +21,7 @@
 //!   `token:<id>`, so it lands in the trail with the person's identity.
 
 mod actions;
+mod approvals;
 mod login;
 mod pages;
 mod session;
@@ -66,6 +67,8 @@ pub fn router() -> Router<Arc<AppState>> {
         .route("/console/tasks", get(pages::tasks))
         .route("/console/tasks/{id}", get(pages::task))
         .route("/console/tasks/{id}/revoke", post(actions::revoke_task))
+        .route("/console/approvals", get(approvals::page))
+        .route("/console/approvals/{id}/decide", post(approvals::decide))
         .route("/console/policy", get(what_if::page).post(what_if::evaluate))
         .route("/console/{*rest}", any(not_found))
         .layer(map_response(security_headers))
@@ -93,6 +96,11 @@ impl Viewer {
     /// Disable agents, revoke tasks.
     pub fn may_admin(&self) -> bool {
         self.role == Role::Admin
+    }
+
+    /// Approve or deny held calls.
+    pub fn may_decide(&self) -> bool {
+        matches!(self.role, Role::Admin | Role::Approver)
     }
 }
 

@@ -214,6 +214,16 @@ fn body(e: &SealedEvent, d: &Value) -> Markup {
                 let text = format!("{}:{}", r.get("type").map(plain).unwrap_or_default(), r.get("id").map(plain).unwrap_or_default());
                 all.insert("resource".into(), Value::String(text));
             }
+            if let Some(Value::Array(obs)) = d.get("obligations") {
+                let text: Vec<String> = obs
+                    .iter()
+                    .map(|o| {
+                        let (kind, value, policy) = (o.get("type").map(plain), o.get("value").map(plain), o.get("policy").map(plain));
+                        format!("{} {} ({})", kind.unwrap_or_default(), value.unwrap_or_default(), policy.unwrap_or_default())
+                    })
+                    .collect();
+                all.insert("obligations".into(), Value::String(text.join("; ")));
+            }
             kv(
                 &Value::Object(all),
                 &[
@@ -244,20 +254,30 @@ fn body(e: &SealedEvent, d: &Value) -> Markup {
         kinds::TASK_REVOKED | kinds::TASK_COMPLETED | kinds::TASK_EXPIRED => {
             kv(d, &[("reason", "Why"), ("cascade_from", "Because it ended")])
         }
-        k if k.starts_with("approval.") => kv(
-            d,
-            &[
-                ("approval_id", "Approval"),
-                ("id", "Approval"),
-                ("action", "Action"),
-                ("resource", "Resource"),
-                ("decided_by_label", "By"),
-                ("by_label", "By"),
-                ("comment", "Comment"),
-                ("expires_at_ms", "Expires (ms)"),
-                ("decision_id", "Decision id"),
-            ],
-        ),
+        k if k.starts_with("approval.") => {
+            let mut all = d.as_object().cloned().unwrap_or_default();
+            if let Some(r) = d.get("resource") {
+                let text = format!("{}:{}", r.get("type").map(plain).unwrap_or_default(), r.get("id").map(plain).unwrap_or_default());
+                all.insert("resource".into(), Value::String(text));
+            }
+            if let Some(ms) = d.get("expires_at_ms").and_then(Value::as_i64) {
+                all.insert("expires_at_ms".into(), Value::String(time(ms)));
+            }
+            kv(
+                &Value::Object(all),
+                &[
+                    ("action", "Action"),
+                    ("resource", "Resource"),
+                    ("approver", "Approver"),
+                    ("comment", "Comment"),
+                    ("arguments_digest", "Arguments digest"),
+                    ("policies", "Held by"),
+                    ("expires_at_ms", "Expires"),
+                    ("approval_id", "Approval"),
+                    ("decision_id", "Decision id"),
+                ],
+            )
+        }
         _ => kv(d, &[("reason", "Reason"), ("child_task", "Delegated task"), ("agent", "Agent"), ("to", "To")]),
     }
 }
