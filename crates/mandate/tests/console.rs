@@ -115,6 +115,26 @@ async fn shot(b: &Browser, name: &str) {
     println!("screenshot: {}", path.display());
 }
 
+/// Clicks what submits a form or follows a link, and waits until the next page has loaded (the
+/// old document gone, the new one complete): a WebDriver click does not always wait for it.
+async fn press(b: &Browser, el: fantoccini::elements::Element) {
+    let old = b.find(Locator::Css("html")).await.unwrap();
+    el.click().await.unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while old.tag_name().await.is_ok() {
+        assert!(std::time::Instant::now() < deadline, "the click did not lead to a new page");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    loop {
+        let ready = b.execute("return document.readyState", vec![]).await.ok();
+        if ready.as_ref().and_then(Value::as_str) == Some("complete") {
+            return;
+        }
+        assert!(std::time::Instant::now() < deadline, "the next page did not finish loading");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
 async fn text(b: &Browser) -> String {
     b.find(Locator::Css("body")).await.unwrap().text().await.unwrap()
 }
@@ -123,7 +143,7 @@ async fn log_in(b: &Browser, server: &Server, token: &str) {
     b.goto(&format!("{}/console", server.url)).await.unwrap();
     assert_eq!(b.current_url().await.unwrap().path(), "/console/login", "an anonymous visit goes to the login page");
     b.find(Locator::Css("input[name=token]")).await.unwrap().send_keys(token).await.unwrap();
-    b.find(Locator::Css("section.login button[type=submit]")).await.unwrap().click().await.unwrap();
+    press(b, b.find(Locator::Css("section.login button[type=submit]")).await.unwrap()).await;
 }
 
 /// A task's status over the API.
@@ -192,7 +212,7 @@ async fn a_person_runs_the_console_in_a_browser() {
     shot(&b, "02-agents").await;
 
     // ---- the kill switch ----
-    b.find(Locator::Css("form[action='/console/agents/scratch-bot/disable'] button")).await.unwrap().click().await.unwrap();
+    press(&b, b.find(Locator::Css("form[action='/console/agents/scratch-bot/disable'] button")).await.unwrap()).await;
     assert_eq!(b.current_url().await.unwrap().path(), "/console/agents/scratch-bot");
     let page = text(&b).await;
     assert!(page.contains("Agent `scratch-bot` is disabled; 1 task revoked."), "{page}");
@@ -204,7 +224,7 @@ async fn a_person_runs_the_console_in_a_browser() {
     b.goto(&format!("{}/console/tasks", server.url)).await.unwrap();
     b.find(Locator::Css("select[name=agent]")).await.unwrap().select_by_value("support-bot").await.unwrap();
     b.find(Locator::Css("select[name=status]")).await.unwrap().select_by_value("live").await.unwrap();
-    b.find(Locator::Css("form.filters button[type=submit]")).await.unwrap().click().await.unwrap();
+    press(&b, b.find(Locator::Css("form.filters button[type=submit]")).await.unwrap()).await;
     let url = b.current_url().await.unwrap();
     assert_eq!(url.path(), "/console/tasks");
     assert_eq!(url.query(), Some("agent=support-bot&status=live"));
@@ -215,7 +235,7 @@ async fn a_person_runs_the_console_in_a_browser() {
     shot(&b, "04-tasks-filtered").await;
 
     // ---- the task's timeline, verified ----
-    b.find(Locator::Css(&format!("a[href='/console/tasks/{t_support}']"))).await.unwrap().click().await.unwrap();
+    press(&b, b.find(Locator::Css(&format!("a[href='/console/tasks/{t_support}']"))).await.unwrap()).await;
     assert_eq!(b.current_url().await.unwrap().path(), format!("/console/tasks/{t_support}"));
     let page = text(&b).await;
     assert!(page.contains("verified"), "{page}");
@@ -230,7 +250,7 @@ async fn a_person_runs_the_console_in_a_browser() {
 
     // ---- revoke it from the page; the mandate is refused at once ----
     b.find(Locator::Css("input[name=reason]")).await.unwrap().send_keys("ticket closed by a person").await.unwrap();
-    b.find(Locator::Css("form.revoke button[type=submit]")).await.unwrap().click().await.unwrap();
+    press(&b, b.find(Locator::Css("form.revoke button[type=submit]")).await.unwrap()).await;
     let page = text(&b).await;
     assert!(page.contains("Task revoked."), "{page}");
     assert!(page.contains("ticket closed by a person"), "{page}");
@@ -250,7 +270,7 @@ async fn a_person_runs_the_console_in_a_browser() {
     b.find(Locator::Css("input[name=resource_type]")).await.unwrap().send_keys("payment").await.unwrap();
     b.find(Locator::Css("input[name=resource_id]")).await.unwrap().send_keys("991").await.unwrap();
     b.find(Locator::Css("select[name=classification]")).await.unwrap().select_by_value("internal").await.unwrap();
-    b.find(Locator::Css("form.whatif button[type=submit]")).await.unwrap().click().await.unwrap();
+    press(&b, b.find(Locator::Css("form.whatif button[type=submit]")).await.unwrap()).await;
     let page = text(&b).await;
     assert!(page.contains("A real request would get: approval required approval_required"), "{page}");
     assert!(page.contains("agents.execute-needs-approval"), "{page}");
@@ -298,7 +318,7 @@ async fn a_person_runs_the_console_in_a_browser() {
     assert_eq!(resp.status(), 200);
 
     // ---- log out; an approver and an auditor ----
-    b.find(Locator::Css("form[action='/console/logout'] button")).await.unwrap().click().await.unwrap();
+    press(&b, b.find(Locator::Css("form[action='/console/logout'] button")).await.unwrap()).await;
     assert_eq!(b.current_url().await.unwrap().path(), "/console/login");
     assert!(text(&b).await.contains("You are logged out."));
     let resp = http.get(format!("{}/console", server.url)).header("cookie", &cookie).send().await.unwrap();
@@ -332,7 +352,7 @@ async fn a_person_runs_the_console_in_a_browser() {
     b.goto(&format!("{}/console/approvals", server.url)).await.unwrap();
     assert_eq!(b.find_all(Locator::Css("article.approval")).await.unwrap().len(), 1);
     assert!(b.find_all(Locator::Css("form[action$='/decide']")).await.unwrap().is_empty(), "an auditor cannot decide");
-    b.find(Locator::Css("form[action='/console/logout'] button")).await.unwrap().click().await.unwrap();
+    press(&b, b.find(Locator::Css("form[action='/console/logout'] button")).await.unwrap()).await;
 
     // ---- the approver approves the held refund: the identical call goes through once ----
     log_in(&b, &server, &approver.token).await;
@@ -352,7 +372,7 @@ async fn a_person_runs_the_console_in_a_browser() {
     assert!(b.find_all(Locator::Css("form[action$='/disable'], form[action$='/revoke']")).await.unwrap().is_empty());
     shot(&b, "09-approvals-pending").await;
     card.find(Locator::Css("input[name=comment]")).await.unwrap().send_keys("duplicate charge confirmed with the customer").await.unwrap();
-    card.find(Locator::Css("button[value=approve]")).await.unwrap().click().await.unwrap();
+    press(&b, card.find(Locator::Css("button[value=approve]")).await.unwrap()).await;
     let page = text(&b).await;
     assert!(page.contains("Approved `payments.refund` on `payment:991`: the agent's identical call is allowed once."), "{page}");
     let a = admin.get_approval(&first_approval, None).await.unwrap();
@@ -368,7 +388,7 @@ async fn a_person_runs_the_console_in_a_browser() {
     // The second one is denied from the page.
     b.goto(&format!("{}/console/approvals", server.url)).await.unwrap();
     let card = b.find(Locator::Css(&format!("article#approval-{second_approval}"))).await.unwrap();
-    card.find(Locator::Css("button[value=deny]")).await.unwrap().click().await.unwrap();
+    press(&b, card.find(Locator::Css("button[value=deny]")).await.unwrap()).await;
     assert!(text(&b).await.contains("Denied `payments.refund` on `payment:991`."));
     assert_eq!(admin.get_approval(&second_approval, None).await.unwrap().status, "denied");
     let page = text(&b).await;
@@ -408,7 +428,7 @@ async fn a_person_runs_the_console_in_a_browser() {
     shot(&b, "11-timeline-approvals").await;
 
     // A pep token cannot log in at all.
-    b.find(Locator::Css("form[action='/console/logout'] button")).await.unwrap().click().await.unwrap();
+    press(&b, b.find(Locator::Css("form[action='/console/logout'] button")).await.unwrap()).await;
     log_in(&b, &server, &pep_token.token).await;
     assert_eq!(b.current_url().await.unwrap().path(), "/console/login");
     let page = text(&b).await;
