@@ -148,6 +148,10 @@ async fn serves_https_with_the_configured_certificate() {
     assert_eq!(meta["issuer"], server.url.as_str());
     let info = http.get(format!("{}/v1/info", server.url)).bearer_auth(ADMIN).send().await.unwrap();
     assert_eq!(info.status(), 200);
+    // Over HTTPS the console's cookies are `Secure`.
+    let login = http.get(format!("{}/console/login", server.url)).send().await.unwrap();
+    let cookie = login.headers().get("set-cookie").unwrap().to_str().unwrap();
+    assert!(cookie.contains("; HttpOnly") && cookie.ends_with("; Secure"), "{cookie}");
 
     // Plain HTTP on the TLS port gets no answer.
     let plain = server.url.replacen("https://", "http://", 1);

@@ -181,6 +181,16 @@ async fn a_person_runs_the_console_in_a_browser() {
     assert!(r.decision);
     let r = pep.evaluate(&evaluation(&support, &m_support, "tickets.delete", "ticket", "4411", "internal")).await.unwrap();
     assert_eq!(reason(&r), "action_outside_intent");
+    // A gateway reports the tool call it forwarded (the evidence intake a remote gateway uses).
+    let call = mandate_proto::gateway::EvidenceEvent {
+        kind: "tool.call".into(),
+        ts_ms: now() * 1000,
+        agent: Some(support.name.clone()),
+        task: Some(t_support.clone()),
+        details: json!({"upstream": "helpdesk", "tool": "tickets.read", "action": "helpdesk.tickets.read", "kind": "read",
+                        "decision": true, "reason": "allowed", "forwarded": true, "result": "ok", "latency_us": 1800}),
+    };
+    pep.submit_evidence(&[call]).await.unwrap();
     let refund_intent = json!({
         "type": "agent_task", "purpose": "Refund the duplicate charge on order 991",
         "actions": ["payments.refund"], "resources": ["payment:*"], "max_classification": "internal", "lifetime_seconds": 600
@@ -240,12 +250,20 @@ async fn a_person_runs_the_console_in_a_browser() {
     let page = text(&b).await;
     assert!(page.contains("verified"), "{page}");
     assert!(page.contains("The whole trail is intact"), "{page}");
-    for want in ["Task opened", "Mandate issued", "Decision allow tickets.read", "Decision deny tickets.delete", "action_outside_intent"] {
+    for want in [
+        "Task opened",
+        "Mandate issued",
+        "Decision allow tickets.read",
+        "Decision deny tickets.delete",
+        "action_outside_intent",
+        "Tool call tickets.read forwarded",
+        "helpdesk",
+    ] {
         assert!(page.contains(want), "timeline shows {want:?}:\n{page}");
     }
     let events = b.find_all(Locator::Css("ol.events li.event")).await.unwrap();
-    assert_eq!(events.len(), 4, "opened, issued, two decisions");
-    assert!(b.find_all(Locator::Css("li.event .chain.ok")).await.unwrap().len() == 4, "every event verified");
+    assert_eq!(events.len(), 5, "opened, issued, two decisions, a tool call");
+    assert!(b.find_all(Locator::Css("li.event .chain.ok")).await.unwrap().len() == 5, "every event verified");
     shot(&b, "05-timeline").await;
 
     // ---- revoke it from the page; the mandate is refused at once ----
