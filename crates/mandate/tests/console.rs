@@ -539,3 +539,102 @@ async fn session_cookies_are_strict_and_login_needs_its_form() {
     assert_eq!(page.status(), 303);
     assert_eq!(page.headers().get("location").unwrap(), "/console/login?ended=revoked");
 }
+
+/// Logs in over plain HTTP; returns the session cookie and the page's CSRF token.
+async fn http_login(server: &Server, http: &reqwest::Client, token: &str) -> (String, String) {
+    let page = http.get(format!("{}/console/login", server.url)).send().await.unwrap();
+    let cookie = page.headers().get("set-cookie").unwrap().to_str().unwrap().split(';').next().unwrap().to_owned();
+    let csrf = csrf_in(&page.text().await.unwrap());
+    let r = http
+        .post(format!("{}/console/login", server.url))
+        .header("cookie", cookie)
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body(format!("csrf={csrf}&token={token}"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 303);
+    let session = r.headers().get("set-cookie").unwrap().to_str().unwrap().split(';').next().unwrap().to_owned();
+    let html = http.get(format!("{}/console/tasks", server.url)).header("cookie", &session).send().await.unwrap().text().await.unwrap();
+    (session.clone(), csrf_in(&html))
+}
+
+/// Bad input on every console form: a clear page with a stable code, never a panic, nothing
+/// changed.
+#[tokio::test(flavor = "multi_thread")]
+async fn bad_console_input_gets_clear_errors_and_changes_nothing() {
+    let server = Server::start();
+    let admin = server.admin();
+    let agent = register_agent(&admin, "support-bot", &[]).await;
+    let (_, task) = open_task(&server, &agent, &read_intent()).await;
+    let http = no_redirects();
+    let (session, csrf) = http_login(&server, &http, ADMIN).await;
+    let post = |path: &str, body: Vec<u8>| {
+        http.post(format!("{}{path}", server.url))
+            .header("cookie", &session)
+            .header("content-type", "application/x-www-form-urlencoded")
+            .body(body)
+            .send()
+    };
+    let expect = |status: u16, code: &'static str| {
+        move |r: reqwest::Response| async move {
+            assert_eq!(r.status(), status, "{code}");
+            assert_eq!(r.headers().get("content-type").unwrap(), "text/html; charset=utf-8");
+            let body = r.text().await.unwrap();
+            assert!(body.contains(code), "{code}: {body}");
+        }
+    };
+    // Garbage bytes are a form without a CSRF token.
+    expect(403, "csrf_refused")(post(&format!("/console/tasks/{task}/revoke"), vec![0xff, 0x00, 0xfe, b'&', b'=']).await.unwrap()).await;
+    // Unknown things.
+    expect(404, "task_not_found")(post("/console/tasks/task_nope/revoke", format!("csrf={csrf}").into_bytes()).await.unwrap()).await;
+    expect(404, "agent_not_found")(post("/console/agents/nobody/disable", format!("csrf={csrf}").into_bytes()).await.unwrap()).await;
+    expect(404, "approval_not_found")(
+        post("/console/approvals/apr_nope/decide", format!("csrf={csrf}&decision=approve").into_bytes()).await.unwrap(),
+    )
+    .await;
+    expect(400, "invalid_request")(
+        post("/console/approvals/apr_nope/decide", format!("csrf={csrf}&decision=maybe").into_bytes()).await.unwrap(),
+    )
+    .await;
+    // A reason too long, a what-if that cannot be evaluated.
+    let long = "x".repeat(600);
+    expect(400, "invalid_request")(
+        post(&format!("/console/tasks/{task}/revoke"), format!("csrf={csrf}&reason={long}").into_bytes()).await.unwrap(),
+    )
+    .await;
+    let what_if = |extra: &str| {
+        format!("csrf={csrf}&subject_id=support-bot&action=tickets.read&resource_type=ticket&resource_id=1{extra}").into_bytes()
+    };
+    expect(400, "invalid_context")(post("/console/policy", what_if("&context=%7Bnot+json")).await.unwrap()).await;
+    expect(400, "invalid_context")(post("/console/policy", what_if("&context=%5B1%5D")).await.unwrap()).await;
+    expect(400, "unknown_classification")(post("/console/policy", what_if("&classification=secret")).await.unwrap()).await;
+    expect(400, "unknown_action_kind")(post("/console/policy", what_if("&kind=delete")).await.unwrap()).await;
+    expect(400, "agent_not_found")(
+        post("/console/policy", format!("csrf={csrf}&subject_id=ghost&action=a&resource_type=t&resource_id=1").into_bytes()).await.unwrap(),
+    )
+    .await;
+    expect(400, "task_not_found")(post("/console/policy", what_if("&task=task_nope")).await.unwrap()).await;
+    expect(400, "invalid_request")(post("/console/policy", format!("csrf={csrf}&subject_id=support-bot").into_bytes()).await.unwrap())
+        .await;
+    // A what-if under the live task: inside its intent, allowed by policy, and not recorded.
+    let r = post("/console/policy", what_if(&format!("&task={task}&classification=internal"))).await.unwrap();
+    assert_eq!(r.status(), 200);
+    let body = r.text().await.unwrap();
+    assert!(body.contains("inside the task&#39;s intent") || body.contains("inside the task's intent"), "{body}");
+    assert!(body.contains("agents.read-within-task"), "{body}");
+    let r = post("/console/policy", what_if(&format!("&task={task}&classification=confidential"))).await.unwrap();
+    assert!(r.text().await.unwrap().contains("classification_above_intent"));
+    // A filter that is not a status, a page that does not exist, a body over the limit.
+    let r = http.get(format!("{}/console/tasks?status=bogus", server.url)).header("cookie", &session).send().await.unwrap();
+    expect(400, "invalid_request")(r).await;
+    let r = http.get(format!("{}/console/nothing/here", server.url)).header("cookie", &session).send().await.unwrap();
+    expect(404, "not_found")(r).await;
+    let r = post(&format!("/console/tasks/{task}/revoke"), vec![b'a'; 200 * 1024]).await.unwrap();
+    assert_eq!(r.status(), 413);
+    // Nothing of this changed anything.
+    assert_eq!(admin.get_task(&task).await.unwrap().status, "live");
+    assert_eq!(admin.get_agent("support-bot").await.unwrap().status, "active");
+    let decisions = admin.audit_events(&[("kind", "decision".to_owned())]).await.unwrap().events;
+    assert!(decisions.is_empty(), "a what-if is never a recorded decision: {decisions:?}");
+}

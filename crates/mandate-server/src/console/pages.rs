@@ -185,10 +185,28 @@ pub async fn task(State(state): State<Arc<AppState>>, headers: HeaderMap, Path(i
     let Some(task) = try_page!(v, state.store.get_task(&id).await) else {
         return error_page(Some(&v), &ApiError::not_found("task", &id));
     };
-    let tree = try_page!(
+    let mut tree = try_page!(
         v,
         state.store.list_tasks(&TaskFilter { root: Some(task.root_id.clone()), limit: TREE_LIMIT, ..TaskFilter::default() }).await
     );
+    // A tree larger than the limit loses its oldest tasks first: keep the path from the root.
+    let mut up = Some(task.id.clone());
+    while let Some(id) = up.take() {
+        if tree.len() > TREE_LIMIT + 64 {
+            break;
+        }
+        let t = match tree.iter().find(|t| t.id == id) {
+            Some(t) => t.clone(),
+            None => match try_page!(v, state.store.get_task(&id).await) {
+                Some(t) => {
+                    tree.push(t.clone());
+                    t
+                }
+                None => break,
+            },
+        };
+        up = t.parent_id;
+    }
     let mut ids = vec![task.id.clone()];
     ids.extend(try_page!(v, state.store.descendant_task_ids(&task.id).await));
     // Verified first, read after: an event appended in between shows as not yet verified.
