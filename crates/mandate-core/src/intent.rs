@@ -3,7 +3,7 @@ use std::str::FromStr;
 
 use serde::{Deserialize, Serialize};
 
-use crate::{DomainError, glob_match, glob_subsumes, validate_pattern};
+use crate::{DomainError, clip, glob_match, glob_subsumes, validate_pattern};
 
 /// The RFC 9396 `authorization_details` type that carries a task's intent.
 pub const AGENT_TASK_TYPE: &str = "agent_task";
@@ -205,22 +205,84 @@ impl Intent {
         Ok(())
     }
 
-    /// Is `narrow` an attenuation of `self`? Returns the first field that is wider.
-    pub fn covers(&self, narrow: &Intent) -> Result<(), String> {
+    /// Is `narrow` an attenuation of `self`? Every action and resource pattern of `narrow`
+    /// must lie within one of `self`'s, its classification may not be higher, and it may act on
+    /// behalf of nobody else (a `narrow` that names nobody is read as acting for the same person:
+    /// see [`Intent::attenuate`]). Returns the first field that is wider, with the value.
+    pub fn covers(&self, narrow: &Intent) -> Result<(), Wider> {
         for a in &narrow.actions {
             if !self.actions.iter().any(|w| glob_subsumes(w, a)) {
-                return Err(format!("action `{a}` is not within the parent's actions"));
+                return Err(Wider::Action(a.clone()));
             }
         }
         for r in &narrow.resources {
             if !self.resources.iter().any(|w| glob_subsumes(w, r)) {
-                return Err(format!("resource `{r}` is not within the parent's resources"));
+                return Err(Wider::Resource(r.clone()));
             }
         }
         if narrow.max_classification > self.max_classification {
-            return Err(format!("max_classification `{}` is above the parent's `{}`", narrow.max_classification, self.max_classification));
+            return Err(Wider::Classification { asked: narrow.max_classification, granted: self.max_classification });
+        }
+        if let Some(obo) = &narrow.on_behalf_of
+            && self.on_behalf_of.as_ref() != Some(obo)
+        {
+            return Err(Wider::OnBehalfOf { asked: obo.clone(), granted: self.on_behalf_of.clone() });
         }
         Ok(())
+    }
+
+    /// `narrow` as a delegated grant of `self`: checked with [`Intent::covers`], and acting on
+    /// behalf of the same person as `self` when it names nobody.
+    pub fn attenuate(&self, mut narrow: Intent) -> Result<Intent, Wider> {
+        self.covers(&narrow)?;
+        if narrow.on_behalf_of.is_none() {
+            narrow.on_behalf_of.clone_from(&self.on_behalf_of);
+        }
+        Ok(narrow)
+    }
+}
+
+/// The first way a delegated intent asks for more than the intent it is delegated from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Wider {
+    /// An action pattern no pattern of the parent covers.
+    Action(String),
+    /// A resource pattern no pattern of the parent covers.
+    Resource(String),
+    /// A classification above the parent's.
+    Classification { asked: Classification, granted: Classification },
+    /// Someone other than the parent acts for.
+    OnBehalfOf { asked: String, granted: Option<String> },
+}
+
+impl Wider {
+    /// The intent field that is wider: `actions`, `resources`, `max_classification` or
+    /// `on_behalf_of`.
+    pub fn field(&self) -> &'static str {
+        match self {
+            Wider::Action(_) => "actions",
+            Wider::Resource(_) => "resources",
+            Wider::Classification { .. } => "max_classification",
+            Wider::OnBehalfOf { .. } => "on_behalf_of",
+        }
+    }
+}
+
+impl fmt::Display for Wider {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Wider::Action(a) => write!(f, "action `{}` is not within the parent's actions", clip(a)),
+            Wider::Resource(r) => write!(f, "resource `{}` is not within the parent's resources", clip(r)),
+            Wider::Classification { asked, granted } => {
+                write!(f, "max_classification `{asked}` is above the parent's `{granted}`")
+            }
+            Wider::OnBehalfOf { asked, granted: Some(g) } => {
+                write!(f, "on_behalf_of `{}` is not the parent's `{}`", clip(asked), clip(g))
+            }
+            Wider::OnBehalfOf { asked, granted: None } => {
+                write!(f, "on_behalf_of `{}`: the parent acts on behalf of nobody", clip(asked))
+            }
+        }
     }
 }
 
@@ -282,10 +344,38 @@ mod tests {
         child.resources = vec!["ticket:42".into()];
         assert!(parent.covers(&child).is_ok());
         child.max_classification = Classification::Restricted;
-        assert!(parent.covers(&child).unwrap_err().contains("max_classification"));
+        let wider = parent.covers(&child).unwrap_err();
+        assert_eq!(wider.field(), "max_classification");
+        assert_eq!(wider.to_string(), "max_classification `restricted` is above the parent's `internal`");
         let mut child = parent.clone();
         child.actions = vec!["tickets.*".into()];
-        assert!(parent.covers(&child).unwrap_err().contains("tickets.*"));
+        assert_eq!(parent.covers(&child).unwrap_err(), Wider::Action("tickets.*".into()));
+        let mut child = parent.clone();
+        child.resources = vec!["invoice:1".into()];
+        assert_eq!(parent.covers(&child).unwrap_err().field(), "resources");
+        // The same intent covers itself; fewer actions, a lower classification are narrower.
+        assert!(parent.covers(&parent).is_ok());
+        let mut child = parent.clone();
+        child.max_classification = Classification::Public;
+        assert!(parent.covers(&child).is_ok());
+    }
+
+    #[test]
+    fn attenuation_keeps_the_person_acted_for() {
+        let (mut parent, _) = req().validate().unwrap();
+        parent.on_behalf_of = Some("bob@example.com".into());
+        let mut child = parent.clone();
+        child.on_behalf_of = None;
+        assert_eq!(parent.attenuate(child).unwrap().on_behalf_of.as_deref(), Some("bob@example.com"));
+        let mut child = parent.clone();
+        child.on_behalf_of = Some("eve@example.com".into());
+        let wider = parent.attenuate(child).unwrap_err();
+        assert_eq!(wider.field(), "on_behalf_of");
+        assert!(wider.to_string().contains("eve@example.com"), "{wider}");
+        parent.on_behalf_of = None;
+        let mut child = parent.clone();
+        child.on_behalf_of = Some("bob@example.com".into());
+        assert_eq!(parent.covers(&child).unwrap_err().field(), "on_behalf_of");
     }
 
     #[test]

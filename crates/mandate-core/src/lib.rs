@@ -15,7 +15,7 @@ pub use approval::{Approval, ApprovalStatus};
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use error::DomainError;
 pub use ids::{AgentName, SpiffeId, TrustDomain};
-pub use intent::{AGENT_TASK_TYPE, CeilingViolation, Classification, Intent, IntentRequest, MAX_INTENT_ENTRIES};
+pub use intent::{AGENT_TASK_TYPE, CeilingViolation, Classification, Intent, IntentRequest, MAX_INTENT_ENTRIES, Wider};
 pub use model::{Agent, AgentStatus, ApiToken, ClaimRule, Issuer, Role, Task, TaskEnd, TaskStatus};
 pub use pattern::{glob_match, glob_subsumes, validate_pattern};
 
