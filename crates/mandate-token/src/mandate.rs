@@ -30,12 +30,14 @@ const REQUIRED_CLAIMS: [&str; 11] =
 pub struct MandateClaims {
     /// Mandate's issuer URL.
     pub iss: String,
-    /// The agent's SPIFFE ID.
+    /// The SPIFFE ID of the agent whose authority the mandate carries: the agent itself, or for
+    /// a delegated mandate the agent that opened the root task (RFC 8693 §4.1). The agent acting
+    /// is [`MandateClaims::actor_id`].
     pub sub: String,
     /// The resource the mandate is for. Tokens may carry an array; once verified this holds
     /// the audience the verifier accepted.
     pub aud: String,
-    /// The agent's SPIFFE ID (RFC 9068 §2.2).
+    /// The acting agent's SPIFFE ID (RFC 9068 §2.2).
     pub client_id: String,
     /// Issued at (seconds since the epoch).
     pub iat: i64,
@@ -48,13 +50,14 @@ pub struct MandateClaims {
     pub jti: String,
     /// The task this mandate was issued for.
     pub task_id: String,
-    /// The agent's name.
+    /// The acting agent's name.
     pub agent: String,
     /// The granted actions, space-joined: see [`MandateClaims::scope_for`].
     pub scope: String,
     /// Exactly one `agent_task` entry: the granted intent.
     pub authorization_details: Vec<IntentRequest>,
-    /// The delegation chain (RFC 8693 §4.1): the outermost actor is the current one.
+    /// The delegation chain (RFC 8693 §4.1): the outermost actor is the current (acting) agent,
+    /// the nested ones the agents before it; the root agent is `sub`, not repeated here.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub act: Option<Actor>,
     /// The task this one was delegated from.
@@ -82,6 +85,63 @@ impl MandateClaims {
         intent.actions.join(" ")
     }
 
+    /// The SPIFFE ID of the agent acting with this mandate: the current actor (`act.sub`) of a
+    /// delegated mandate, else `sub`.
+    pub fn actor_id(&self) -> &str {
+        self.act.as_ref().map_or(self.sub.as_str(), |a| a.sub.as_str())
+    }
+
+    /// The SPIFFE IDs of the agents who delegated, root first and the immediate delegator last
+    /// (as many as [`MandateClaims::depth`]); empty for a mandate that was not delegated.
+    pub fn delegators(&self) -> Vec<String> {
+        let mut actors = Vec::new();
+        let mut next = self.act.as_ref();
+        while let Some(a) = next {
+            actors.push(a.sub.clone());
+            next = a.act.as_deref();
+        }
+        if actors.is_empty() {
+            return actors;
+        }
+        // `actors` is current first; the current actor did not delegate, the root (`sub`) did.
+        actors.remove(0);
+        actors.push(self.sub.clone());
+        actors.reverse();
+        actors
+    }
+
+    /// Every agent of the chain, root first and the acting agent last.
+    pub fn chain_with_actor(&self) -> Vec<String> {
+        let mut all = self.delegators();
+        all.push(self.actor_id().to_owned());
+        all
+    }
+
+    /// The delegation claims agree with each other: `depth` counts the actors in `act`, a
+    /// delegated mandate names its parent task and only a delegated one does, and `client_id`
+    /// is the acting agent.
+    fn check_chain(&self) -> Result<(), TokenError> {
+        let mut actors = 0u32;
+        let mut next = self.act.as_ref();
+        while let Some(a) = next {
+            if a.sub.is_empty() {
+                return Err(TokenError::invalid_claim("act", "every actor needs a `sub`"));
+            }
+            actors = actors.saturating_add(1);
+            next = a.act.as_deref();
+        }
+        if actors != self.depth {
+            return Err(TokenError::invalid_claim("depth", "must count the actors in `act`"));
+        }
+        if self.parent_task_id.is_some() != (self.depth > 0) {
+            return Err(TokenError::invalid_claim("parent_task_id", "a delegated mandate, and only one, names its parent task"));
+        }
+        if self.client_id != self.actor_id() {
+            return Err(TokenError::invalid_claim("client_id", "must be the acting agent"));
+        }
+        Ok(())
+    }
+
     /// Checks what both minting and verification require beyond the registered claims, and
     /// returns the granted intent.
     fn check(&self) -> Result<Intent, TokenError> {
@@ -95,6 +155,7 @@ impl MandateClaims {
         if self.exp <= self.iat {
             return Err(TokenError::invalid_claim("exp", "must be after `iat`"));
         }
+        self.check_chain()?;
         let [detail] = self.authorization_details.as_slice() else {
             return Err(TokenError::InvalidIntent("it must hold exactly one `agent_task` entry".into()));
         };
@@ -293,16 +354,56 @@ mod tests {
             sub: "spiffe://mandate.local/agent/b".into(),
             act: Some(Box::new(Actor { sub: "spiffe://mandate.local/agent/a".into(), act: None })),
         });
+        claims.client_id = "spiffe://mandate.local/agent/b".into();
         claims.parent_task_id = Some("task_parent".into());
-        claims.depth = 1;
+        claims.depth = 2;
         let token = f.minter.mint(&claims).unwrap();
         assert_eq!(part(&token, 1)["act"]["act"]["sub"], "spiffe://mandate.local/agent/a");
-        assert_eq!(f.verifier.verify(&token, NOW).unwrap().claims(), &claims);
+        let verified = f.verifier.verify(&token, NOW).unwrap();
+        assert_eq!(verified.claims(), &claims);
+        assert_eq!(verified.claims().actor_id(), "spiffe://mandate.local/agent/b");
+        assert_eq!(verified.claims().delegators(), [claims.sub.as_str(), "spiffe://mandate.local/agent/a"]);
         // Absent optional claims stay absent.
         let plain = f.minter.mint(&mandate_claims()).unwrap();
         let payload = part(&plain, 1);
         assert!(payload.get("act").is_none() && payload.get("parent_task_id").is_none());
         assert_eq!(payload["depth"], 0);
+    }
+
+    #[test]
+    fn delegation_claims_must_agree() {
+        let f = fixture();
+        let root = mandate_claims();
+        assert_eq!(root.actor_id(), root.sub);
+        assert!(root.delegators().is_empty());
+        assert_eq!(root.chain_with_actor(), [root.sub.as_str()]);
+        let mut child = root.clone();
+        child.act = Some(Actor { sub: "spiffe://mandate.local/agent/b".into(), act: None });
+        child.client_id = "spiffe://mandate.local/agent/b".into();
+        child.parent_task_id = Some("task_parent".into());
+        child.depth = 1;
+        assert!(f.minter.mint(&child).is_ok());
+        assert_eq!(child.delegators(), [root.sub.as_str()]);
+        assert_eq!(child.chain_with_actor(), [root.sub.as_str(), "spiffe://mandate.local/agent/b"]);
+        let refused = |c: &MandateClaims| f.minter.mint(c).unwrap_err().to_string();
+        let mut bad = child.clone();
+        bad.depth = 2;
+        assert!(refused(&bad).contains("depth"));
+        let mut bad = child.clone();
+        bad.parent_task_id = None;
+        assert!(refused(&bad).contains("parent_task_id"));
+        let mut bad = child.clone();
+        bad.client_id = root.sub.clone();
+        assert!(refused(&bad).contains("client_id"));
+        let mut bad = root.clone();
+        bad.parent_task_id = Some("task_parent".into());
+        assert!(refused(&bad).contains("parent_task_id"));
+        // A signed token whose chain disagrees is refused by the verifier too.
+        let mut forged = claims_json();
+        forged["depth"] = json!(1);
+        forged["parent_task_id"] = json!("task_parent");
+        let token = forge(&header(&f.key), &forged, ed25519(&f.key));
+        assert_eq!(code(f.verifier.verify(&token, NOW)), "invalid_claim");
     }
 
     #[test]
