@@ -147,6 +147,16 @@ impl ResourceInput {
         }
         ResourceInput { kind: crate::mapping::TASK_KIND.to_owned(), id: id.into(), classification: intent.max_classification, properties }
     }
+
+    /// The same task as delegated from task `parent`: its `depth` and `chain` (the SPIFFE IDs
+    /// of the agents who delegated, root first), which policies read as `resource.depth`,
+    /// `resource.delegated_from` and `resource.chain`.
+    pub fn delegated_from(mut self, parent: &str, depth: u32, chain: &[String]) -> Self {
+        self.properties.insert("delegated_from".into(), parent.into());
+        self.properties.insert("depth".into(), depth.into());
+        self.properties.insert("chain".into(), chain.to_vec().into());
+        self
+    }
 }
 
 /// The circumstances of the request.
@@ -174,6 +184,7 @@ pub struct TaskContext {
     pub intent: Intent,
     /// Delegation depth: 0 for a task the agent opened itself.
     pub depth: u32,
-    /// SPIFFE ids of the prior actors in the delegation chain.
+    /// SPIFFE ids of the agents who delegated, root first and the immediate delegator last
+    /// (`depth` of them); empty for a task the agent opened itself.
     pub chain: Vec<String>,
 }

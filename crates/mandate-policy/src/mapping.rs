@@ -234,6 +234,20 @@ fn task_attrs(props: &Map<String, Value>) -> Result<HashMap<String, RestrictedEx
         Some(Value::String(s)) => s.clone(),
         Some(_) => return Err(missing("on_behalf_of", "a string")),
     };
+    // Delegation: absent for a task an agent opens itself.
+    let depth = match field("depth") {
+        None => 0,
+        Some(v) => v.as_i64().filter(|d| *d >= 0).ok_or_else(|| missing("depth", "a non-negative integer"))?,
+    };
+    let delegated_from = match field("delegated_from") {
+        None => String::new(),
+        Some(Value::String(s)) => s.clone(),
+        Some(_) => return Err(missing("delegated_from", "a string")),
+    };
+    let chain = match field("chain") {
+        None => RestrictedExpression::new_set([]),
+        Some(_) => strings("chain")?,
+    };
 
     let mut attrs = object_attrs(props, Segment::Root("resource.properties"))?;
     attrs.insert("purpose".into(), RestrictedExpression::new_string(string("purpose")?));
@@ -242,6 +256,9 @@ fn task_attrs(props: &Map<String, Value>) -> Result<HashMap<String, RestrictedEx
     attrs.insert("max_classification".into(), RestrictedExpression::new_long(max_classification));
     attrs.insert("lifetime_seconds".into(), RestrictedExpression::new_long(lifetime));
     attrs.insert("on_behalf_of".into(), RestrictedExpression::new_string(on_behalf_of));
+    attrs.insert("depth".into(), RestrictedExpression::new_long(depth));
+    attrs.insert("delegated_from".into(), RestrictedExpression::new_string(delegated_from));
+    attrs.insert("chain".into(), chain);
     Ok(attrs)
 }
 

@@ -84,6 +84,18 @@ when {
   resource.lifetime_seconds == 300 &&
   resource.on_behalf_of == "alice@example.com"
 };
+
+@id("res.task-own")
+permit (principal, action == Mandate::Action::"task.open", resource is Mandate::Task)
+when { resource.depth == 0 && resource.delegated_from == "" && resource.chain.isEmpty() };
+
+@id("res.task-delegated")
+permit (principal, action == Mandate::Action::"task.open", resource is Mandate::Task)
+when {
+  resource.depth == 2 &&
+  resource.delegated_from == "task-parent" &&
+  resource.chain.contains("spiffe://mandate.local/agent/planner")
+};
 "#;
 
 fn probes() -> PolicySnapshot {
@@ -167,6 +179,16 @@ fn tasks_are_mapped_from_their_intent() {
     let intent = intent(&["tickets.read"], &["ticket:*"], Classification::Confidential);
     let input = request(agent("bot", &[]), "task.open", ResourceInput::task("t-1", &intent, 300));
     assert!(satisfied(&s, &input).contains(&"res.task".to_owned()));
+
+    assert!(satisfied(&s, &input).contains(&"res.task-own".to_owned()), "a task opened directly has depth 0 and no chain");
+    let chain = ["spiffe://mandate.local/agent/planner".to_owned(), "spiffe://mandate.local/agent/a".to_owned()];
+    let mut delegated = input.clone();
+    delegated.resource = delegated.resource.delegated_from("task-parent", 2, &chain);
+    let got = satisfied(&s, &delegated);
+    assert!(got.contains(&"res.task-delegated".to_owned()) && !got.contains(&"res.task-own".to_owned()), "{got:?}");
+    let mut bad = delegated.clone();
+    bad.resource.properties.insert("depth".into(), json!(-1));
+    assert!(s.evaluate(&bad, &EntityData::empty()).errors[0].contains("depth"));
 
     let mut missing = input.clone();
     missing.resource.properties.remove("lifetime_seconds");
