@@ -53,7 +53,8 @@ impl Ask<'_> {
         EvaluationRequest {
             subject: Some(Entity {
                 kind: Some("agent".into()),
-                id: Some(self.mandate.claims().sub.clone()),
+                // The agent acting: for a delegated mandate the current actor, not `sub`.
+                id: Some(self.mandate.claims().actor_id().to_owned()),
                 properties: Some(subject_props),
             }),
             action: Some(Action { name: Some(self.action.to_owned()), properties: Some(action_props) }),
@@ -268,7 +269,7 @@ impl CallRecord<'_> {
         NewEvent {
             ts_ms: now_ms,
             kind: kinds::TOOL_CALL.to_owned(),
-            actor: self.mandate.map(|m| m.claims().sub.clone()).unwrap_or_else(|| "anonymous".to_owned()),
+            actor: self.mandate.map(|m| m.claims().actor_id().to_owned()).unwrap_or_else(|| "anonymous".to_owned()),
             agent: self.mandate.map(|m| m.claims().agent.clone()),
             task: self.mandate.map(|m| m.claims().task_id.clone()),
             details: d,

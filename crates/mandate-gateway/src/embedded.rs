@@ -6,7 +6,6 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use mandate_audit::NewEvent;
-use mandate_core::{AgentStatus, TaskStatus};
 use mandate_proto::authzen::{EvaluationRequest, EvaluationResponse};
 use mandate_proto::gateway::{RevocationEntry, RevocationKind};
 use mandate_server::pipeline;
@@ -93,10 +92,7 @@ impl ControlPlane for Embedded {
     }
 
     fn may_act(&self, task: &str, agent: &str) -> bool {
-        let s = &self.state;
-        let task_live =
-            s.registry.task(task).is_some_and(|t| t.agent == agent && t.status == TaskStatus::Live && t.expires_at_ms > s.clock.now_ms());
-        task_live && s.registry.agent(agent).is_some_and(|a| a.status == AgentStatus::Active)
+        pipeline::task_may_act(&self.state, task, agent).is_ok()
     }
 
     fn environment(&self) -> Option<String> {

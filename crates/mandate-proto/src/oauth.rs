@@ -82,4 +82,8 @@ pub struct IntrospectionResponse {
     pub task_id: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub authorization_details: Option<Vec<Value>>,
+    /// The delegation chain of a delegated mandate (RFC 8693 §4.1): `sub` is the root agent,
+    /// `act.sub` the agent acting (also `client_id`), nested `act`s the agents before it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub act: Option<Value>,
 }

@@ -298,23 +298,48 @@ pub fn verified_mandate(state: &AppState, token: &str) -> Result<Arc<mandate_tok
 
 /// Whether the mandate's task is live and its agent active right now (the registry, so a
 /// revocation counts from the very next call): the agent, or the stable reason it may not act.
+/// See [`task_may_act`].
 pub fn may_act(state: &AppState, mandate: &mandate_token::VerifiedMandate) -> Result<Arc<mandate_core::Agent>, &'static str> {
     let claims = mandate.claims();
-    let task = state.registry.task(&claims.task_id).ok_or("task_unknown")?;
-    if task.agent != claims.agent {
+    task_may_act(state, &claims.task_id, &claims.agent)
+}
+
+/// Longest chain of parent tasks followed before a task is refused; far beyond any depth a
+/// server allows, it only guards against a loop.
+const MAX_ANCESTORS: usize = 64;
+
+/// Whether task `task_id` of agent `agent` may act right now: the task is live and unexpired,
+/// its agent active, and, for a delegated task, every task it was delegated from is live too
+/// and run by an active agent (else `task_revoked`: revoking or completing a task revokes
+/// those delegated from it, and this holds even before that cascade has reached them).
+pub fn task_may_act(state: &AppState, task_id: &str, agent: &str) -> Result<Arc<mandate_core::Agent>, &'static str> {
+    let now_ms = state.clock.now_ms();
+    let task = state.registry.task(task_id).ok_or("task_unknown")?;
+    if task.agent != agent {
         return Err("subject_mismatch");
     }
     match task.status {
-        TaskStatus::Live if task.expires_at_ms > state.clock.now_ms() => {}
+        TaskStatus::Live if task.expires_at_ms > now_ms => {}
         TaskStatus::Live | TaskStatus::Expired => return Err("task_expired"),
         TaskStatus::Completed => return Err("task_completed"),
         TaskStatus::Revoked => return Err("task_revoked"),
     }
-    let agent = state.registry.agent(&claims.agent).ok_or("agent_unknown")?;
-    if agent.status != AgentStatus::Active {
+    let acting = state.registry.agent(agent).ok_or("agent_unknown")?;
+    if acting.status != AgentStatus::Active {
         return Err("agent_disabled");
     }
-    Ok(agent)
+    let mut parent = task.parent_id;
+    let mut hops = 0;
+    while let Some(id) = parent {
+        hops += 1;
+        let above = state.registry.task(&id).filter(|_| hops <= MAX_ANCESTORS).ok_or("task_revoked")?;
+        let active = state.registry.agent(&above.agent).is_some_and(|a| a.status == AgentStatus::Active);
+        if above.status != TaskStatus::Live || above.expires_at_ms <= now_ms || !active {
+            return Err("task_revoked");
+        }
+        parent = above.parent_id;
+    }
+    Ok(acting)
 }
 
 fn decide_agent(state: &AppState, c: &Checked<'_>) -> Verdict {
@@ -334,7 +359,8 @@ fn decide_agent(state: &AppState, c: &Checked<'_>) -> Verdict {
     let mut v = Verdict::deny(c, "");
     v.agent = Some(claims.agent.clone());
     v.task_id = Some(claims.task_id.clone());
-    if c.subject_id != claims.sub {
+    // The subject is the agent acting: for a delegated mandate the current actor, not `sub`.
+    if c.subject_id != claims.actor_id() {
         v.reason = "subject_mismatch".into();
         return v;
     }
@@ -372,12 +398,7 @@ fn decide_agent(state: &AppState, c: &Checked<'_>) -> Verdict {
             state,
             c,
             now_secs,
-            Some(TaskContext {
-                id: claims.task_id.clone(),
-                intent: intent.clone(),
-                depth: claims.depth,
-                chain: actor_chain(claims.act.as_ref()),
-            }),
+            Some(TaskContext { id: claims.task_id.clone(), intent: intent.clone(), depth: claims.depth, chain: claims.delegators() }),
         ),
     };
     let mut v = apply_policy(state, &input, v);
@@ -467,15 +488,6 @@ fn context_input(state: &AppState, c: &Checked<'_>, now_secs: i64, task: Option<
     };
     let risk = extra.remove("risk").and_then(|v| v.as_i64()).unwrap_or(0);
     ContextInput { now_secs, environment, risk, task, extra }
-}
-
-fn actor_chain(mut act: Option<&mandate_token::Actor>) -> Vec<String> {
-    let mut chain = Vec::new();
-    while let Some(a) = act {
-        chain.push(a.sub.clone());
-        act = a.act.as_deref();
-    }
-    chain
 }
 
 /// The decision input a request would have, for a what-if evaluation that is never enforced

@@ -20,6 +20,8 @@ pub struct Settings {
     pub default_task_ttl: Duration,
     /// The cap on any task's lifetime.
     pub max_task_ttl: Duration,
+    /// How many times a task may be handed on (delegation depth); 0 turns delegation off.
+    pub max_delegation_depth: u32,
     /// Longest `exp - iat` an attestation may have.
     pub max_attestation_lifetime: Duration,
     /// Clock skew tolerated on every time claim.
@@ -69,6 +71,7 @@ impl Settings {
             environment: "production".to_owned(),
             default_task_ttl: Duration::from_secs(600),
             max_task_ttl: Duration::from_secs(3600),
+            max_delegation_depth: 3,
             max_attestation_lifetime: Duration::from_secs(300),
             leeway: Duration::from_secs(60),
             checkpoint_every: 1000,

@@ -10,16 +10,48 @@ use crate::error::ApiError;
 use crate::state::AppState;
 
 /// Ends a task and, transitively, every task delegated from it. Returns the ids it ended
-/// (empty when the task had already ended). Effective on the very next decision: the
-/// in-memory registry is updated before this returns.
+/// (empty when the task had already ended). The task ends as `status`; the tasks delegated
+/// from it end as revoked (whether it was revoked or completed), with a reason that names it.
+/// Effective on the very next decision: the in-memory registry is updated before this returns.
 pub async fn end_task(state: &AppState, id: &str, status: TaskStatus, by: &str, reason: &str) -> Result<Vec<String>, ApiError> {
-    let mut ids = vec![id.to_owned()];
-    ids.extend(state.store.descendant_task_ids(id).await?);
-    end_many(state, ids, status, by, reason).await
+    let mut ended = end_many(state, vec![id.to_owned()], status, by, reason).await?;
+    ended.extend(end_descendants(state, id, status, by).await?);
+    Ok(ended)
+}
+
+/// Revokes every task delegated from `id`, directly or not, as the consequence of `id` ending
+/// as `status`. The tree is read twice: a task delegated from `id` while the first read ran is
+/// caught by the second (and one delegated after that finds `id` ended in the store, and ends
+/// itself: see the delegation's `parent_still_live`).
+async fn end_descendants(state: &AppState, id: &str, status: TaskStatus, by: &str) -> Result<Vec<String>, ApiError> {
+    let reason = format!("parent task `{id}` {}", status.as_str());
+    let mut ended = Vec::new();
+    for _ in 0..2 {
+        let below = state.store.descendant_task_ids(id).await?;
+        ended.extend(end_cascade(state, below, by, &reason, id).await?);
+    }
+    Ok(ended)
 }
 
 /// Ends the given tasks (those still live), updates the registry, audits each.
 pub async fn end_many(state: &AppState, ids: Vec<String>, status: TaskStatus, by: &str, reason: &str) -> Result<Vec<String>, ApiError> {
+    end_with(state, ids, status, by, reason, None).await
+}
+
+/// [`end_many`] for tasks revoked because task `from` ended: each event names it as
+/// `cascade_from`.
+async fn end_cascade(state: &AppState, ids: Vec<String>, by: &str, reason: &str, from: &str) -> Result<Vec<String>, ApiError> {
+    end_with(state, ids, TaskStatus::Revoked, by, reason, Some(from)).await
+}
+
+async fn end_with(
+    state: &AppState,
+    ids: Vec<String>,
+    status: TaskStatus,
+    by: &str,
+    reason: &str,
+    cascade_from: Option<&str>,
+) -> Result<Vec<String>, ApiError> {
     if ids.is_empty() {
         return Ok(Vec::new());
     }
@@ -33,12 +65,10 @@ pub async fn end_many(state: &AppState, ids: Vec<String>, status: TaskStatus, by
         TaskStatus::Expired => kinds::TASK_EXPIRED,
         _ => kinds::TASK_REVOKED,
     };
-    let first = ids.first().cloned();
     let events = ended
         .iter()
         .map(|tid| {
             let agent = state.registry.task(tid).map(|t| t.agent);
-            let cascade_from = first.as_ref().filter(|f| *f != tid);
             state.event(kind, by, agent.as_deref(), Some(tid), serde_json::json!({ "reason": reason, "cascade_from": cascade_from }))
         })
         .collect();
@@ -55,15 +85,17 @@ pub async fn disable_agent(state: &AppState, name: &str, by: &str) -> Result<Vec
     // The registry first, so that no decision after this point sees the agent as active.
     state.registry.set_agent_status(name, AgentStatus::Disabled, now);
     let live = state.store.live_task_ids_of_agent(name).await?;
-    let mut all = live.clone();
+    let mut below = 0;
     for id in &live {
-        all.extend(state.store.descendant_task_ids(id).await?);
+        below += state.store.descendant_task_ids(id).await?.len();
     }
-    all.sort();
-    all.dedup();
-    let ev = state.event(kinds::AGENT_DISABLED, by, Some(name), None, serde_json::json!({ "revoked_tasks": all.len() }));
+    let ev = state.event(kinds::AGENT_DISABLED, by, Some(name), None, serde_json::json!({ "revoked_tasks": live.len() + below }));
     state.record(ev).await.map_err(ApiError::internal)?;
-    end_many(state, all, TaskStatus::Revoked, by, "agent disabled").await
+    let mut ended = end_many(state, live.clone(), TaskStatus::Revoked, by, "agent disabled").await?;
+    for id in &live {
+        ended.extend(end_descendants(state, id, TaskStatus::Revoked, by).await?);
+    }
+    Ok(ended)
 }
 
 /// Expires live tasks whose time is up, and retires signing keys whose overlap has passed,

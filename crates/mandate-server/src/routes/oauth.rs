@@ -7,12 +7,12 @@ use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use mandate_audit::kinds;
-use mandate_core::{Agent, AgentStatus, IntentRequest, SpiffeId, Task, TaskStatus};
-use mandate_policy::{ActionInput, ContextInput, DecisionInput, ResourceInput};
+use mandate_core::{Agent, AgentStatus, Intent, IntentRequest, SpiffeId, Task, TaskStatus};
+use mandate_policy::{ActionInput, ContextInput, DecisionInput, ResourceInput, TaskContext};
 use mandate_proto::oauth::{
     GRANT_TOKEN_EXCHANGE, IntrospectionResponse, TOKEN_TYPE_ACCESS_TOKEN, TOKEN_TYPE_JWT, TokenExchangeForm, TokenExchangeResponse,
 };
-use mandate_token::{AttestationRules, MandateClaims};
+use mandate_token::{Actor, AttestationRules, MandateClaims};
 use serde::Deserialize;
 use serde_json::{Map, Value, json};
 
@@ -22,8 +22,11 @@ use crate::extract::OAuthForm;
 use crate::state::{AppState, new_id};
 use crate::tasks;
 
+mod delegation;
+
 /// `POST /oauth2/token`: RFC 8693 token exchange. The subject token is the agent's
-/// attestation; `authorization_details` is the task's intent. Answers a task mandate.
+/// attestation, or for delegation the parent's mandate (with the child's attestation as the
+/// actor token); `authorization_details` is the task's intent. Answers a task mandate.
 pub async fn token(State(state): State<Arc<AppState>>, OAuthForm(form): OAuthForm<TokenExchangeForm>) -> Response {
     match exchange(&state, form).await {
         Ok(resp) => {
@@ -59,15 +62,13 @@ async fn exchange(state: &AppState, form: TokenExchangeForm) -> Result<TokenExch
         .ok_or_else(|| OAuthFailure::invalid_request("`subject_token` is required", "missing_parameter"))?;
     match form.subject_token_type.as_deref() {
         Some(TOKEN_TYPE_JWT) => {}
-        Some(TOKEN_TYPE_ACCESS_TOKEN) => {
-            return Err(OAuthFailure::invalid_request(
-                "delegation (a mandate as subject token) is not supported by this server yet",
-                "delegation_unsupported",
-            ));
-        }
+        Some(TOKEN_TYPE_ACCESS_TOKEN) => return delegation::delegate(state, &form, subject_token).await,
         Some(other) => {
             return Err(OAuthFailure::invalid_request(
-                format!("subject token type `{}` is not supported; use `{TOKEN_TYPE_JWT}`", crate::error::short(other)),
+                format!(
+                    "subject token type `{}` is not supported; use `{TOKEN_TYPE_JWT}` (an attestation) or `{TOKEN_TYPE_ACCESS_TOKEN}` (a mandate, to delegate)",
+                    crate::error::short(other)
+                ),
                 "unsupported_token_type",
             ));
         }
@@ -76,6 +77,27 @@ async fn exchange(state: &AppState, form: TokenExchangeForm) -> Result<TokenExch
     if form.actor_token.is_some() {
         return Err(OAuthFailure::invalid_request("`actor_token` is only used for delegation", "unexpected_actor_token"));
     }
+    check_target(state, &form)?;
+    let (requested, intent, lifetime) = requested_intent(form.authorization_details.as_deref())?;
+
+    let agent = attest(state, subject_token).await?;
+    let now_secs = state.clock.now_secs();
+    let opening = Opening {
+        agent,
+        task_id: new_id("task"),
+        intent,
+        requested,
+        now_secs,
+        exp: now_secs + task_lifetime(state, lifetime),
+        delegation: None,
+    };
+    let decision = may_open(state, &opening).await?;
+    issue(state, opening, decision).await
+}
+
+/// The token type asked for and the audience or resource named, if any, are what this server
+/// issues.
+fn check_target(state: &AppState, form: &TokenExchangeForm) -> Result<(), OAuthFailure> {
     if let Some(t) = form.requested_token_type.as_deref()
         && t != TOKEN_TYPE_ACCESS_TOKEN
     {
@@ -91,73 +113,134 @@ async fn exchange(state: &AppState, form: TokenExchangeForm) -> Result<TokenExch
             ));
         }
     }
-    let intent_req = parse_intent(form.authorization_details.as_deref())?;
-    let (intent, lifetime) = intent_req
+    Ok(())
+}
+
+/// The `agent_task` intent of `authorization_details`: as asked (for the trail), validated, and
+/// the lifetime asked for.
+fn requested_intent(raw: Option<&str>) -> Result<(IntentRequest, Intent, Option<u64>), OAuthFailure> {
+    let requested = parse_intent(raw)?;
+    let (intent, lifetime) = requested
         .clone()
         .validate()
         .map_err(|e| OAuthFailure::new(StatusCode::BAD_REQUEST, "invalid_authorization_details", e.to_string(), Some(e.code())))?;
+    Ok((requested, intent, lifetime))
+}
 
-    let agent = attest(state, subject_token).await?;
-
-    // Policy decides whether this agent may open this task.
-    let now_ms = state.clock.now_ms();
-    let now_secs = state.clock.now_secs();
+/// A task's lifetime in seconds: the one asked for, else the default, at most the maximum.
+fn task_lifetime(state: &AppState, asked: Option<u64>) -> i64 {
     let max = i64::try_from(state.settings.max_task_ttl.as_secs()).unwrap_or(3600);
     let default = i64::try_from(state.settings.default_task_ttl.as_secs()).unwrap_or(600);
-    let lifetime_secs = lifetime.map_or(default, |l| i64::try_from(l).unwrap_or(i64::MAX)).min(max);
-    let task_id = new_id("task");
-    let mut props = Map::new();
-    props.insert("purpose".into(), json!(intent.purpose));
-    props.insert("actions".into(), json!(intent.actions));
-    props.insert("resources".into(), json!(intent.resources));
-    props.insert("max_classification".into(), json!(intent.max_classification.rank()));
-    props.insert("lifetime_seconds".into(), json!(lifetime_secs));
-    props.insert("on_behalf_of".into(), json!(intent.on_behalf_of.clone().unwrap_or_default()));
-    let input = DecisionInput {
-        principal: crate::pipeline::agent_principal(&agent),
-        action: ActionInput { name: "task.open".into(), kind: None },
-        resource: ResourceInput { kind: "task".into(), id: task_id.clone(), classification: intent.max_classification, properties: props },
-        context: ContextInput { now_secs, environment: state.settings.environment.clone(), risk: 0, task: None, extra: Map::new() },
-    };
-    let eval = state.policy.evaluate(&input);
-    let decision = eval.enforced;
-    if !decision.allowed() {
-        let ev = state.event(
-            kinds::TASK_OPEN_DENIED,
-            &format!("agent:{}", agent.name),
-            Some(agent.name.as_str()),
-            None,
-            json!({ "reason": decision.reason, "policies": decision.policies, "policy_version": decision.version,
-                    "intent": intent_req }),
-        );
-        state.record(ev).await.map_err(OAuthFailure::server_error)?;
-        return Err(OAuthFailure::new(
-            StatusCode::BAD_REQUEST,
-            "invalid_authorization_details",
-            format!("policy does not let agent `{}` open this task ({})", agent.name, decision.reason),
-            Some("policy_denied"),
-        ));
+    asked.map_or(default, |l| i64::try_from(l).unwrap_or(i64::MAX)).min(max)
+}
+
+/// A task about to be opened, and everything its mandate, its record and its events need.
+struct Opening {
+    /// The agent that will act in the task.
+    agent: Agent,
+    task_id: String,
+    /// What the task is to be granted.
+    intent: Intent,
+    /// The intent as it was asked for, for the trail when the opening is refused.
+    requested: IntentRequest,
+    now_secs: i64,
+    /// The task's expiry (seconds since the epoch).
+    exp: i64,
+    /// Where the task is delegated from; `None` for a task the agent opens itself.
+    delegation: Option<Delegation>,
+}
+
+/// Where a delegated task comes from.
+struct Delegation {
+    parent_task_id: String,
+    root_task_id: String,
+    /// The new task's depth: the parent's plus one.
+    depth: u32,
+    /// The SPIFFE ID of the root task's agent: the `sub` of every mandate of the tree.
+    sub: String,
+    /// The new mandate's `act`: the acting agent outermost, the parent's actors nested.
+    act: Actor,
+    /// The SPIFFE IDs of the agents who delegated, root first (`depth` of them).
+    chain: Vec<String>,
+    /// The name of the agent that delegated (the parent mandate's acting agent).
+    delegated_by: String,
+    /// The parent task, as policy sees the task a request is made under.
+    parent: TaskContext,
+}
+
+impl Opening {
+    /// The task's lifetime from now, in seconds.
+    fn lifetime_secs(&self) -> i64 {
+        self.exp - self.now_secs
     }
 
-    let granted = intent.to_authorization_detail(Some(u64::try_from(lifetime_secs).unwrap_or(0)));
+    /// Who opens the task, for the trail: the agent itself, or the agent that delegates it.
+    fn actor(&self) -> String {
+        format!("agent:{}", self.delegation.as_ref().map_or(self.agent.name.as_str(), |d| d.delegated_by.as_str()))
+    }
+}
+
+/// Policy decides whether the agent may open this task (`task.open`). A refusal is audited
+/// and answered `policy_denied`.
+async fn may_open(state: &AppState, o: &Opening) -> Result<mandate_policy::Decision, OAuthFailure> {
+    let lifetime = u64::try_from(o.lifetime_secs()).unwrap_or(0);
+    let mut resource = ResourceInput::task(o.task_id.clone(), &o.intent, lifetime);
+    let mut task = None;
+    if let Some(d) = &o.delegation {
+        resource = resource.delegated_from(&d.parent_task_id, d.depth, &d.chain);
+        task = Some(d.parent.clone());
+    }
+    let input = DecisionInput {
+        principal: crate::pipeline::agent_principal(&o.agent),
+        action: ActionInput { name: "task.open".into(), kind: None },
+        resource,
+        context: ContextInput { now_secs: o.now_secs, environment: state.settings.environment.clone(), risk: 0, task, extra: Map::new() },
+    };
+    let decision = state.policy.evaluate(&input).enforced;
+    if decision.allowed() {
+        return Ok(decision);
+    }
+    let mut details = json!({ "reason": decision.reason, "policies": decision.policies, "policy_version": decision.version,
+                              "intent": o.requested });
+    // A delegation refused is recorded on the parent task, so the root task's evidence has it.
+    let (mut agent, mut task) = (o.agent.name.as_str(), None);
+    if let (Some(d), Value::Object(m)) = (&o.delegation, &mut details) {
+        m.insert("delegation".into(), json!({ "parent_task_id": d.parent_task_id, "depth": d.depth, "to": o.agent.name.as_str() }));
+        (agent, task) = (d.delegated_by.as_str(), Some(d.parent_task_id.as_str()));
+    }
+    let ev = state.event(kinds::TASK_OPEN_DENIED, &o.actor(), Some(agent), task, details);
+    state.record(ev).await.map_err(OAuthFailure::server_error)?;
+    Err(OAuthFailure::new(
+        StatusCode::BAD_REQUEST,
+        "invalid_authorization_details",
+        format!("policy does not let agent `{}` open this task ({})", o.agent.name, decision.reason),
+        Some("policy_denied"),
+    ))
+}
+
+/// Mints the task's mandate, stores the task, makes `task.opened` and `token.issued` durable,
+/// and answers the mandate. Nothing is handed out that the trail does not know about.
+async fn issue(state: &AppState, o: Opening, decision: mandate_policy::Decision) -> Result<TokenExchangeResponse, OAuthFailure> {
+    let lifetime_secs = o.lifetime_secs();
+    let granted = o.intent.to_authorization_detail(Some(u64::try_from(lifetime_secs).unwrap_or(0)));
     let jti = new_id("mdt");
-    let exp = now_secs + lifetime_secs;
+    let spiffe_id = o.agent.spiffe_id.as_str().to_owned();
     let claims = MandateClaims {
         iss: state.settings.issuer.clone(),
-        sub: agent.spiffe_id.as_str().to_owned(),
+        sub: o.delegation.as_ref().map_or_else(|| spiffe_id.clone(), |d| d.sub.clone()),
         aud: state.settings.audience.clone(),
-        client_id: agent.spiffe_id.as_str().to_owned(),
-        iat: now_secs,
-        nbf: now_secs,
-        exp,
+        client_id: spiffe_id.clone(),
+        iat: o.now_secs,
+        nbf: o.now_secs,
+        exp: o.exp,
         jti: jti.clone(),
-        task_id: task_id.clone(),
-        agent: agent.name.as_str().to_owned(),
-        scope: intent.actions.join(" "),
+        task_id: o.task_id.clone(),
+        agent: o.agent.name.as_str().to_owned(),
+        scope: MandateClaims::scope_for(&o.intent),
         authorization_details: vec![granted.clone()],
-        act: None,
-        parent_task_id: None,
-        depth: 0,
+        act: o.delegation.as_ref().map(|d| d.act.clone()),
+        parent_task_id: o.delegation.as_ref().map(|d| d.parent_task_id.clone()),
+        depth: o.delegation.as_ref().map_or(0, |d| d.depth),
     };
     let signing = state.keys.signing();
     let token = signing.minter.mint(&claims).map_err(|e| match e.code() {
@@ -170,45 +253,49 @@ async fn exchange(state: &AppState, form: TokenExchangeForm) -> Result<TokenExch
         _ => OAuthFailure::server_error(e),
     })?;
     let task = Task {
-        id: task_id.clone(),
-        agent: agent.name.clone(),
-        intent: intent.clone(),
+        id: o.task_id.clone(),
+        agent: o.agent.name.clone(),
+        intent: o.intent.clone(),
         status: TaskStatus::Live,
-        created_at_ms: now_ms,
-        expires_at_ms: exp * 1000,
+        created_at_ms: state.clock.now_ms(),
+        expires_at_ms: o.exp * 1000,
         mandate_jti: jti.clone(),
-        parent_id: None,
-        root_id: task_id.clone(),
-        depth: 0,
+        parent_id: claims.parent_task_id.clone(),
+        root_id: o.delegation.as_ref().map_or_else(|| o.task_id.clone(), |d| d.root_task_id.clone()),
+        depth: claims.depth,
         ended: None,
     };
     state.store.insert_task(&task).await?;
     state.registry.put_task(&task);
     state.metrics.set_live_tasks(state.registry.live_task_count());
-    let actor = format!("agent:{}", agent.name);
+    let mut opened = json!({ "intent": granted, "policies": decision.policies, "policy_version": decision.version,
+                             "spiffe_id": spiffe_id, "attestation": agent_attestation_kind(&o.agent) });
+    if let (Some(d), Value::Object(m)) = (&o.delegation, &mut opened) {
+        m.insert("parent_task_id".into(), json!(d.parent_task_id));
+        m.insert("root_task_id".into(), json!(d.root_task_id));
+        m.insert("depth".into(), json!(d.depth));
+        m.insert("delegated_by".into(), json!(d.delegated_by));
+        m.insert("chain".into(), json!(d.chain));
+    }
+    let mut issued = json!({ "jti": jti, "kid": signing.key.kid(), "exp": o.exp, "aud": state.settings.audience, "scope": claims.scope });
+    if let (Some(act), Value::Object(m)) = (&claims.act, &mut issued) {
+        m.insert("sub".into(), json!(claims.sub));
+        m.insert("act".into(), json!(act));
+    }
+    let agent_name = o.agent.name.as_str();
     let events = vec![
-        state.event(
-            kinds::TASK_OPENED,
-            &actor,
-            Some(agent.name.as_str()),
-            Some(&task_id),
-            json!({ "intent": granted, "policies": decision.policies, "policy_version": decision.version,
-                    "spiffe_id": agent.spiffe_id.as_str(), "attestation": agent_attestation_kind(&agent) }),
-        ),
-        state.event(
-            kinds::TOKEN_ISSUED,
-            "system",
-            Some(agent.name.as_str()),
-            Some(&task_id),
-            json!({ "jti": jti, "kid": signing.key.kid(), "exp": exp, "aud": state.settings.audience, "scope": claims.scope }),
-        ),
+        state.event(kinds::TASK_OPENED, &o.actor(), Some(agent_name), Some(&o.task_id), opened),
+        state.event(kinds::TOKEN_ISSUED, "system", Some(agent_name), Some(&o.task_id), issued),
     ];
     if let Err(e) = state.audit.record_all(events).await {
         // Never hand out a mandate the trail does not know about.
-        let _ = tasks::end_many(state, vec![task_id.clone()], TaskStatus::Revoked, "system", "audit unavailable").await;
+        let _ = tasks::end_many(state, vec![o.task_id.clone()], TaskStatus::Revoked, "system", "audit unavailable").await;
         return Err(OAuthFailure::server_error(e));
     }
-    if let Err(e) = state.store.touch_agent(agent.name.as_str(), now_ms).await {
+    if let Some(d) = &o.delegation {
+        delegation::parent_still_live(state, &o.task_id, &d.parent_task_id).await?;
+    }
+    if let Err(e) = state.store.touch_agent(agent_name, state.clock.now_ms()).await {
         tracing::warn!(error = %e, "could not record when the agent was last seen");
     }
     Ok(TokenExchangeResponse {
@@ -217,7 +304,7 @@ async fn exchange(state: &AppState, form: TokenExchangeForm) -> Result<TokenExch
         token_type: "Bearer".to_owned(),
         expires_in: lifetime_secs,
         scope: claims.scope,
-        task_id,
+        task_id: o.task_id,
         authorization_details: vec![serde_json::to_value(&granted).unwrap_or(Value::Null)],
     })
 }
@@ -380,9 +467,8 @@ pub async fn introspect(State(state): State<Arc<AppState>>, headers: HeaderMap, 
     let now = state.clock.now_secs();
     let Ok(m) = state.keys.signing().verifier.verify(&token, now) else { return inactive() };
     let c = m.claims();
-    let live = state.registry.task(&c.task_id).is_some_and(|t| t.status == TaskStatus::Live && t.expires_at_ms > state.clock.now_ms());
-    let agent_ok = state.registry.agent(&c.agent).is_some_and(|a| a.status == AgentStatus::Active);
-    if !live || !agent_ok {
+    // The same liveness rule as decisions: the task, its agent, and every task above it.
+    if crate::pipeline::may_act(&state, &m).is_err() {
         return inactive();
     }
     Json(IntrospectionResponse {
@@ -398,6 +484,7 @@ pub async fn introspect(State(state): State<Arc<AppState>>, headers: HeaderMap, 
         token_type: Some("Bearer".into()),
         task_id: Some(c.task_id.clone()),
         authorization_details: Some(c.authorization_details.iter().filter_map(|d| serde_json::to_value(d).ok()).collect()),
+        act: c.act.as_ref().and_then(|a| serde_json::to_value(a).ok()),
     })
     .into_response()
 }
