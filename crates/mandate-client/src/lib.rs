@@ -10,7 +10,9 @@ use mandate_proto::admin::{
 };
 use mandate_proto::authzen::{EvaluationRequest, EvaluationResponse, EvaluationsRequest, EvaluationsResponse};
 use mandate_proto::gateway::{EvidenceEvent, EvidenceResponse, SealedSecretView};
-use mandate_proto::oauth::{GRANT_TOKEN_EXCHANGE, IntrospectionResponse, OAuthError, TOKEN_TYPE_JWT, TokenExchangeResponse};
+use mandate_proto::oauth::{
+    GRANT_TOKEN_EXCHANGE, IntrospectionResponse, OAuthError, TOKEN_TYPE_ACCESS_TOKEN, TOKEN_TYPE_JWT, TokenExchangeResponse,
+};
 use mandate_proto::{ApiErrorBody, ErrorDetail};
 use reqwest::{Method, RequestBuilder, Response, StatusCode};
 use serde::Serialize;
@@ -142,6 +144,22 @@ impl Client {
             ("grant_type", GRANT_TOKEN_EXCHANGE),
             ("subject_token", attestation),
             ("subject_token_type", TOKEN_TYPE_JWT),
+            ("authorization_details", details.as_str()),
+        ];
+        let resp = self.send(self.http.post(format!("{}/oauth2/token", self.base)).form(&form)).await?;
+        decode_oauth(resp).await
+    }
+
+    /// Delegation (RFC 8693): the parent's `mandate` as the subject token, the child agent's
+    /// `attestation` as the actor token, `intent` the sub-intent. Answers the child's mandate.
+    pub async fn delegate(&self, mandate: &str, attestation: &str, intent: &Value) -> Result<TokenExchangeResponse> {
+        let details = serde_json::to_string(&[intent]).unwrap_or_default();
+        let form = [
+            ("grant_type", GRANT_TOKEN_EXCHANGE),
+            ("subject_token", mandate),
+            ("subject_token_type", TOKEN_TYPE_ACCESS_TOKEN),
+            ("actor_token", attestation),
+            ("actor_token_type", TOKEN_TYPE_JWT),
             ("authorization_details", details.as_str()),
         ];
         let resp = self.send(self.http.post(format!("{}/oauth2/token", self.base)).form(&form)).await?;

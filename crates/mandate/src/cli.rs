@@ -210,6 +210,24 @@ pub enum AgentCmd {
         #[command(flatten)]
         remote: Remote,
     },
+    /// Delegate part of a task: exchange the parent's mandate and the child agent's
+    /// attestation for the child's mandate, an attenuation of the parent's; print it.
+    Delegate {
+        /// The parent's mandate (the task to delegate from); `-` reads it from standard input.
+        #[arg(long)]
+        mandate: String,
+        /// The agent to delegate to.
+        #[arg(long)]
+        to: String,
+        /// That agent's private JWK file: it signs its own attestation.
+        #[arg(long)]
+        key: PathBuf,
+        /// The sub-intent: a JSON `agent_task` object within the parent's.
+        #[arg(long)]
+        intent: PathBuf,
+        #[command(flatten)]
+        remote: Remote,
+    },
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
@@ -540,6 +558,7 @@ impl ServeArgs {
             // An unset default lifetime never exceeds the configured cap.
             default_ttl_secs: file.tasks.default_ttl_secs.unwrap_or_else(|| file.tasks.max_ttl_secs.unwrap_or(3600).min(600)),
             max_ttl_secs: file.tasks.max_ttl_secs.unwrap_or(3600),
+            max_delegation_depth: file.tasks.max_delegation_depth.unwrap_or(3),
             attestation_max_lifetime_secs: file.attestation.max_lifetime_secs.unwrap_or(300),
             leeway_secs: file.attestation.leeway_secs.unwrap_or(60),
             checkpoint_every: file.audit.checkpoint_every.unwrap_or(1000),

@@ -152,8 +152,40 @@ async fn agent(cmd: AgentCmd) -> anyhow::Result<ExitCode> {
                 println!("{}", r.access_token);
             }
         }
+        AgentCmd::Delegate { mandate, to, key, intent, remote } => {
+            let mandate = if mandate == "-" {
+                let mut s = String::new();
+                std::io::stdin().read_to_string(&mut s)?;
+                s.trim().to_owned()
+            } else {
+                mandate
+            };
+            let private = read_json(&key)?;
+            let intent = read_json(&intent)?;
+            let c = client(&remote)?;
+            let r = delegate(&c, &mandate, &to, &private, &intent).await?;
+            if remote.json {
+                println!("{}", serde_json::to_string_pretty(&r)?);
+            } else {
+                eprintln!("task {} delegated to {to}; mandate expires in {} s", r.task_id, r.expires_in);
+                println!("{}", r.access_token);
+            }
+        }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// Delegation from the agents' side: the child agent `to` signs a fresh attestation with its
+/// key, exchanged with the parent's mandate and the sub-intent for the child's mandate.
+pub async fn delegate(
+    c: &Client,
+    mandate: &str,
+    to: &str,
+    private_jwk: &Value,
+    intent: &Value,
+) -> anyhow::Result<mandate_proto::oauth::TokenExchangeResponse> {
+    let attestation = sign_attestation(c, to, private_jwk).await?;
+    Ok(c.delegate(mandate, &attestation, intent).await?)
 }
 
 /// The agent side of the flow: sign a fresh attestation for this server, exchange it with the
@@ -164,6 +196,13 @@ pub async fn agent_mandate(
     private_jwk: &Value,
     intent: &Value,
 ) -> anyhow::Result<mandate_proto::oauth::TokenExchangeResponse> {
+    let attestation = sign_attestation(c, name, private_jwk).await?;
+    Ok(c.exchange(&attestation, intent).await?)
+}
+
+/// A fresh attestation of agent `name` for this server (its issuer and trust domain from the
+/// server's metadata), signed with the agent's private key, valid for 60 s.
+async fn sign_attestation(c: &Client, name: &str, private_jwk: &Value) -> anyhow::Result<String> {
     let meta = c.oauth_metadata().await?;
     let issuer = meta.get("issuer").and_then(Value::as_str).context("the server's metadata has no `issuer`")?;
     let td = meta.get("mandate_trust_domain").and_then(Value::as_str).context("the server's metadata has no trust domain")?;
@@ -171,8 +210,7 @@ pub async fn agent_mandate(
     let spiffe = mandate_core::SpiffeId::for_agent(&mandate_core::TrustDomain::parse(td)?, &agent);
     let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH)?.as_secs();
     let jti = uuid::Uuid::new_v4().to_string();
-    let attestation = mandate_token::sign_attestation(private_jwk, spiffe.as_str(), issuer, i64::try_from(now)?, 60, &jti)?;
-    Ok(c.exchange(&attestation, intent).await?)
+    Ok(mandate_token::sign_attestation(private_jwk, spiffe.as_str(), issuer, i64::try_from(now)?, 60, &jti)?)
 }
 
 fn write_private(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {

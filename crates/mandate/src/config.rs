@@ -11,6 +11,8 @@ use serde::Deserialize;
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:8480";
 pub const DEFAULT_DATA_DIR: &str = "./mandate-data";
 pub const DEFAULT_TRUST_DOMAIN: &str = "mandate.local";
+/// The deepest delegation a server may allow: every hop adds an `act` to the mandate.
+pub const MAX_DELEGATION_DEPTH: u32 = 16;
 
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -53,6 +55,8 @@ pub struct TlsConfig {
 pub struct TasksConfig {
     pub default_ttl_secs: Option<u64>,
     pub max_ttl_secs: Option<u64>,
+    /// How many times a task may be handed on; 0 turns delegation off.
+    pub max_delegation_depth: Option<u32>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -114,6 +118,7 @@ pub struct ServeConfig {
     pub allow_insecure_http: bool,
     pub default_ttl_secs: u64,
     pub max_ttl_secs: u64,
+    pub max_delegation_depth: u32,
     pub attestation_max_lifetime_secs: u64,
     pub leeway_secs: u64,
     pub checkpoint_every: u64,
@@ -138,6 +143,9 @@ impl ServeConfig {
         }
         if self.default_ttl_secs == 0 || self.default_ttl_secs > self.max_ttl_secs {
             bail!("`tasks.default_ttl_secs` must be between 1 and `tasks.max_ttl_secs`");
+        }
+        if self.max_delegation_depth > MAX_DELEGATION_DEPTH {
+            bail!("`tasks.max_delegation_depth` may be at most {MAX_DELEGATION_DEPTH}");
         }
         if self.attestation_max_lifetime_secs == 0 || self.attestation_max_lifetime_secs > 3600 {
             bail!("`attestation.max_lifetime_secs` must be between 1 and 3600");

@@ -44,6 +44,7 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
         allow_insecure_http: false,
         default_ttl_secs: 600,
         max_ttl_secs: 3600,
+        max_delegation_depth: 3,
         attestation_max_lifetime_secs: 300,
         leeway_secs: 60,
         checkpoint_every: 8,

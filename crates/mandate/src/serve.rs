@@ -93,6 +93,7 @@ pub async fn start(cfg: ServeConfig, admin_secret: Option<String>, handle_signal
     settings.environment = cfg.environment.clone();
     settings.default_task_ttl = Duration::from_secs(cfg.default_ttl_secs);
     settings.max_task_ttl = Duration::from_secs(cfg.max_ttl_secs);
+    settings.max_delegation_depth = cfg.max_delegation_depth;
     settings.max_attestation_lifetime = Duration::from_secs(cfg.attestation_max_lifetime_secs);
     settings.leeway = Duration::from_secs(cfg.leeway_secs);
     settings.checkpoint_every = cfg.checkpoint_every;
