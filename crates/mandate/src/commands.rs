@@ -573,7 +573,13 @@ pub fn render_event(e: &Value) -> String {
                 secret
             )
         }
-        "task.opened" => format!("intent: {}", d.pointer("/intent/purpose").and_then(Value::as_str).unwrap_or("")),
+        "task.opened" => {
+            let purpose = d.pointer("/intent/purpose").and_then(Value::as_str).unwrap_or("");
+            match d.get("depth").and_then(Value::as_u64).filter(|n| *n > 0) {
+                Some(depth) => format!("intent: {purpose} (delegated by {}, depth {depth})", ds("delegated_by")),
+                None => format!("intent: {purpose}"),
+            }
+        }
         "token.issued" => format!("mandate {} (kid {})", ds("jti"), ds("kid")),
         "approval.requested" | "approval.used" | "approval.expired" => format!("{} for {}", ds("approval_id"), ds("action")),
         "approval.approved" | "approval.denied" => {

@@ -2,8 +2,9 @@
 //! store, generated keys, the starter policies) on a free loopback port with the gateway
 //! mounted in front of the bundled demo MCP tool server; an agent that attests, opens a task,
 //! is allowed, denied out of intent, denied by policy, held for approval; uses tools through
-//! the gateway (a filtered list, a brokered secret it never sees), is revoked mid-session and
-//! switched off; then the evidence, verified.
+//! the gateway (a filtered list, a brokered secret it never sees), delegates a read-only part of
+//! its task to a second agent (a wider request refused), is revoked mid-session (the delegated
+//! task with it) and switched off; then the evidence, verified.
 
 use std::process::ExitCode;
 
@@ -259,7 +260,49 @@ async fn story(url: &str, admin_secret: &str, tool_secret: &str, tools: &mandate
     );
     println!("   (money moves only after a person approves the exact call: an obligation from policy)");
 
-    step(5, "Tools through the gateway: MCP at /mcp/demo, every call decided, the secret brokered");
+    step(5, "Delegation: hand a read-only part of the task to another agent, which can only narrow");
+    let (research_jwk, research_pub) = mandate_token::generate_agent_key(mandate_token::AgentKeyAlg::Ed25519)?;
+    let research = admin
+        .register_agent(&RegisterAgentRequest {
+            name: "research-bot".into(),
+            owner: "alice@example.com".into(),
+            purpose: "Read tickets and summarise them for other agents".into(),
+            public_jwk: Some(research_pub),
+            attributes: Default::default(),
+        })
+        .await?;
+    let sub_intent = json!({
+        "type": "agent_task",
+        "purpose": "Summarise ticket 4411 for support-bot",
+        "actions": ["tickets.read"],
+        "resources": ["ticket:4411"],
+        "max_classification": "internal"
+    });
+    let child = crate::commands::delegate(&anon, &mandate, "research-bot", &research_jwk, &sub_intent).await?;
+    println!(
+        "   support-bot delegated task {} to research-bot (RFC 8693: its mandate as subject token, research-bot's attestation as actor token)",
+        child.task_id
+    );
+    println!(
+        "   the child's mandate: sub = support-bot (whose authority), act.sub = research-bot (who acts), expires with the parent at the latest"
+    );
+    let rid = research.spiffe_id.clone();
+    show(
+        "research-bot tickets.read ticket:4411",
+        &pep.evaluate(&ask(&rid, &child.access_token, "tickets.read", "ticket", "4411", "internal")?).await?,
+    );
+    show(
+        "research-bot tickets.write ticket:4411",
+        &pep.evaluate(&ask(&rid, &child.access_token, "tickets.write", "ticket", "4411", "internal")?).await?,
+    );
+    let wider = json!({ "type": "agent_task", "purpose": "Export it too", "actions": ["tickets.read", "tickets.export"],
+                        "resources": ["ticket:4411"], "max_classification": "internal" });
+    match crate::commands::delegate(&anon, &mandate, "research-bot", &research_jwk, &wider).await {
+        Ok(_) => anyhow::bail!("a wider sub-intent was delegated"),
+        Err(e) => println!("   a wider sub-intent is refused: {e}"),
+    }
+
+    step(6, "Tools through the gateway: MCP at /mcp/demo, every call decided, the secret brokered");
     admin.put_secret("demo-tools-token", tool_secret, "bearer of the demo tool server").await?;
     println!("   `mandate secret put demo-tools-token`: sealed with AES-256-GCM; the API shows only metadata");
     let gw_intent = json!({
@@ -321,7 +364,7 @@ async fn story(url: &str, admin_secret: &str, tool_secret: &str, tools: &mandate
         println!("   {}", crate::commands::render_event(e));
     }
 
-    step(6, "Revoke the task: effective on the very next request, not at token expiry");
+    step(7, "Revoke the task: effective on the very next request, not at token expiry");
     let started = std::time::Instant::now();
     admin.revoke_task(&task, Some("demo: ticket closed by a human".into())).await?;
     let after = pep.evaluate(&ask(&spiffe, &mandate, "tickets.read", "ticket", "4411", "internal")?).await?;
@@ -329,8 +372,13 @@ async fn story(url: &str, admin_secret: &str, tool_secret: &str, tools: &mandate
     println!("   revoke → next decision refused in {:.1} ms", started.elapsed().as_secs_f64() * 1000.0);
     let intro = pep.introspect(&mandate).await?;
     println!("   introspection (RFC 7662): active = {}", intro.active);
+    show(
+        "research-bot tickets.read (after the parent's revoke)",
+        &pep.evaluate(&ask(&rid, &child.access_token, "tickets.read", "ticket", "4411", "internal")?).await?,
+    );
+    println!("   (revoking a task revokes every task delegated from it, at once)");
 
-    step(7, "The kill switch: disable the agent, every live task dies with it");
+    step(8, "The kill switch: disable the agent, every live task dies with it");
     let second = crate::commands::agent_mandate(&anon, "support-bot", &private_jwk, &intent).await?;
     show(
         "tickets.read  (new task)",
@@ -347,13 +395,13 @@ async fn story(url: &str, admin_secret: &str, tool_secret: &str, tools: &mandate
         Err(e) => println!("   a new attestation is refused: {e}"),
     }
 
-    step(8, "The evidence trail of the first task, from the control plane's own record");
+    step(9, "The evidence trail of the first task, from the control plane's own record");
     let trail = admin.audit_trail(&task).await?;
     for e in &trail.events {
         println!("   {}", crate::commands::render_event(e));
     }
 
-    step(9, "Verify the whole trail: hash chain + Ed25519-signed checkpoints");
+    step(10, "Verify the whole trail: hash chain + Ed25519-signed checkpoints");
     tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
     let v = admin.audit_verify().await.context("verify the trail")?;
     if !v.ok {

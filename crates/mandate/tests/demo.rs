@@ -25,6 +25,14 @@ fn the_demo_tells_the_whole_story_and_verifies_the_trail() {
     // Decisions over AuthZEN: the intent as a ceiling, policy inside it.
     assert!(line("tickets.export ticket:4411").contains("action_outside_intent"));
     assert!(line("payments.refund payment:991").contains("approval_required"));
+    // Delegation: the child may do what it kept, not what it left out; a wider sub-intent is
+    // refused with its reason; revoking the parent stops the child.
+    assert!(line("delegated task").contains("to research-bot"));
+    assert!(line("research-bot tickets.read ticket:4411").contains("allowed"));
+    assert!(line("research-bot tickets.write ticket:4411").contains("action_outside_intent"));
+    let refused = line("a wider sub-intent is refused");
+    assert!(refused.contains("intent_wider") && refused.contains("tickets.export"), "{refused}");
+    assert!(line("(after the parent's revoke)").contains("task_revoked"));
     // Tools through the gateway: a filtered list, an allowed call with the brokered secret,
     // refusals with reasons, nothing refused reaching the upstream, revocation mid-session.
     assert!(line("tools/list →").contains("2 of 4 tools: deploy.production, tickets.search"));
