@@ -164,6 +164,8 @@ fn no_redirects() -> reqwest::Client {
 #[tokio::test(flavor = "multi_thread")]
 async fn a_person_runs_the_console_in_a_browser() {
     let driver = Driver::start();
+    // This run's screenshots only.
+    let _ = std::fs::remove_dir_all(shots());
     let server = Server::start();
     let admin = server.admin();
     let pep = pep(&server).await;
@@ -191,6 +193,25 @@ async fn a_person_runs_the_console_in_a_browser() {
                         "decision": true, "reason": "allowed", "forwarded": true, "result": "ok", "latency_us": 1800}),
     };
     pep.submit_evidence(&[call]).await.unwrap();
+    // support-bot hands the reading part of its task to research-bot: a chain of two agents.
+    let research = register_agent(&admin, "research-bot", &[]).await;
+    let sub_intent = json!({
+        "type": "agent_task", "purpose": "Find earlier tickets like 4411",
+        "actions": ["tickets.search"], "resources": ["ticket:*"], "max_classification": "internal", "lifetime_seconds": 300
+    });
+    let child = server.anon().delegate(&m_support, &attestation(&research, &server.url), &sub_intent).await.unwrap();
+    let (m_child, t_child) = (child.access_token, child.task_id);
+    let r = pep.evaluate(&evaluation(&research, &m_child, "tickets.search", "ticket", "4411", "internal")).await.unwrap();
+    assert!(r.decision, "{r:?}");
+    let call = mandate_proto::gateway::EvidenceEvent {
+        kind: "tool.call".into(),
+        ts_ms: now() * 1000,
+        agent: Some(research.name.clone()),
+        task: Some(t_child.clone()),
+        details: json!({"upstream": "helpdesk", "tool": "tickets.search", "action": "helpdesk.tickets.search", "kind": "read",
+                        "decision": true, "reason": "allowed", "forwarded": true, "result": "ok", "latency_us": 2400}),
+    };
+    pep.submit_evidence(&[call]).await.unwrap();
     let refund_intent = json!({
         "type": "agent_task", "purpose": "Refund the duplicate charge on order 991",
         "actions": ["payments.refund"], "resources": ["payment:*"], "max_classification": "internal", "lifetime_seconds": 600
@@ -214,7 +235,7 @@ async fn a_person_runs_the_console_in_a_browser() {
     log_in(&b, &server, ADMIN).await;
     assert_eq!(b.current_url().await.unwrap().path(), "/console");
     let page = text(&b).await;
-    for name in ["support-bot", "billing-bot", "scratch-bot", "alice@example.com", "Summarise support tickets"] {
+    for name in ["support-bot", "billing-bot", "scratch-bot", "research-bot", "alice@example.com", "Summarise support tickets"] {
         assert!(page.contains(name), "agents page shows {name}:\n{page}");
     }
     let who = b.find(Locator::Css("header .who")).await.unwrap().text().await.unwrap().to_lowercase();
@@ -244,10 +265,20 @@ async fn a_person_runs_the_console_in_a_browser() {
     assert!(page.contains("Summarise ticket 4411") && !page.contains("Refund the duplicate charge"), "{page}");
     shot(&b, "04-tasks-filtered").await;
 
-    // ---- the task's timeline, verified ----
-    press(&b, b.find(Locator::Css(&format!("a[href='/console/tasks/{t_support}']"))).await.unwrap()).await;
+    // ---- the task's timeline, verified, with the chain of agents below it ----
+    press(&b, b.find(Locator::Css(&format!("table a[href='/console/tasks/{t_support}']"))).await.unwrap()).await;
+    assert_eq!(b.current_url().await.unwrap().path(), format!("/console/tasks/{t_support}"));
+    // Follow the chain down to the delegated task, and back up to the root.
+    press(&b, b.find(Locator::Css(&format!("ul.tree a[href='/console/tasks/{t_child}']"))).await.unwrap()).await;
+    let page = text(&b).await;
+    assert!(page.contains("Find earlier tickets like 4411") && page.contains("To stop the whole chain, revoke its root task"), "{page}");
+    assert!(page.contains("Delegated task opened") && page.contains("Tool call tickets.search forwarded"), "{page}");
+    shot(&b, "05-delegated-task").await;
+    press(&b, b.find(Locator::Css(&format!("ul.tree a[href='/console/tasks/{t_support}']"))).await.unwrap()).await;
     assert_eq!(b.current_url().await.unwrap().path(), format!("/console/tasks/{t_support}"));
     let page = text(&b).await;
+    let tree = b.find(Locator::Css("ul.tree")).await.unwrap().text().await.unwrap();
+    assert!(tree.contains("support-bot") && tree.contains("research-bot"), "{tree}");
     assert!(page.contains("verified"), "{page}");
     assert!(page.contains("The whole trail is intact"), "{page}");
     for want in [
@@ -258,25 +289,40 @@ async fn a_person_runs_the_console_in_a_browser() {
         "action_outside_intent",
         "Tool call tickets.read forwarded",
         "helpdesk",
+        "Delegated task opened",
+        "Find earlier tickets like 4411",
+        "Decision allow tickets.search",
+        "Tool call tickets.search forwarded",
+        "and the 1 task(s) delegated from it",
     ] {
         assert!(page.contains(want), "timeline shows {want:?}:\n{page}");
     }
     let events = b.find_all(Locator::Css("ol.events li.event")).await.unwrap();
-    assert_eq!(events.len(), 5, "opened, issued, two decisions, a tool call");
-    assert!(b.find_all(Locator::Css("li.event .chain.ok")).await.unwrap().len() == 5, "every event verified");
-    shot(&b, "05-timeline").await;
+    assert_eq!(
+        events.len(),
+        9,
+        "the root's opened, issued, two decisions, a tool call; the child's opened, issued, a decision, a tool call"
+    );
+    assert!(b.find_all(Locator::Css("li.event .chain.ok")).await.unwrap().len() == 9, "every event verified");
+    shot(&b, "06-timeline").await;
 
-    // ---- revoke it from the page; the mandate is refused at once ----
+    // ---- stop the whole chain with one action; both mandates are refused at once ----
     b.find(Locator::Css("input[name=reason]")).await.unwrap().send_keys("ticket closed by a person").await.unwrap();
-    press(&b, b.find(Locator::Css("form.revoke button[type=submit]")).await.unwrap()).await;
+    let button = b.find(Locator::Css("form.revoke button[type=submit]")).await.unwrap();
+    assert_eq!(button.text().await.unwrap(), "Revoke this task and 1 delegated");
+    press(&b, button).await;
     let page = text(&b).await;
-    assert!(page.contains("Task revoked."), "{page}");
+    assert!(page.contains("Task revoked, and 1 task delegated from it."), "{page}");
     assert!(page.contains("ticket closed by a person"), "{page}");
     assert_eq!(status(&server, &t_support).await, "revoked");
+    assert_eq!(status(&server, &t_child).await, "revoked", "the delegated task dies with its root");
     let r = pep.evaluate(&evaluation(&support, &m_support, "tickets.read", "ticket", "4411", "internal")).await.unwrap();
     assert_eq!(reason(&r), "task_revoked");
+    let r = pep.evaluate(&evaluation(&research, &m_child, "tickets.search", "ticket", "4411", "internal")).await.unwrap();
+    assert!(!r.decision, "{r:?}");
     assert!(b.find_all(Locator::Css("form.revoke")).await.unwrap().is_empty(), "no revoke button on an ended task");
-    shot(&b, "06-timeline-revoked").await;
+    assert_eq!(b.find_all(Locator::Css("li.event.ev-end")).await.unwrap().len(), 2, "the root and the child ended");
+    shot(&b, "07-timeline-revoked").await;
 
     // ---- the policy page and a what-if ----
     b.goto(&format!("{}/console/policy", server.url)).await.unwrap();
@@ -294,7 +340,7 @@ async fn a_person_runs_the_console_in_a_browser() {
     assert!(page.contains("agents.execute-needs-approval"), "{page}");
     let after = admin.audit_events(&[("kind", "decision".to_owned()), ("limit", "1000".to_owned())]).await.unwrap().events.len();
     assert_eq!(before, after, "a what-if is never recorded as a decision");
-    shot(&b, "07-policy-what-if").await;
+    shot(&b, "08-policy-what-if").await;
 
     // ---- forged forms: refused, nothing changed ----
     let session = b.get_named_cookie("mandate_session").await.unwrap();
@@ -350,7 +396,7 @@ async fn a_person_runs_the_console_in_a_browser() {
     assert!(b.find_all(Locator::Css("form[action$='/revoke']")).await.unwrap().is_empty(), "an auditor sees no revoke button");
     b.goto(&format!("{}/console/tasks/{t_billing}", server.url)).await.unwrap();
     assert!(b.find_all(Locator::Css("form.revoke")).await.unwrap().is_empty());
-    shot(&b, "08-auditor-task").await;
+    shot(&b, "09-auditor-task").await;
     // And the server refuses what the page does not offer, even with a genuine CSRF token.
     let auditor_cookie = format!("mandate_session={}", b.get_named_cookie("mandate_session").await.unwrap().value());
     let html =
@@ -388,7 +434,7 @@ async fn a_person_runs_the_console_in_a_browser() {
         assert!(shown.contains(want), "the card shows the exact call ({want}):\n{shown}");
     }
     assert!(b.find_all(Locator::Css("form[action$='/disable'], form[action$='/revoke']")).await.unwrap().is_empty());
-    shot(&b, "09-approvals-pending").await;
+    shot(&b, "10-approvals-pending").await;
     card.find(Locator::Css("input[name=comment]")).await.unwrap().send_keys("duplicate charge confirmed with the customer").await.unwrap();
     press(&b, card.find(Locator::Css("button[value=approve]")).await.unwrap()).await;
     let page = text(&b).await;
@@ -411,7 +457,7 @@ async fn a_person_runs_the_console_in_a_browser() {
     assert_eq!(admin.get_approval(&second_approval, None).await.unwrap().status, "denied");
     let page = text(&b).await;
     assert!(page.contains("Nothing is waiting for a decision.") && page.contains("duplicate charge confirmed with the customer"), "{page}");
-    shot(&b, "10-approvals-decided").await;
+    shot(&b, "11-approvals-decided").await;
     // Deciding twice is refused with the approvals API's code, and changes nothing.
     let approver_cookie = format!("mandate_session={}", b.get_named_cookie("mandate_session").await.unwrap().value());
     let html = http
@@ -443,7 +489,7 @@ async fn a_person_runs_the_console_in_a_browser() {
         assert!(page.contains(want), "timeline shows {want:?}:\n{page}");
     }
     assert!(page.contains("The whole trail is intact"));
-    shot(&b, "11-timeline-approvals").await;
+    shot(&b, "12-timeline-approvals").await;
 
     // A pep token cannot log in at all.
     press(&b, b.find(Locator::Css("form[action='/console/logout'] button")).await.unwrap()).await;
@@ -451,7 +497,7 @@ async fn a_person_runs_the_console_in_a_browser() {
     assert_eq!(b.current_url().await.unwrap().path(), "/console/login");
     let page = text(&b).await;
     assert!(page.contains("cannot log in to the console") && page.contains("role_not_allowed"), "{page}");
-    shot(&b, "12-login-pep-refused").await;
+    shot(&b, "13-login-pep-refused").await;
     b.close().await.unwrap();
 
     // ---- everything the people did is in the verified trail, under their tokens ----
