@@ -96,6 +96,11 @@ impl Store for SqliteStore {
         self.write(move |c| directory::put_meta(c, &key, &value)).await
     }
 
+    async fn swap_meta(&self, key: &str, expected: Option<&str>, value: &str) -> StoreResult<bool> {
+        let (key, expected, value) = (key.to_owned(), expected.map(str::to_owned), value.to_owned());
+        self.write(move |c| directory::swap_meta(c, &key, expected.as_deref(), &value)).await
+    }
+
     async fn insert_api_token(&self, t: &ApiToken) -> StoreResult<()> {
         let t = t.clone();
         self.write(move |c| directory::insert_api_token(c, &t)).await

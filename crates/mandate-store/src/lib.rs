@@ -5,6 +5,7 @@
 //! Nothing here names a database: backends (`mandate-store-sqlite`, later PostgreSQL) live in
 //! their own crates and only the binary chooses one.
 
+mod change;
 pub mod conformance;
 mod error;
 mod query;
@@ -12,6 +13,7 @@ mod secret;
 mod store;
 mod verify;
 
+pub use change::Change;
 pub use error::{StoreError, StoreResult};
 pub use query::{ApprovalFilter, AuditQuery, DEFAULT_LIMIT, TaskFilter};
 pub use secret::{SealedSecretBlob, SecretRecord};

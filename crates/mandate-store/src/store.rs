@@ -4,7 +4,7 @@ use async_trait::async_trait;
 use mandate_audit::{ChainHead, Checkpoint, NewEvent, SealedEvent};
 use mandate_core::{Agent, AgentStatus, ApiToken, Approval, ApprovalStatus, Issuer, Task, TaskEnd};
 
-use crate::{ApprovalFilter, AuditQuery, SecretRecord, StoreResult, TaskFilter};
+use crate::{ApprovalFilter, AuditQuery, Change, SecretRecord, StoreResult, TaskFilter};
 
 /// Everything Mandate keeps. Used as `Arc<dyn Store>`.
 ///
@@ -22,6 +22,20 @@ pub trait Store: Send + Sync + 'static {
 
     /// Sets a server setting, replacing any earlier value.
     async fn put_meta(&self, key: &str, value: &str) -> StoreResult<()>;
+
+    /// Sets `key` to `value` only if its current value is `expected` (`None`: only if it is
+    /// unset). `true` if this call set it. Of racing calls with the same `expected`, at most one
+    /// succeeds: processes sharing a store coordinate through it (the signing key ring).
+    async fn swap_meta(&self, key: &str, expected: Option<&str>, value: &str) -> StoreResult<bool>;
+
+    /// What other processes sharing this store change, as each change commits, so that every
+    /// process keeps its in-memory view (agents, live tasks, tokens, keys) as current as the
+    /// store. `None` for a store only this process writes (the embedded SQLite store). A
+    /// [`Change::Resync`] says notifications may have been missed (the listener lost its
+    /// connection and is back): the receiver re-reads everything it keeps.
+    fn changes(&self) -> Option<tokio::sync::broadcast::Receiver<Change>> {
+        None
+    }
 
     /// Stores an admin API token (its secret's hash only). `Conflict` if the id or the secret
     /// hash exists.

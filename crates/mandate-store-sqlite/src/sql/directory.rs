@@ -19,6 +19,17 @@ pub(crate) fn put_meta(c: &Connection, key: &str, value: &str) -> StoreResult<()
     Ok(())
 }
 
+/// Compare-and-set in one write transaction (the single writer makes it atomic in-process; the
+/// `WHERE` makes it atomic against another process too).
+pub(crate) fn swap_meta(c: &Connection, key: &str, expected: Option<&str>, value: &str) -> StoreResult<bool> {
+    let n = match expected {
+        None => c.execute("INSERT INTO meta (key, value) VALUES (?1, ?2) ON CONFLICT (key) DO NOTHING", [key, value]),
+        Some(old) => c.execute("UPDATE meta SET value = ?3 WHERE key = ?1 AND value = ?2", [key, old, value]),
+    }
+    .map_err(db)?;
+    Ok(n == 1)
+}
+
 const TOKEN_COLUMNS: &str = "id, role, label, secret_hash, created_at_ms, revoked_at_ms";
 
 pub(crate) fn insert_api_token(c: &Connection, t: &ApiToken) -> StoreResult<()> {

@@ -35,6 +35,18 @@ pub async fn meta(store: &dyn Store) {
     assert_eq!(store.get_meta(&key).await.unwrap().as_deref(), Some("v2 ünï\n"), "meta: put replaces");
     store.put_meta(&key, "").await.unwrap();
     assert_eq!(store.get_meta(&key).await.unwrap().as_deref(), Some(""), "meta: empty value is a value");
+
+    // Compare-and-set: only from the expected value, and of racing calls only one wins.
+    let key = unique("swap");
+    assert!(store.swap_meta(&key, None, "a").await.unwrap(), "meta: swap from unset sets");
+    assert!(!store.swap_meta(&key, None, "b").await.unwrap(), "meta: swap from unset refuses a set key");
+    assert!(!store.swap_meta(&key, Some("x"), "b").await.unwrap(), "meta: swap from a wrong value refuses");
+    assert_eq!(store.get_meta(&key).await.unwrap().as_deref(), Some("a"), "meta: refused swaps change nothing");
+    assert!(store.swap_meta(&key, Some("a"), "b").await.unwrap(), "meta: swap from the current value sets");
+    assert_eq!(store.get_meta(&key).await.unwrap().as_deref(), Some("b"));
+    let racers: Vec<_> = (0..8).map(|i| store.swap_meta(&key, Some("b"), if i % 2 == 0 { "even" } else { "odd" })).collect();
+    let won = super::join_all(racers).await.into_iter().map(|r| r.unwrap()).filter(|w| *w).count();
+    assert_eq!(won, 1, "meta: of racing swaps from one value exactly one wins");
 }
 
 /// Tokens are found by secret hash, conflict on id or hash, list oldest first, revoke once.
