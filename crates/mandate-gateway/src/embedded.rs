@@ -62,7 +62,7 @@ impl ControlPlane for Embedded {
     async fn check_mandate(&self, token: &str) -> Result<Arc<VerifiedMandate>, Refusal> {
         // The pipeline's own rules, so the gateway and a decision never disagree on them.
         let mandate = pipeline::verified_mandate(&self.state, token).map_err(|e| Refusal::with_code("invalid_mandate", e.code()))?;
-        match pipeline::may_act(&self.state, &mandate) {
+        match pipeline::may_act_now(&self.state, &mandate).await {
             Ok(_) => Ok(mandate),
             Err(reason) => Err(Refusal::of(reason, mandate)),
         }

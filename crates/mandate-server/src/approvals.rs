@@ -47,6 +47,11 @@ impl Approvals {
         Approvals { changed: broadcast::channel(256).0, webhook }
     }
 
+    /// Wakes whoever waits on approval `id` here: another replica changed it.
+    pub(crate) fn announce(&self, id: &str) {
+        self.changed(id);
+    }
+
     fn changed(&self, id: &str) {
         // No receiver is fine: nobody waits.
         let _ = self.changed.send(id.to_owned());

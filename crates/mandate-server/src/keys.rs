@@ -1,5 +1,14 @@
 //! Signing keys: generated on first start, rotated with overlap, never logged.
 //!
+//! Two homes for the key ring. A server alone on its store keeps it in its key directory (below).
+//! Replicas sharing one store (PostgreSQL) keep it in the store instead, under the meta key
+//! [`SHARED_RING_KEY`]: the public ring in the clear and the current private key sealed under
+//! the master key (the same envelope as brokered secrets), so that every replica signs with the
+//! same key and publishes the same JWKS. Creating the first key and rotating are
+//! compare-and-set writes on that one value: of two replicas racing, one wins and the other
+//! adopts its ring. Every replica re-reads the ring when told it changed (the store's change
+//! feed) and on every sweep.
+//!
 //! Layout of the key directory: `keyring.json` lists every key ever used (public half, when it
 //! was made, when it leaves the JWKS); `<kid>.pk8` holds the private half of the current key
 //! only, mode 0600. Retired public keys stay in the ring forever so that old audit checkpoints
@@ -24,6 +33,46 @@ pub enum KeyError {
     Io { path: String, source: std::io::Error },
     #[error("key ring `{path}` is not valid: {message}")]
     Corrupt { path: String, message: String },
+    #[error("the shared key ring: {0}")]
+    Store(#[from] mandate_store::StoreError),
+    /// The shared ring's private key does not open with this process's master key.
+    #[error(
+        "the signing key in the store does not open with this master key: every replica must be started with the same `MANDATE_MASTER_KEY`"
+    )]
+    WrongMasterKey,
+    /// Another replica rotated at the same moment; its key is current now.
+    #[error("another replica rotated the signing key at the same moment; its new key `{0}` is current")]
+    RotationRaced(String),
+}
+
+/// The meta key under which a shared store keeps the key ring.
+pub const SHARED_RING_KEY: &str = "signing.keyring";
+
+/// The key ring as a shared store keeps it: the public ring, and the current private key sealed
+/// under the master key.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct SharedRing {
+    ring: KeyRing,
+    sealed_key: SealedKey,
+}
+
+/// [`mandate_secrets::SealedSecret`] in base64url.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct SealedKey {
+    wrapped_key: String,
+    key_nonce: String,
+    nonce: String,
+    ciphertext: String,
+}
+
+/// The name a signing key is sealed under (the seal binds it; the kid is checked after opening).
+const SEALED_KEY_NAME: &str = "signing-key";
+
+/// Where a shared ring lives, and the last text of it this process installed.
+struct Shared {
+    store: Arc<dyn mandate_store::Store>,
+    master: MasterKey,
+    text: Mutex<String>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -51,6 +100,8 @@ pub struct Signing {
 }
 
 pub struct KeyManager {
+    /// Set for a ring kept in a shared store; `dir` is then unused.
+    shared: Option<Shared>,
     dir: PathBuf,
     issuer: String,
     audience: String,
@@ -98,6 +149,7 @@ impl KeyManager {
         };
         let signing = build_signing(Arc::new(key), &ring, issuer, audience, leeway_secs, now_ms)?;
         Ok(KeyManager {
+            shared: None,
             dir: dir.to_owned(),
             issuer: issuer.to_owned(),
             audience: audience.to_owned(),
@@ -105,6 +157,79 @@ impl KeyManager {
             ring: Mutex::new(ring),
             signing: ArcSwap::from_pointee(signing),
         })
+    }
+
+    /// Opens the key ring kept in a shared `store`, creating it (and the first key) when no
+    /// replica has yet. Fails with [`KeyError::WrongMasterKey`] when `master` is not the key the
+    /// ring was sealed with.
+    pub async fn open_shared(
+        store: Arc<dyn mandate_store::Store>,
+        master: MasterKey,
+        issuer: &str,
+        audience: &str,
+        leeway_secs: i64,
+        now_ms: i64,
+    ) -> Result<Self, KeyError> {
+        let text = match store.get_meta(SHARED_RING_KEY).await? {
+            Some(text) => text,
+            None => {
+                let key = SigningKey::generate();
+                let ring = KeyRing {
+                    current: key.kid().to_owned(),
+                    keys: vec![KeyEntry {
+                        kid: key.kid().to_owned(),
+                        public_jwk: key.public_key().to_jwk(),
+                        created_at_ms: now_ms,
+                        retires_at_ms: None,
+                    }],
+                };
+                let text = shared_text(&master, ring, &key)?;
+                if store.swap_meta(SHARED_RING_KEY, None, &text).await? {
+                    tracing::info!(kid = key.kid(), "generated the first signing key in the shared store");
+                    text
+                } else {
+                    // Another replica made it first: use theirs.
+                    store.get_meta(SHARED_RING_KEY).await?.ok_or_else(|| shared_corrupt("the key ring vanished"))?
+                }
+            }
+        };
+        let (ring, key) = open_shared_text(&master, &text)?;
+        let signing = build_signing(Arc::new(key), &ring, issuer, audience, leeway_secs, now_ms)?;
+        Ok(KeyManager {
+            shared: Some(Shared { store, master, text: Mutex::new(text) }),
+            dir: PathBuf::new(),
+            issuer: issuer.to_owned(),
+            audience: audience.to_owned(),
+            leeway_secs,
+            ring: Mutex::new(ring),
+            signing: ArcSwap::from_pointee(signing),
+        })
+    }
+
+    /// Whether the ring is kept in a shared store.
+    pub fn is_shared(&self) -> bool {
+        self.shared.is_some()
+    }
+
+    /// Re-reads a shared ring and installs it if another replica changed it (a rotation).
+    /// `true` when it changed; always `false` for a key directory.
+    pub async fn reload(&self, now_ms: i64) -> Result<bool, KeyError> {
+        let Some(shared) = &self.shared else { return Ok(false) };
+        let Some(text) = shared.store.get_meta(SHARED_RING_KEY).await? else {
+            return Err(shared_corrupt("the key ring is missing from the store"));
+        };
+        if *shared.text.lock() == text {
+            return Ok(false);
+        }
+        let (ring, key) = open_shared_text(&shared.master, &text)?;
+        let mut current = self.ring.lock();
+        let mut installed = shared.text.lock();
+        let signing = build_signing(Arc::new(key), &ring, &self.issuer, &self.audience, self.leeway_secs, now_ms)?;
+        tracing::info!(kid = %ring.current, "installed the shared key ring another replica changed");
+        *current = ring;
+        *installed = text;
+        self.signing.store(Arc::new(signing));
+        Ok(true)
     }
 
     pub fn signing(&self) -> Arc<Signing> {
@@ -125,24 +250,39 @@ impl KeyManager {
 
     /// Makes a new current key. The previous one keeps verifying, and stays in the JWKS,
     /// until `overlap_ms` from now: long enough for every mandate it signed to expire.
-    pub fn rotate(&self, now_ms: i64, overlap_ms: i64) -> Result<(String, String, i64), KeyError> {
+    pub async fn rotate(&self, now_ms: i64, overlap_ms: i64) -> Result<(String, String, i64), KeyError> {
+        match &self.shared {
+            Some(shared) => self.rotate_shared(shared, now_ms, overlap_ms).await,
+            None => self.rotate_dir(now_ms, overlap_ms),
+        }
+    }
+
+    /// A rotation of a shared ring: a compare-and-set from the ring this process holds, so
+    /// that two replicas rotating at once cannot both win (the loser adopts the winner's key).
+    async fn rotate_shared(&self, shared: &Shared, now_ms: i64, overlap_ms: i64) -> Result<(String, String, i64), KeyError> {
+        self.reload(now_ms).await?;
+        let (expected, mut ring) = (shared.text.lock().clone(), self.ring.lock().clone());
+        let previous = ring.current.clone();
+        let key = SigningKey::generate();
+        let retires = now_ms + overlap_ms;
+        add_key(&mut ring, &key, now_ms, retires);
+        let text = shared_text(&shared.master, ring, &key)?;
+        if !shared.store.swap_meta(SHARED_RING_KEY, Some(&expected), &text).await? {
+            self.reload(now_ms).await?;
+            return Err(KeyError::RotationRaced(self.signing().key.kid().to_owned()));
+        }
+        self.reload(now_ms).await?;
+        tracing::info!(kid = %key.kid(), previous = %previous, "rotated the shared signing key");
+        Ok((key.kid().to_owned(), previous, retires))
+    }
+
+    fn rotate_dir(&self, now_ms: i64, overlap_ms: i64) -> Result<(String, String, i64), KeyError> {
         let mut ring = self.ring.lock();
         let previous = ring.current.clone();
         let key = SigningKey::generate();
         write_private(&self.dir, &key)?;
         let retires = now_ms + overlap_ms;
-        for entry in ring.keys.iter_mut() {
-            if entry.kid == previous {
-                entry.retires_at_ms = Some(retires);
-            }
-        }
-        ring.keys.push(KeyEntry {
-            kid: key.kid().to_owned(),
-            public_jwk: key.public_key().to_jwk(),
-            created_at_ms: now_ms,
-            retires_at_ms: None,
-        });
-        ring.current = key.kid().to_owned();
+        add_key(&mut ring, &key, now_ms, retires);
         write_ring(&self.dir, &ring)?;
         let old_private = self.dir.join(format!("{previous}.pk8"));
         if let Err(e) = fs::remove_file(&old_private) {
@@ -195,6 +335,64 @@ pub fn read_public_keys(dir: &Path) -> Result<Vec<PublicKey>, KeyError> {
                 .map_err(|e| KeyError::Corrupt { path: ring_path.display().to_string(), message: e.to_string() })
         })
         .collect()
+}
+
+/// Makes `key` current in `ring`; the previous current key retires at `retires`.
+fn add_key(ring: &mut KeyRing, key: &SigningKey, now_ms: i64, retires: i64) {
+    let previous = ring.current.clone();
+    for entry in ring.keys.iter_mut() {
+        if entry.kid == previous {
+            entry.retires_at_ms = Some(retires);
+        }
+    }
+    ring.keys.push(KeyEntry {
+        kid: key.kid().to_owned(),
+        public_jwk: key.public_key().to_jwk(),
+        created_at_ms: now_ms,
+        retires_at_ms: None,
+    });
+    ring.current = key.kid().to_owned();
+}
+
+fn shared_corrupt(message: &str) -> KeyError {
+    KeyError::Corrupt { path: format!("store meta `{SHARED_RING_KEY}`"), message: message.to_owned() }
+}
+
+/// The shared form of `ring` with `key` (its current key) sealed under `master`.
+fn shared_text(master: &MasterKey, ring: KeyRing, key: &SigningKey) -> Result<String, KeyError> {
+    use base64::Engine as _;
+    let b64 = |b: &[u8]| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(b);
+    let der = key.to_pkcs8_der().map_err(|e| shared_corrupt(&e.to_string()))?;
+    let sealed = mandate_secrets::seal(master, SEALED_KEY_NAME, 1, &der).map_err(|e| shared_corrupt(&e.to_string()))?;
+    let shared = SharedRing {
+        ring,
+        sealed_key: SealedKey {
+            wrapped_key: b64(&sealed.wrapped_key),
+            key_nonce: b64(&sealed.key_nonce),
+            nonce: b64(&sealed.nonce),
+            ciphertext: b64(&sealed.ciphertext),
+        },
+    };
+    serde_json::to_string(&shared).map_err(|e| shared_corrupt(&e.to_string()))
+}
+
+/// Parses a shared ring and opens its current private key.
+fn open_shared_text(master: &MasterKey, text: &str) -> Result<(KeyRing, SigningKey), KeyError> {
+    use base64::Engine as _;
+    let shared: SharedRing = serde_json::from_str(text).map_err(|e| shared_corrupt(&e.to_string()))?;
+    let b = |s: &str| base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(s).map_err(|e| shared_corrupt(&e.to_string()));
+    let sealed = mandate_secrets::SealedSecret {
+        wrapped_key: b(&shared.sealed_key.wrapped_key)?,
+        key_nonce: b(&shared.sealed_key.key_nonce)?,
+        nonce: b(&shared.sealed_key.nonce)?,
+        ciphertext: b(&shared.sealed_key.ciphertext)?,
+    };
+    let der = mandate_secrets::open(master, SEALED_KEY_NAME, 1, &sealed).map_err(|_| KeyError::WrongMasterKey)?;
+    let key = SigningKey::from_pkcs8_der(&der).map_err(|e| shared_corrupt(&e.to_string()))?;
+    if key.kid() != shared.ring.current {
+        return Err(shared_corrupt("the sealed private key does not match the ring's current kid"));
+    }
+    Ok((shared.ring, key))
 }
 
 fn build_signing(

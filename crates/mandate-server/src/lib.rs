@@ -20,6 +20,7 @@ mod routes;
 mod secrets;
 mod settings;
 mod state;
+mod sync;
 mod tasks;
 mod verify;
 pub mod webhook;

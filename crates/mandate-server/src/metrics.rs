@@ -31,6 +31,7 @@ pub struct Metrics {
     policy_reloads: Family<OutcomeLabels, Counter>,
     revocation_subscribers: Gauge<i64, std::sync::atomic::AtomicI64>,
     webhook_deliveries: Family<OutcomeLabels, Counter>,
+    sync_failures: Counter,
 }
 
 impl Default for Metrics {
@@ -68,7 +69,14 @@ impl Metrics {
             "Approval webhook attempts, by outcome (delivered, retried, failed)",
             webhook_deliveries.clone(),
         );
+        let sync_failures = Counter::default();
+        registry.register(
+            "replica_sync_failures",
+            "Changes announced by other replicas that could not be applied (repaired by the next resync)",
+            sync_failures.clone(),
+        );
         Metrics {
+            sync_failures,
             registry,
             decisions,
             decision_seconds,
@@ -101,6 +109,10 @@ impl Metrics {
 
     pub fn audit_failure(&self) {
         self.audit_failures.inc();
+    }
+
+    pub fn sync_failure(&self) {
+        self.sync_failures.inc();
     }
 
     pub fn admin_auth_failure(&self) {

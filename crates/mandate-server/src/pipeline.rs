@@ -252,6 +252,7 @@ pub(crate) async fn decide_until(
     request_id: Option<&str>,
     stop: impl Fn(Result<&Verdict, &str>) -> bool,
 ) -> Vec<Result<Verdict, String>> {
+    prefetch(state, requests).await;
     let mut slots: Vec<Result<(), String>> = Vec::with_capacity(requests.len());
     let mut verdicts = Vec::with_capacity(requests.len());
     for req in requests {
@@ -282,6 +283,31 @@ pub(crate) async fn decide_until(
             Err(message) => Some(Err(message)),
         })
         .collect()
+}
+
+/// On a shared store, reads the tasks (and agents) of the requests' mandates that this replica
+/// has never seen — opened a moment ago through another replica — so that deciding needs no
+/// I/O. A failed read leaves the task unknown, which denies.
+async fn prefetch(state: &AppState, requests: &[EvaluationRequest]) {
+    if !state.keys.is_shared() {
+        return;
+    }
+    for req in requests {
+        let token = req.subject.as_ref().and_then(|s| s.properties.as_ref()).and_then(|p| p.get("mandate")).and_then(Value::as_str);
+        if let Some(m) = token.and_then(|t| verified_mandate(state, t).ok())
+            && let Err(e) = crate::sync::ensure_task(state, &m.claims().task_id).await
+        {
+            tracing::warn!(error = %e, "cannot read a task from the shared store; its decision is a deny");
+        }
+    }
+}
+
+/// [`may_act`], first reading from a shared store a task this replica has never seen.
+pub async fn may_act_now(state: &AppState, mandate: &mandate_token::VerifiedMandate) -> Result<Arc<mandate_core::Agent>, &'static str> {
+    if crate::sync::ensure_task(state, &mandate.claims().task_id).await.is_err() {
+        return Err("store_unavailable");
+    }
+    may_act(state, mandate)
 }
 
 /// A mandate verified by this server's keys (EdDSA, `typ`, issuer, audience, times), from the

@@ -88,6 +88,43 @@ impl Registry {
         }
     }
 
+    /// Takes an agent as the store has it (another replica changed it): its record replaces
+    /// this view's, and a status change is published as [`set_agent_status`](Self::set_agent_status)
+    /// does.
+    pub(crate) fn sync_agent(&self, agent: Agent) {
+        let (name, status, at) = (agent.name.as_str().to_owned(), agent.status, agent.updated_at_ms);
+        let known = self.agents.read().get(&name).map(|a| a.status);
+        match known {
+            Some(before) if before != status => {
+                self.set_agent_status(&name, status, at);
+                self.put_agent(agent);
+            }
+            _ => self.put_agent(agent),
+        }
+    }
+
+    /// Takes a task as the store has it (another replica opened or ended it): a live one is
+    /// added, an ended one ends here too (and is published).
+    pub(crate) fn sync_task(&self, task: &Task, now_ms: i64) {
+        match task.status {
+            TaskStatus::Live => {
+                let mut tasks = self.tasks.write();
+                tasks.entry(task.id.clone()).or_insert_with(|| state_of(task));
+            }
+            ended => {
+                if !self.tasks.read().contains_key(&task.id) {
+                    self.put_task(&Task { status: TaskStatus::Live, ..task.clone() });
+                }
+                self.end_tasks(std::slice::from_ref(&task.id), ended, task.ended.as_ref().map_or(now_ms, |e| e.at_ms));
+            }
+        }
+    }
+
+    /// The ids of every task this view holds as live.
+    pub(crate) fn live_task_ids(&self) -> Vec<String> {
+        self.tasks.read().iter().filter(|(_, t)| t.status == TaskStatus::Live).map(|(id, _)| id.clone()).collect()
+    }
+
     pub(crate) fn put_task(&self, task: &Task) {
         self.tasks.write().insert(task.id.clone(), state_of(task));
     }

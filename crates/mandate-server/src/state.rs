@@ -48,6 +48,37 @@ pub struct AppState {
     pub(crate) console: crate::console::Sessions,
 }
 
+/// The meta key holding a value sealed under the master key, so that a server started with
+/// another master key than the one the store's secrets were sealed with refuses to start
+/// instead of failing on every secret later.
+const MASTER_KEY_CHECK: &str = "secrets.master_key_check";
+
+async fn check_master_key(store: &dyn Store, master: &MasterKey) -> Result<(), StartError> {
+    use base64::Engine as _;
+    let b64 = base64::engine::general_purpose::URL_SAFE_NO_PAD;
+    let fail = |m: &str| StartError::Other(format!("the master key check in the store is not valid: {m}"));
+    if let Some(text) = store.get_meta(MASTER_KEY_CHECK).await? {
+        let parts: Vec<Vec<u8>> = text.split('.').map(|p| b64.decode(p)).collect::<Result<_, _>>().map_err(|e| fail(&e.to_string()))?;
+        let [wrapped_key, key_nonce, nonce, ciphertext] = <[Vec<u8>; 4]>::try_from(parts).map_err(|_| fail("it has the wrong shape"))?;
+        let sealed = mandate_secrets::SealedSecret { wrapped_key, key_nonce, nonce, ciphertext };
+        return match mandate_secrets::open(master, "master-key-check", 1, &sealed) {
+            Ok(_) => Ok(()),
+            Err(_) => Err(StartError::Other(
+                "this master key is not the one the store was set up with: start every replica with the same `MANDATE_MASTER_KEY` \
+                 (or the same `keys/master.key`)"
+                    .into(),
+            )),
+        };
+    }
+    let sealed = mandate_secrets::seal(master, "master-key-check", 1, b"mandate").map_err(|e| fail(&e.to_string()))?;
+    let text = [&sealed.wrapped_key, &sealed.key_nonce, &sealed.nonce, &sealed.ciphertext].map(|p| b64.encode(p)).join(".");
+    // Of replicas starting together on a new store, one sets it; the others check against it.
+    if !store.swap_meta(MASTER_KEY_CHECK, None, &text).await? {
+        return Box::pin(check_master_key(store, master)).await;
+    }
+    Ok(())
+}
+
 /// The background work a running server owns; `shutdown` stops it without losing an event.
 pub struct Background {
     audit_writer: AuditWriter,
@@ -74,11 +105,27 @@ impl AppState {
         clock: Arc<dyn Clock>,
     ) -> Result<(Arc<AppState>, Background), StartError> {
         let now = clock.now_ms();
-        let keys = Arc::new(KeyManager::open(&settings.key_dir, &settings.issuer, &settings.audience, settings.leeway_secs(), now)?);
         let master_key = match settings.master_key.take() {
             Some(key) => key,
             None => crate::keys::load_or_create_master_key(&settings.key_dir)?,
         };
+        check_master_key(store.as_ref(), &master_key).await?;
+        // Replicas sharing a store (it announces changes) share one key ring, kept in it.
+        let changes = store.changes();
+        let keys = Arc::new(match changes {
+            Some(_) => {
+                KeyManager::open_shared(
+                    store.clone(),
+                    master_key.clone(),
+                    &settings.issuer,
+                    &settings.audience,
+                    settings.leeway_secs(),
+                    now,
+                )
+                .await?
+            }
+            None => KeyManager::open(&settings.key_dir, &settings.issuer, &settings.audience, settings.leeway_secs(), now)?,
+        });
         let (sources, policy_source) = match &settings.policy_dir {
             Some(dir) => (
                 PolicySources::from_dir(dir)
@@ -154,6 +201,9 @@ impl AppState {
             console: crate::console::Sessions::default(),
         });
         let sweeper = tokio::spawn(crate::tasks::sweep_loop(Arc::downgrade(&state)));
+        if let Some(rx) = changes {
+            tokio::spawn(crate::sync::follow(Arc::downgrade(&state), rx));
+        }
         Ok((state, Background { audit_writer, sweeper }))
     }
 

@@ -98,6 +98,9 @@ pub async fn disable_agent(state: &AppState, name: &str, by: &str) -> Result<Vec
     Ok(ended)
 }
 
+/// How often a replica on a shared store re-reads everything it keeps in memory.
+const RESYNC_INTERVAL: std::time::Duration = std::time::Duration::from_secs(30);
+
 /// Expires live tasks whose time is up, and retires signing keys whose overlap has passed,
 /// once per sweep interval, while the server lives.
 pub async fn sweep_loop(state: Weak<AppState>) {
@@ -107,9 +110,18 @@ pub async fn sweep_loop(state: Weak<AppState>) {
     };
     let mut tick = tokio::time::interval(interval);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut last_resync = tokio::time::Instant::now();
     loop {
         tick.tick().await;
         let Some(state) = state.upgrade() else { return };
+        // On a shared store, a full re-read now and then: the backstop should an announcement
+        // of another replica's change ever be lost without the feed noticing.
+        if state.keys.is_shared() && last_resync.elapsed() >= RESYNC_INTERVAL {
+            last_resync = tokio::time::Instant::now();
+            if let Err(e) = crate::sync::resync(&state).await {
+                tracing::warn!(error = %e, "periodic resync with the shared store failed; will retry");
+            }
+        }
         if let Err(e) = sweep_once(&state).await {
             tracing::warn!(error = %e.message, "task sweep failed; will retry");
         }

@@ -70,9 +70,24 @@ pub enum Command {
     },
     /// Run the whole story on a throwaway server: no set-up, no config.
     Demo(DemoArgs),
+    /// Bring the store's schema up to date and exit (`mandate serve` also does it on start).
+    Migrate(MigrateArgs),
     /// Run the enforcement gateway in front of MCP servers and HTTP APIs, apart from the
     /// control plane (or mount it in `mandate serve` with a `[gateway]` section).
     Gateway(GatewayArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct MigrateArgs {
+    /// A TOML config file (its `data_dir` and `[database]` are used).
+    #[arg(long, env = "MANDATE_CONFIG")]
+    pub config: Option<PathBuf>,
+    /// The data directory whose SQLite store to migrate [default: ./mandate-data].
+    #[arg(long, env = "MANDATE_DATA_DIR")]
+    pub data_dir: Option<PathBuf>,
+    /// A PostgreSQL URL (`postgres://…`): migrate that database instead.
+    #[arg(long, env = "MANDATE_DATABASE_URL", hide_env_values = true)]
+    pub database_url: Option<String>,
 }
 
 #[derive(Debug, Args)]
@@ -112,6 +127,11 @@ pub struct ServeArgs {
     /// Address to listen on [default: 127.0.0.1:8480].
     #[arg(long, env = "MANDATE_LISTEN")]
     pub listen: Option<String>,
+    /// Keep the store in PostgreSQL (`postgres://user:password@host:5432/db`) instead of
+    /// DATA_DIR/mandate.db. Every replica started with the same URL (and the same
+    /// `MANDATE_MASTER_KEY`) is part of one service.
+    #[arg(long, env = "MANDATE_DATABASE_URL", hide_env_values = true)]
+    pub database_url: Option<String>,
     /// Policy directory (*.cedar and one *.cedarschema) [default: DATA_DIR/policies, seeded with the starter set].
     #[arg(long, env = "MANDATE_POLICY_DIR")]
     pub policy_dir: Option<PathBuf>,
@@ -565,6 +585,11 @@ impl ServeArgs {
             checkpoint_interval_secs: file.audit.checkpoint_interval_secs.unwrap_or(10),
             max_body_bytes: file.limits.max_body_bytes.unwrap_or(64 * 1024),
             approvals: file.approvals.clone(),
+            database: config::DatabaseSettings {
+                url: self.database_url.clone().filter(|u| !u.is_empty()).or_else(|| file.database.url.clone()),
+                max_connections: file.database.max_connections.unwrap_or(16),
+                acquire_timeout_secs: file.database.acquire_timeout_secs.unwrap_or(5),
+            },
             gateway: match &file.gateway {
                 Some(g) => Some(g.check().map_err(|e| anyhow::anyhow!("`[gateway]`: {e}"))?),
                 None => None,

@@ -68,6 +68,21 @@ pub async fn run(command: Command) -> anyhow::Result<ExitCode> {
             Ok(if r.decision { ExitCode::SUCCESS } else { ExitCode::from(2) })
         }
         Command::Demo(args) => crate::demo::run(args).await,
+        Command::Migrate(args) => {
+            let file = match &args.config {
+                Some(p) => crate::config::FileConfig::load(p)?,
+                None => crate::config::FileConfig::default(),
+            };
+            let data_dir =
+                args.data_dir.clone().or(file.data_dir).unwrap_or_else(|| std::path::PathBuf::from(crate::config::DEFAULT_DATA_DIR));
+            let db = crate::config::DatabaseSettings {
+                url: args.database_url.clone().filter(|u| !u.is_empty()).or(file.database.url),
+                max_connections: 2,
+                acquire_timeout_secs: file.database.acquire_timeout_secs.unwrap_or(5),
+            };
+            println!("{}", crate::storage::migrate(&data_dir, &db).await?);
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Gateway(args) => crate::gateway::run(args).await,
     }
 }

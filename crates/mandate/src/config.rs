@@ -39,6 +39,8 @@ pub struct FileConfig {
     pub limits: LimitsConfig,
     #[serde(default)]
     pub approvals: ApprovalsConfig,
+    #[serde(default)]
+    pub database: DatabaseConfig,
     /// The enforcement gateway mounted on this listener (`/mcp/NAME`, `/api/NAME/…`).
     pub gateway: Option<mandate_gateway::GatewayFile>,
 }
@@ -96,6 +98,44 @@ pub struct ApprovalsConfig {
     pub webhook_attempts: Option<u32>,
 }
 
+/// `[database]`: where the store lives when it is not DATA_DIR/mandate.db.
+#[derive(Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DatabaseConfig {
+    /// `postgres://user:password@host:5432/db` (`--database-url` and `MANDATE_DATABASE_URL`
+    /// win). Unset: the embedded SQLite store.
+    pub url: Option<String>,
+    /// Connections in each replica's pool. Default 16.
+    pub max_connections: Option<u32>,
+    /// How long a request waits for a free connection before failing closed. Default 5.
+    pub acquire_timeout_secs: Option<u64>,
+}
+
+impl std::fmt::Debug for DatabaseConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // The URL may hold a password.
+        f.debug_struct("DatabaseConfig").field("url", &self.url.as_ref().map(|_| "<set>")).finish_non_exhaustive()
+    }
+}
+
+/// The resolved `[database]` settings.
+#[derive(Clone)]
+pub struct DatabaseSettings {
+    pub url: Option<String>,
+    pub max_connections: u32,
+    pub acquire_timeout_secs: u64,
+}
+
+impl std::fmt::Debug for DatabaseSettings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DatabaseSettings")
+            .field("url", &self.url.as_ref().map(|_| "<set>"))
+            .field("max_connections", &self.max_connections)
+            .field("acquire_timeout_secs", &self.acquire_timeout_secs)
+            .finish()
+    }
+}
+
 impl FileConfig {
     pub fn load(path: &Path) -> anyhow::Result<Self> {
         let text = std::fs::read_to_string(path).with_context(|| format!("cannot read config file `{}`", path.display()))?;
@@ -125,6 +165,7 @@ pub struct ServeConfig {
     pub checkpoint_interval_secs: u64,
     pub max_body_bytes: usize,
     pub approvals: ApprovalsConfig,
+    pub database: DatabaseSettings,
     /// The embedded gateway, when the config has a `[gateway]` section.
     pub gateway: Option<mandate_gateway::GatewayConfig>,
 }
@@ -158,6 +199,17 @@ impl ServeConfig {
         }
         if self.max_body_bytes < 1024 || self.max_body_bytes > 16 * 1024 * 1024 {
             bail!("`limits.max_body_bytes` must be between 1024 and 16777216");
+        }
+        if let Some(u) = &self.database.url
+            && !(u.starts_with("postgres://") || u.starts_with("postgresql://"))
+        {
+            bail!("the database URL must start with `postgres://` (unset it to use DATA_DIR/mandate.db)");
+        }
+        if !(1..=1000).contains(&self.database.max_connections) {
+            bail!("`database.max_connections` must be between 1 and 1000");
+        }
+        if !(1..=300).contains(&self.database.acquire_timeout_secs) {
+            bail!("`database.acquire_timeout_secs` must be between 1 and 300");
         }
         if let Some(t) = self.approvals.ttl_secs
             && !(1..=7 * 24 * 3600).contains(&t)

@@ -52,6 +52,7 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
         checkpoint_interval_secs: 1,
         max_body_bytes: 64 * 1024,
         approvals: Default::default(),
+        database: crate::config::DatabaseSettings { url: None, max_connections: 16, acquire_timeout_secs: 5 },
         gateway: Some(gateway),
     };
     let running = crate::serve::start(cfg, Some(admin_secret.clone()), false).await?;

@@ -7,3 +7,4 @@ mod demo;
 mod gateway;
 mod offline;
 pub mod serve;
+mod storage;

@@ -12,7 +12,6 @@ use mandate_core::{Clock, SystemClock, TrustDomain};
 use mandate_policy::PolicySources;
 use mandate_server::{AppState, Background, Settings};
 use mandate_store::Store;
-use mandate_store_sqlite::SqliteStore;
 use notify::Watcher;
 use tokio::sync::watch;
 
@@ -81,10 +80,7 @@ pub async fn start(cfg: ServeConfig, admin_secret: Option<String>, handle_signal
             d
         }
     };
-    let store: Arc<dyn Store> = Arc::new(
-        SqliteStore::open(&cfg.data_dir.join("mandate.db"))
-            .with_context(|| format!("cannot open the store in `{}`", cfg.data_dir.display()))?,
-    );
+    let store: Arc<dyn Store> = crate::storage::open(&cfg.data_dir, &cfg.database).await?;
     // Behind a proxy that ends TLS, the issuer URL says that browsers use HTTPS.
     let console_secure_cookie = cfg.tls.is_some() || issuer.starts_with("https://");
     let mut settings = Settings::new(issuer, trust_domain, cfg.data_dir.join("keys"));

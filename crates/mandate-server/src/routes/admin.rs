@@ -439,7 +439,13 @@ pub async fn load_entities(
 pub async fn rotate_key(State(state): State<Arc<AppState>>, headers: HeaderMap) -> Result<Json<KeyRotateResponse>, ApiError> {
     let caller = auth::require(&state, &headers, &[], "rotate signing keys").await?;
     let overlap = i64::try_from((state.settings.max_task_ttl + state.settings.leeway).as_millis()).unwrap_or(i64::MAX);
-    let (kid, previous_kid, retires) = state.keys.rotate(state.clock.now_ms(), overlap).map_err(ApiError::internal)?;
+    let (kid, previous_kid, retires) = match state.keys.rotate(state.clock.now_ms(), overlap).await {
+        Ok(r) => r,
+        Err(e @ crate::keys::KeyError::RotationRaced(_)) => {
+            return Err(ApiError::coded(StatusCode::CONFLICT, "rotation_raced", e.to_string()));
+        }
+        Err(e) => return Err(ApiError::internal(e)),
+    };
     let ev = state.event(
         kinds::KEY_ROTATED,
         &caller.actor(),

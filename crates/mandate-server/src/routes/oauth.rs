@@ -357,6 +357,9 @@ async fn attest_inner(state: &AppState, token: &str) -> Result<Agent, Refusal> {
             return Err(refuse("foreign_trust_domain", None, format!("trust domain `{}` is not this server's", id.trust_domain())));
         }
         let name = id.agent_name().ok_or_else(|| refuse("unknown_agent", None, "the issuer is not an agent SPIFFE ID".into()))?;
+        crate::sync::ensure_agent(state, name.as_str())
+            .await
+            .map_err(|e| refuse("store_unavailable", None, format!("cannot read the agent from the store: {e}")))?;
         let agent = state
             .registry
             .agent(name.as_str())
@@ -387,6 +390,9 @@ async fn attest_inner(state: &AppState, token: &str) -> Result<Agent, Refusal> {
             .map_err(|e| refuse(e.code(), None, format!("the token from `{}` is not valid: {e}", crate::error::short(&iss))))?;
         (att.agent, att.jti, att.exp, iss.clone())
     };
+    crate::sync::ensure_agent(state, agent_name.as_str())
+        .await
+        .map_err(|e| refuse("store_unavailable", None, format!("cannot read the agent from the store: {e}")))?;
     let agent = state
         .registry
         .agent(agent_name.as_str())
@@ -468,7 +474,7 @@ pub async fn introspect(State(state): State<Arc<AppState>>, headers: HeaderMap, 
     let Ok(m) = state.keys.signing().verifier.verify(&token, now) else { return inactive() };
     let c = m.claims();
     // The same liveness rule as decisions: the task, its agent, and every task above it.
-    if crate::pipeline::may_act(&state, &m).is_err() {
+    if crate::pipeline::may_act_now(&state, &m).await.is_err() {
         return inactive();
     }
     Json(IntrospectionResponse {

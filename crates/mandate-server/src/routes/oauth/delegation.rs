@@ -55,7 +55,7 @@ pub(super) async fn delegate(
         }
     };
     let claims = parent.claims();
-    if let Err(reason) = crate::pipeline::may_act(state, &parent) {
+    if let Err(reason) = crate::pipeline::may_act_now(state, &parent).await {
         let message = format!("task `{}` cannot delegate: {}", claims.task_id, why_not(reason));
         return Err(refuse(state, Some(&parent), OAuthFailure::invalid_grant(message, reason)).await);
     }
