@@ -264,7 +264,15 @@ impl AppState {
             created_at_ms: self.clock.now_ms(),
             revoked_at_ms: None,
         };
-        self.store.insert_api_token(&token).await?;
+        let token = match self.store.insert_api_token(&token).await {
+            Ok(()) => token,
+            // Another replica starting on the same new store installed the same secret first.
+            Err(mandate_store::StoreError::Conflict(_)) => match self.store.api_token_by_hash(&token.secret_hash).await? {
+                Some(existing) => existing,
+                None => return Err(mandate_store::StoreError::Conflict("an api token with this secret".into())),
+            },
+            Err(e) => return Err(e),
+        };
         self.api_tokens.write().insert(token.secret_hash.clone(), token.clone());
         Ok(token)
     }

@@ -13,7 +13,11 @@ pub async fn healthz() -> &'static str {
 
 /// Ready when the store answers; the policy set is always loaded once the server is up.
 pub async fn readyz(State(state): State<Arc<AppState>>) -> impl IntoResponse {
-    match state.store.ping().await {
+    // A database that does not answer is as unready as one that refuses.
+    let ping = tokio::time::timeout(std::time::Duration::from_secs(2), state.store.ping())
+        .await
+        .unwrap_or_else(|_| Err(mandate_store::StoreError::Backend("the store did not answer within 2 s".into())));
+    match ping {
         Ok(()) => (StatusCode::OK, "ready\n"),
         Err(e) => {
             tracing::warn!(error = %e, "readiness check failed");

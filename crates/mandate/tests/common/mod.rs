@@ -152,6 +152,7 @@ impl Drop for Server {
 }
 
 /// An agent registered with a fresh Ed25519 key.
+#[derive(Clone)]
 pub struct TestAgent {
     pub name: String,
     pub spiffe_id: String,
