@@ -1,8 +1,13 @@
 //! Mandate's shared store: PostgreSQL behind the [`mandate_store::Store`] trait, so that several
 //! Mandate servers can serve one deployment from one database.
 //!
-//! ```ignore
-//! let store = PgStore::connect(&PgOptions::new("postgres://mandate:…@db.internal/mandate?sslmode=require")).await?;
+//! ```no_run
+//! # async fn open() -> Result<(), mandate_store::StoreError> {
+//! use mandate_store_postgres::{PgOptions, PgStore};
+//!
+//! let opts = PgOptions { schema: Some("mandate".into()), ..PgOptions::new("postgres://mandate:pw@db.internal/mandate?sslmode=require") };
+//! let store = PgStore::connect(&opts).await?;
+//! # Ok(()) }
 //! ```
 //!
 //! # What is shared, and how

@@ -10,7 +10,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use mandate_store::{StoreError, StoreResult};
 use sqlx::postgres::PgConnectOptions;
-use sqlx::{Connection, PgConnection, Row};
+use sqlx::{Connection, Executor, PgConnection, Row};
 
 use crate::error::db;
 
@@ -47,24 +47,26 @@ pub(crate) async fn run(options: &PgConnectOptions, schema: Option<&str>) -> Sto
 async fn migrate(conn: &mut PgConnection, schema: Option<&str>) -> StoreResult<(i64, i64)> {
     if let Some(schema) = schema {
         // The name was checked to need no quoting.
-        sqlx::raw_sql(&format!("CREATE SCHEMA IF NOT EXISTS \"{schema}\"")).execute(&mut *conn).await.map_err(db)?;
+        let create = format!("CREATE SCHEMA IF NOT EXISTS \"{schema}\"");
+        conn.execute(create.as_str()).await.map_err(db)?;
     }
-    sqlx::raw_sql(
+    conn.execute(
         "CREATE TABLE IF NOT EXISTS schema_migrations (
             version       BIGINT PRIMARY KEY,
             name          TEXT NOT NULL,
             applied_at_ms BIGINT NOT NULL
         )",
     )
-    .execute(&mut *conn)
     .await
     .map_err(db)?;
     let from = current_version(conn).await?;
     check_applied(conn).await?;
-    for m in MIGRATIONS.iter().filter(|m| m.version > from) {
+    for m in MIGRATIONS {
+        if m.version <= from {
+            continue;
+        }
         let mut tx = conn.begin().await.map_err(db)?;
-        sqlx::raw_sql(m.sql)
-            .execute(&mut *tx)
+        tx.execute(m.sql)
             .await
             .map_err(|e| StoreError::Backend(format!("schema migration {} `{}` failed: {}", m.version, m.name, db(e))))?;
         sqlx::query("INSERT INTO schema_migrations (version, name, applied_at_ms) VALUES ($1, $2, $3)")

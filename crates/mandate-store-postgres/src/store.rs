@@ -329,3 +329,19 @@ impl Store for PgStore {
         audit::list_checkpoints(&self.pool).await
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use sqlx::postgres::PgConnectOptions;
+
+    use super::*;
+
+    fn send<T: Send>(_: &T) {}
+
+    #[allow(dead_code, reason = "compiled only: the futures must be Send to be spawned")]
+    fn futures_are_send(opts: &PgOptions, o: PgConnectOptions) {
+        send(&migrations::run(&o, None));
+        send(&PgStore::connect(opts));
+        send(&migrate(opts));
+    }
+}
