@@ -24,13 +24,14 @@ const PING_TIMEOUT: Duration = Duration::from_secs(10);
 /// Connects the listener and LISTENs, then leaves it running in a task that stops when the
 /// returned sender is dropped.
 pub(crate) async fn start(
+    pool: PgPoolOptions,
     options: PgConnectOptions,
     acquire_timeout: Duration,
     envelope: Envelope,
     changes: broadcast::Sender<Change>,
 ) -> StoreResult<oneshot::Sender<()>> {
     // A pool of one, only for reconnecting: the listener holds its connection all along.
-    let pool = PgPoolOptions::new()
+    let pool = pool
         .max_connections(1)
         .min_connections(0)
         .acquire_timeout(acquire_timeout)

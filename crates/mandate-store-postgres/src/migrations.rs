@@ -32,8 +32,9 @@ const MIGRATION_LOCK: i64 = 0x4d41_4e44_4154_4531;
 
 /// Connects once, brings the schema up to [`LATEST_VERSION`] under the migration lock, and
 /// disconnects. Returns the versions before and after.
-pub(crate) async fn run(options: &PgConnectOptions, schema: Option<&str>) -> StoreResult<(i64, i64)> {
+pub(crate) async fn run(options: &PgConnectOptions, setup: &str, schema: Option<&str>) -> StoreResult<(i64, i64)> {
     let mut conn = PgConnection::connect_with(options).await.map_err(db)?;
+    conn.execute(setup).await.map_err(db)?;
     sqlx::query("SELECT pg_advisory_lock($1)").bind(MIGRATION_LOCK).execute(&mut conn).await.map_err(db)?;
     let result = migrate(&mut conn, schema).await;
     // Closing the session releases the lock even if unlocking fails.

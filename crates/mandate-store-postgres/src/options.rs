@@ -9,6 +9,9 @@ use sqlx::postgres::PgConnectOptions;
 
 use crate::error::redact;
 
+/// How long a session may sit idle inside a transaction before the server ends it.
+const IDLE_IN_TRANSACTION_TIMEOUT: Duration = Duration::from_secs(30);
+
 /// How to reach the PostgreSQL database a [`PgStore`](crate::PgStore) keeps its data in.
 ///
 /// `Debug` never shows the URL's password.
@@ -21,7 +24,7 @@ pub struct PgOptions {
     /// How long a call waits for a free connection before failing.
     pub acquire_timeout: Duration,
     /// The schema holding Mandate's tables, created if missing and set as the `search_path` of
-    /// every connection. `None` uses the URL's (or the role's) `search_path`. At most 63 of
+    /// every connection (the listener's too). `None` uses the URL's (or the role's) `search_path`. At most 63 of
     /// `a-z`, `0-9` and `_`, not starting with a digit.
     pub schema: Option<String>,
 }
@@ -58,14 +61,24 @@ impl PgOptions {
             let detail = redact(&detail, self.password().as_deref());
             StoreError::Invalid(format!("the PostgreSQL URL `{}` is invalid: {detail}", self.redacted_url()))
         })?;
-        let options = options.application_name(application_name);
-        Ok(match &self.schema {
-            Some(schema) => {
-                check_schema(schema)?;
-                options.options([("search_path", schema.as_str())])
-            }
-            None => options,
-        })
+        if let Some(schema) = &self.schema {
+            check_schema(schema)?;
+        }
+        Ok(options.application_name(application_name))
+    }
+
+    /// The statements every new connection runs first: the schema as its `search_path`, and a
+    /// limit on how long a session may sit idle inside a transaction, so that a server that
+    /// stalls mid-transaction (while holding the audit trail's lock, say) cannot stall the
+    /// others for longer. Set with `SET` rather than startup options, which connection poolers
+    /// may refuse.
+    pub(crate) fn session_setup(&self) -> String {
+        let mut sql = format!("SET idle_in_transaction_session_timeout = '{}s'", IDLE_IN_TRANSACTION_TIMEOUT.as_secs());
+        if let Some(schema) = &self.schema {
+            // `check_schema` made sure the name needs no escaping.
+            sql.push_str(&format!("; SET search_path TO \"{schema}\""));
+        }
+        sql
     }
 }
 
@@ -142,6 +155,8 @@ mod tests {
         let err = o.connect_options("mandate").unwrap_err();
         assert!(matches!(err, StoreError::Invalid(_)));
         assert!(!err.to_string().contains("hunter2"), "{err}");
+        let setup = PgOptions { schema: Some("mandate".into()), ..PgOptions::new("postgres://h/db") }.session_setup();
+        assert!(setup.ends_with("; SET search_path TO \"mandate\""), "{setup}");
         let zero = PgOptions { max_connections: 0, ..PgOptions::new("postgres://h/db") };
         assert!(matches!(zero.connect_options("mandate"), Err(StoreError::Invalid(_))));
     }

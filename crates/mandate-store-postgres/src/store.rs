@@ -7,8 +7,8 @@ use async_trait::async_trait;
 use mandate_audit::{ChainHead, Checkpoint, NewEvent, SealedEvent};
 use mandate_core::{Agent, AgentStatus, ApiToken, Approval, ApprovalStatus, Issuer, Task, TaskEnd};
 use mandate_store::{ApprovalFilter, AuditQuery, Change, SecretRecord, Store, StoreError, StoreResult, TaskFilter};
-use sqlx::Row;
 use sqlx::postgres::{PgPool, PgPoolOptions};
+use sqlx::{Executor, Row};
 use tokio::sync::{broadcast, oneshot};
 
 use crate::error::{db, redact};
@@ -60,7 +60,7 @@ impl fmt::Debug for PgStore {
 /// what [`PgStore::connect`] does first; it is safe to run while servers are starting.
 pub async fn migrate(opts: &PgOptions) -> Result<(i64, i64), StoreError> {
     let options = opts.connect_options(APPLICATION_NAME)?;
-    migrations::run(&options, opts.schema.as_deref()).await.map_err(|e| hide_password(e, opts))
+    migrations::run(&options, &opts.session_setup(), opts.schema.as_deref()).await.map_err(|e| hide_password(e, opts))
 }
 
 impl PgStore {
@@ -73,8 +73,9 @@ impl PgStore {
 
     async fn open(opts: &PgOptions) -> StoreResult<PgStore> {
         let options = opts.connect_options(APPLICATION_NAME)?;
-        let (from, to) = migrations::run(&options, opts.schema.as_deref()).await?;
-        let pool = PgPoolOptions::new()
+        let setup = opts.session_setup();
+        let (from, to) = migrations::run(&options, &setup, opts.schema.as_deref()).await?;
+        let pool = pool_options(&setup)
             .max_connections(opts.max_connections)
             .acquire_timeout(opts.acquire_timeout)
             .connect_with(options)
@@ -86,7 +87,7 @@ impl PgStore {
         let envelope = Envelope { origin: origin.clone(), schema: schema.clone() };
         let (changes, _) = broadcast::channel(CHANGES_CAPACITY);
         let listener_options = opts.connect_options(&listener_application_name(&origin))?;
-        let stop = listener::start(listener_options, opts.acquire_timeout, envelope.clone(), changes.clone()).await?;
+        let stop = listener::start(pool_options(&setup), listener_options, opts.acquire_timeout, envelope.clone(), changes.clone()).await?;
         tracing::info!(url = %opts.redacted_url(), schema = %schema, origin = %origin, from, to, "opened postgres store");
         Ok(PgStore { pool, shared: Arc::new(Shared { envelope, changes, redacted_url: opts.redacted_url(), _stop_listener: stop }) })
     }
@@ -110,6 +111,18 @@ impl PgStore {
     fn env(&self) -> &Envelope {
         &self.shared.envelope
     }
+}
+
+/// Pool options whose new connections run `setup` first.
+fn pool_options(setup: &str) -> PgPoolOptions {
+    let setup: Arc<str> = Arc::from(setup);
+    PgPoolOptions::new().after_connect(move |conn, _| {
+        let setup = Arc::clone(&setup);
+        Box::pin(async move {
+            conn.execute(&*setup).await?;
+            Ok(())
+        })
+    })
 }
 
 fn listener_application_name(origin: &str) -> String {
@@ -340,7 +353,7 @@ mod tests {
 
     #[allow(dead_code, reason = "compiled only: the futures must be Send to be spawned")]
     fn futures_are_send(opts: &PgOptions, o: PgConnectOptions) {
-        send(&migrations::run(&o, None));
+        send(&migrations::run(&o, "", None));
         send(&PgStore::connect(opts));
         send(&migrate(opts));
     }
