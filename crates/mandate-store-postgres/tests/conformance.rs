@@ -73,3 +73,28 @@ async fn two_stores_appending_at_once_build_one_chain() {
         assert_eq!((report.events, report.last_seq, report.last_hash), (all.len() as u64, head.seq, head.hash));
     }
 }
+
+/// A batch PostgreSQL refuses part of (a NUL in a text column) is refused whole: nothing of it
+/// is stored and the head stays, and the next batch continues the chain.
+#[tokio::test]
+async fn a_refused_batch_leaves_nothing() {
+    let Some(schema) = TestSchema::new() else { return };
+    let store = schema.connect().await;
+    let event = |kind: &str| NewEvent {
+        ts_ms: 1_750_000_000_000,
+        kind: kind.into(),
+        actor: "system".into(),
+        agent: None,
+        task: None,
+        details: json!({}),
+    };
+    store.append_audit(vec![event(kinds::SERVER_STARTED)]).await.unwrap();
+    let head = store.audit_head().await.unwrap();
+    let err = store.append_audit(vec![event(kinds::DECISION), event("bad\0kind"), event(kinds::DECISION)]).await.unwrap_err();
+    assert_eq!(err.code(), "invalid_store_request", "{err}");
+    assert_eq!(store.audit_head().await.unwrap(), head, "the head stays");
+    assert_eq!(store.read_audit(0, 10).await.unwrap().len(), 1, "nothing of the batch is stored");
+    let next = store.append_audit(vec![event(kinds::DECISION)]).await.unwrap();
+    assert_eq!((next[0].seq, next[0].prev_hash.as_str()), (head.seq + 1, head.hash.as_str()), "the chain goes on from the head");
+    verify_audit(&store, conformance::trusted_keys()).await.unwrap().expect("the trail verifies");
+}
