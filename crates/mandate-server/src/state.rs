@@ -109,9 +109,16 @@ impl AppState {
             Some(key) => key,
             None => crate::keys::load_or_create_master_key(&settings.key_dir)?,
         };
-        check_master_key(store.as_ref(), &master_key).await?;
         // Replicas sharing a store (it announces changes) share one key ring, kept in it.
         let changes = store.changes();
+        if let Err(e) = check_master_key(store.as_ref(), &master_key).await {
+            // Replicas cannot work with different keys (the shared key ring is sealed with it):
+            // refuse. A server alone on its store starts, and says its secrets will not open.
+            if changes.is_some() {
+                return Err(e);
+            }
+            tracing::error!(error = %e, "brokered secrets sealed with the previous master key will not open");
+        }
         let keys = Arc::new(match changes {
             Some(_) => {
                 KeyManager::open_shared(
