@@ -153,28 +153,32 @@ pub(crate) async fn descendant_task_ids(pool: &PgPool, id: &str) -> StoreResult<
     rows.iter().map(|r| get(r, 0)).collect()
 }
 
-/// Purges expired entries, then records `(issuer, jti)`; `true` if it was new. The purge skips
-/// rows another call is purging (it will), so racing calls never wait on each other there; the
-/// insert's conflict check waits for a racing insert of the same pair, so exactly one wins.
+/// Purges expired entries, then records `(issuer, jti)`; `true` if it was new. One statement:
+/// the purge skips the pair itself and rows a racing call is purging (it will), so racing calls
+/// never wait on each other there; the pair is inserted, or an expired entry of it replaced,
+/// and of racing calls the insert's conflict check (or the row lock, re-checked after the wait)
+/// lets exactly one win.
 pub(crate) async fn consume_jti(pool: &PgPool, issuer: &str, jti: &str, expires_at_ms: i64, now_ms: i64) -> StoreResult<bool> {
-    let mut tx = pool.begin().await.map_err(db)?;
-    sqlx::query(
-        "DELETE FROM used_jtis WHERE (issuer, jti) IN
-             (SELECT issuer, jti FROM used_jtis WHERE expires_at_ms < $1 FOR UPDATE SKIP LOCKED)",
+    let rows = sqlx::query(
+        "WITH purged AS (
+             DELETE FROM used_jtis WHERE (issuer, jti) IN (
+                 SELECT issuer, jti FROM used_jtis
+                 WHERE expires_at_ms < $4 AND NOT (issuer = $1 AND jti = $2)
+                 FOR UPDATE SKIP LOCKED)
+         )
+         INSERT INTO used_jtis (issuer, jti, expires_at_ms) VALUES ($1, $2, $3)
+         ON CONFLICT (issuer, jti) DO UPDATE SET expires_at_ms = excluded.expires_at_ms
+             WHERE used_jtis.expires_at_ms < $4
+         RETURNING 1",
     )
+    .bind(issuer)
+    .bind(jti)
+    .bind(expires_at_ms)
     .bind(now_ms)
-    .execute(&mut *tx)
+    .fetch_all(pool)
     .await
     .map_err(db)?;
-    let inserted = sqlx::query("INSERT INTO used_jtis (issuer, jti, expires_at_ms) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING")
-        .bind(issuer)
-        .bind(jti)
-        .bind(expires_at_ms)
-        .execute(&mut *tx)
-        .await
-        .map_err(db)?;
-    tx.commit().await.map_err(db)?;
-    Ok(inserted.rows_affected() == 1)
+    Ok(rows.len() == 1)
 }
 
 fn task_row(r: &PgRow) -> StoreResult<Task> {
