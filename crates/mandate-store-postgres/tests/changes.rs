@@ -6,13 +6,9 @@
 
 mod common;
 
-use std::collections::BTreeMap;
 use std::time::Duration;
 
-use mandate_core::{
-    Agent, AgentName, AgentStatus, ApiToken, Approval, ApprovalStatus, Classification, Intent, Issuer, Role, SpiffeId, Task, TaskEnd,
-    TaskStatus, TrustDomain,
-};
+use mandate_core::{AgentStatus, ApiToken, ApprovalStatus, Issuer, Role, TaskStatus};
 use mandate_store::{Change, SealedSecretBlob, SecretRecord, Store, StoreError};
 use mandate_store_postgres::PgStore;
 use serde_json::json;
@@ -20,79 +16,7 @@ use sqlx::postgres::PgListener;
 use tokio::sync::broadcast::Receiver;
 use tokio::sync::broadcast::error::{RecvError, TryRecvError};
 
-use common::{TestSchema, eventually};
-
-const T0: i64 = 1_750_000_000_000;
-
-fn agent(name: &str) -> Agent {
-    let name = AgentName::parse(name).unwrap();
-    let td = TrustDomain::parse("changes.test").unwrap();
-    Agent {
-        spiffe_id: SpiffeId::for_agent(&td, &name),
-        name,
-        owner: "alice@example.com".into(),
-        purpose: "tests the change feed".into(),
-        status: AgentStatus::Active,
-        attributes: BTreeMap::new(),
-        public_jwk: None,
-        created_at_ms: T0,
-        updated_at_ms: T0,
-        last_seen_ms: None,
-    }
-}
-
-fn task(id: &str, agent: &Agent) -> Task {
-    Task {
-        id: id.to_owned(),
-        agent: agent.name.clone(),
-        intent: Intent {
-            purpose: "triage".into(),
-            actions: vec!["tickets.read".into()],
-            resources: vec!["ticket:1".into()],
-            max_classification: Classification::Internal,
-            on_behalf_of: None,
-        },
-        status: TaskStatus::Live,
-        created_at_ms: T0,
-        expires_at_ms: T0 + 60_000,
-        mandate_jti: format!("jti-{id}"),
-        parent_id: None,
-        root_id: id.to_owned(),
-        depth: 0,
-        ended: None,
-    }
-}
-
-fn approval(id: &str, task_id: &str, expires_at_ms: i64) -> Approval {
-    Approval {
-        id: id.to_owned(),
-        task_id: task_id.to_owned(),
-        agent: "bot".into(),
-        mandate_jti: "jti".into(),
-        action: "payments.refund".into(),
-        resource_type: "payment".into(),
-        resource_id: "1".into(),
-        classification: None,
-        arguments: json!({}),
-        arguments_digest: "ab".repeat(32),
-        binding: format!("binding-{id}"),
-        decision_id: format!("dec-{id}"),
-        policies: vec![],
-        status: ApprovalStatus::Pending,
-        created_at_ms: T0,
-        expires_at_ms,
-        decided_by: None,
-        decided_by_label: None,
-        decided_at_ms: None,
-        comment: None,
-        used_at_ms: None,
-        used_by_decision: None,
-    }
-}
-
-fn end(status: TaskStatus) -> TaskEnd {
-    TaskEnd { status, at_ms: T0 + 1, by: "system".into(), reason: "test".into() }
-}
+use common::{T0, TestSchema, agent, approval, end, eventually, task};
 
 /// The next change, waiting at most 10 s.
 async fn next(rx: &mut Receiver<Change>) -> Change {

@@ -9,10 +9,11 @@ use std::collections::BTreeSet;
 use std::sync::Arc;
 
 use mandate_audit::{NewEvent, kinds};
+use mandate_core::{ApprovalStatus, TaskStatus};
 use mandate_store::{Store, conformance, verify_audit};
 use serde_json::json;
 
-use common::TestSchema;
+use common::{T0, TestSchema, agent, approval, end, task};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn postgres_store_conforms() {
@@ -97,4 +98,67 @@ async fn a_refused_batch_leaves_nothing() {
     let next = store.append_audit(vec![event(kinds::DECISION)]).await.unwrap();
     assert_eq!((next[0].seq, next[0].prev_hash.as_str()), (head.seq + 1, head.hash.as_str()), "the chain goes on from the head");
     verify_audit(&store, conformance::trusted_keys()).await.unwrap().expect("the trail verifies");
+}
+
+/// One-shot moves raced from two stores (two servers): each has exactly one winner.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn racing_servers_get_one_winner() {
+    let Some(schema) = TestSchema::new() else { return };
+    let stores = [Arc::new(schema.connect().await), Arc::new(schema.connect().await)];
+    let racers = |n: usize| (0..n).map(|i| Arc::clone(&stores[i % 2])).collect::<Vec<_>>();
+    async fn wins<F: std::future::Future<Output = bool> + Send + 'static>(calls: Vec<F>) -> usize {
+        let handles: Vec<_> = calls.into_iter().map(tokio::spawn).collect();
+        let mut n = 0;
+        for h in handles {
+            n += usize::from(h.await.unwrap());
+        }
+        n
+    }
+
+    let first_use = racers(16).into_iter().map(|s| async move { s.consume_jti("https://idp", "j1", T0 + 10, T0).await.unwrap() });
+    assert_eq!(wins(first_use.collect()).await, 1, "one first use of an attestation id");
+    let after_expiry = racers(16).into_iter().map(|s| async move { s.consume_jti("https://idp", "j1", T0 + 99, T0 + 11).await.unwrap() });
+    assert_eq!(wins(after_expiry.collect()).await, 1, "one first use after the entry expired");
+
+    stores[0].put_meta("ring", "v1").await.unwrap();
+    let swaps =
+        racers(16).into_iter().enumerate().map(|(i, s)| async move { s.swap_meta("ring", Some("v1"), &format!("v2-{i}")).await.unwrap() });
+    assert_eq!(wins(swaps.collect()).await, 1, "one compare-and-set from a value");
+
+    let bot = agent("racer");
+    stores[0].insert_agent(&bot).await.unwrap();
+    let ids: Vec<String> = (0..40).map(|i| format!("race-{i}")).collect();
+    for id in &ids {
+        stores[1].insert_task(&task(id, &bot)).await.unwrap();
+    }
+    let ends = racers(6).into_iter().enumerate().map(|(i, s)| {
+        let mut ids = ids.clone();
+        if i % 2 == 1 {
+            ids.reverse();
+        }
+        async move { s.end_tasks(&ids, &end(TaskStatus::Revoked)).await.unwrap() }
+    });
+    let handles: Vec<_> = ends.map(tokio::spawn).collect();
+    let mut ended = Vec::new();
+    for h in handles {
+        ended.extend(h.await.unwrap());
+    }
+    ended.sort();
+    let mut expected = ids.clone();
+    expected.sort();
+    assert_eq!(ended, expected, "every task ended exactly once");
+
+    stores[0].insert_approval(&approval("apr", &ids[0], T0 + 60_000)).await.unwrap();
+    let decisions = racers(8).into_iter().enumerate().map(|(i, s)| async move {
+        let to = if i % 2 == 0 { ApprovalStatus::Approved } else { ApprovalStatus::Denied };
+        s.decide_approval("apr", to, "tok", "ops", "", T0 + 1).await.unwrap().unwrap().1
+    });
+    assert_eq!(wins(decisions.collect()).await, 1, "one decision moves an approval");
+    stores[1].insert_approval(&approval("apr-use", &ids[0], T0 + 60_000)).await.unwrap();
+    stores[1].decide_approval("apr-use", ApprovalStatus::Approved, "tok", "ops", "", T0 + 1).await.unwrap().unwrap();
+    let uses = racers(8)
+        .into_iter()
+        .enumerate()
+        .map(|(i, s)| async move { s.use_approval("apr-use", &format!("dec-{i}"), T0 + 2).await.unwrap().is_some() });
+    assert_eq!(wins(uses.collect()).await, 1, "one use of an approval");
 }
