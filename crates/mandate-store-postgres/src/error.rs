@@ -65,9 +65,8 @@ pub(crate) fn corrupt(what: &str, detail: impl std::fmt::Display) -> StoreError 
 pub(crate) fn redact(message: &str, secret: Option<&str>) -> String {
     let Some(secret) = secret.filter(|s| !s.is_empty()) else { return message.to_owned() };
     let mut out = message.replace(secret, "***");
-    if let Ok(decoded) = url::form_urlencoded::parse(format!("p={secret}").as_bytes()).next().map(|(_, v)| v.into_owned()).ok_or(())
-        && !decoded.is_empty()
-    {
+    let decoded = url::form_urlencoded::parse(format!("p={secret}").as_bytes()).next().map(|(_, v)| v.into_owned()).unwrap_or_default();
+    if !decoded.is_empty() {
         out = out.replace(&decoded, "***");
     }
     out
