@@ -69,6 +69,7 @@ impl AppState {
         Ok(SecretRecord {
             name: name.to_owned(),
             version,
+            kind: mandate_store::SecretKind::Static,
             description: description.to_owned(),
             created_at_ms: self.clock.now_ms(),
             created_by: created_by.to_owned(),

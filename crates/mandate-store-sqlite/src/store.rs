@@ -7,13 +7,13 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use mandate_audit::{ChainHead, Checkpoint, NewEvent, SealedEvent};
 use mandate_core::{Agent, AgentStatus, ApiToken, Approval, ApprovalStatus, Issuer, Task, TaskEnd};
-use mandate_store::{ApprovalFilter, AuditQuery, SecretRecord, Store, StoreError, StoreResult, TaskFilter};
+use mandate_store::{ApprovalFilter, AuditQuery, Lease, LeaseFilter, SecretRecord, Store, StoreError, StoreResult, TaskFilter};
 use rusqlite::Connection;
 
 use crate::error::db;
 use crate::migrate::migrate;
 use crate::pool::{Pool, open_writer};
-use crate::sql::{approvals, audit, directory, secrets, tasks};
+use crate::sql::{approvals, audit, directory, leases, secrets, tasks};
 
 /// Mandate's embedded store: one SQLite database file in WAL mode.
 ///
@@ -235,6 +235,35 @@ impl Store for SqliteStore {
     async fn delete_secret(&self, name: &str) -> StoreResult<bool> {
         let name = name.to_owned();
         self.write(move |c| secrets::delete(c, &name)).await
+    }
+
+    async fn insert_lease(&self, l: &Lease) -> StoreResult<()> {
+        let l = l.clone();
+        self.write(move |c| leases::insert(c, &l)).await
+    }
+
+    async fn get_lease(&self, id: &str) -> StoreResult<Option<Lease>> {
+        let id = id.to_owned();
+        self.read(move |c| leases::get(c, &id)).await
+    }
+
+    async fn undropped_lease(&self, secret: &str, task_id: &str) -> StoreResult<Option<Lease>> {
+        let (secret, task_id) = (secret.to_owned(), task_id.to_owned());
+        self.read(move |c| leases::undropped(c, &secret, &task_id)).await
+    }
+
+    async fn list_leases(&self, f: &LeaseFilter) -> StoreResult<Vec<Lease>> {
+        let f = f.clone();
+        self.read(move |c| leases::list(c, &f)).await
+    }
+
+    async fn due_leases(&self, now_ms: i64) -> StoreResult<Vec<Lease>> {
+        self.read(move |c| leases::due(c, now_ms)).await
+    }
+
+    async fn drop_lease(&self, id: &str, at_ms: i64, reason: &str) -> StoreResult<bool> {
+        let (id, reason) = (id.to_owned(), reason.to_owned());
+        self.write(move |c| leases::mark_dropped(c, &id, at_ms, &reason)).await
     }
 
     async fn append_audit(&self, events: Vec<NewEvent>) -> StoreResult<Vec<SealedEvent>> {

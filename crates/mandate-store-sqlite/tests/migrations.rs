@@ -26,7 +26,10 @@ async fn open_creates_the_schema_and_reopen_keeps_it() {
         let store = SqliteStore::open(&path).unwrap();
         store.put_meta("trust_domain", "example.org").await.unwrap();
     }
-    assert_eq!(migrations(&path), [(1, "initial".to_owned()), (2, "secrets".to_owned()), (3, "approvals".to_owned())]);
+    assert_eq!(
+        migrations(&path),
+        [(1, "initial".to_owned()), (2, "secrets".to_owned()), (3, "approvals".to_owned()), (4, "leases".to_owned())]
+    );
 
     let store = SqliteStore::open(&path).unwrap();
     assert_eq!(store.get_meta("trust_domain").await.unwrap().as_deref(), Some("example.org"));
@@ -70,4 +73,31 @@ fn a_file_that_is_not_a_database_is_refused() {
     std::fs::write(&path, b"this is not an sqlite database, just some text that is long enough").unwrap();
     let err = SqliteStore::open(&path).unwrap_err();
     assert_eq!(err.code(), "store_corrupt", "{err}");
+}
+
+#[tokio::test]
+async fn secrets_stored_before_kinds_existed_are_static() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("mandate.db");
+    {
+        // A database as the release before leases left it: migrations 1 to 3 and one secret.
+        let conn = Connection::open(&path).unwrap();
+        conn.execute_batch(
+            "CREATE TABLE schema_migrations (version INTEGER PRIMARY KEY, name TEXT NOT NULL, applied_at_ms INTEGER NOT NULL) STRICT",
+        )
+        .unwrap();
+        for (version, name, sql) in [
+            (1, "initial", include_str!("../migrations/0001_initial.sql")),
+            (2, "secrets", include_str!("../migrations/0002_secrets.sql")),
+            (3, "approvals", include_str!("../migrations/0003_approvals.sql")),
+        ] {
+            conn.execute_batch(sql).unwrap();
+            conn.execute("INSERT INTO schema_migrations VALUES (?1, ?2, 0)", rusqlite::params![version, name]).unwrap();
+        }
+        conn.execute("INSERT INTO secrets VALUES ('github-token', 1, 'd', 0, 'token:t', x'01', x'02', x'03', x'04')", []).unwrap();
+    }
+    let store = SqliteStore::open(&path).unwrap();
+    let s = store.latest_secret("github-token").await.unwrap().unwrap();
+    assert_eq!((s.version, s.kind), (1, mandate_store::SecretKind::Static));
+    assert!(store.list_leases(&mandate_store::LeaseFilter::default()).await.unwrap().is_empty());
 }

@@ -15,7 +15,7 @@ mod verify;
 
 pub use change::Change;
 pub use error::{StoreError, StoreResult};
-pub use query::{ApprovalFilter, AuditQuery, DEFAULT_LIMIT, TaskFilter};
-pub use secret::{SealedSecretBlob, SecretRecord};
+pub use query::{ApprovalFilter, AuditQuery, DEFAULT_LIMIT, LeaseFilter, TaskFilter};
+pub use secret::{Lease, SealedSecretBlob, SecretKind, SecretRecord};
 pub use store::Store;
 pub use verify::{VERIFY_PAGE, verify_audit};

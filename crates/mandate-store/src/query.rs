@@ -69,3 +69,24 @@ impl Default for ApprovalFilter {
         ApprovalFilter { status: None, task: None, limit: DEFAULT_LIMIT }
     }
 }
+
+/// Which leases [`Store::list_leases`](crate::Store::list_leases) returns. Every filter set must
+/// match; `limit` caps the count (0 returns nothing).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LeaseFilter {
+    /// Only leases of this task.
+    pub task: Option<String>,
+    /// Only leases minted from this secret.
+    pub secret: Option<String>,
+    /// Only leases not dropped yet.
+    pub undropped: bool,
+    /// At most this many.
+    pub limit: usize,
+}
+
+impl Default for LeaseFilter {
+    /// No filter, at most [`DEFAULT_LIMIT`].
+    fn default() -> Self {
+        LeaseFilter { task: None, secret: None, undropped: false, limit: DEFAULT_LIMIT }
+    }
+}

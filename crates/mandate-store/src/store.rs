@@ -4,7 +4,7 @@ use async_trait::async_trait;
 use mandate_audit::{ChainHead, Checkpoint, NewEvent, SealedEvent};
 use mandate_core::{Agent, AgentStatus, ApiToken, Approval, ApprovalStatus, Issuer, Task, TaskEnd};
 
-use crate::{ApprovalFilter, AuditQuery, Change, SecretRecord, StoreResult, TaskFilter};
+use crate::{ApprovalFilter, AuditQuery, Change, Lease, LeaseFilter, SecretRecord, StoreResult, TaskFilter};
 
 /// Everything Mandate keeps. Used as `Arc<dyn Store>`.
 ///
@@ -129,6 +129,30 @@ pub trait Store: Send + Sync + 'static {
 
     /// Removes every version of a secret. `false` if unknown.
     async fn delete_secret(&self, name: &str) -> StoreResult<bool>;
+
+    /// Stores a new lease (undropped: `dropped_at_ms` and `drop_reason` are stored as given, so a
+    /// caller passes `None`). `Conflict` if the id exists or the (secret, task) has an undropped
+    /// lease already; `NotFound` if the task does not exist. Two racing inserts for the same
+    /// (secret, task) never both succeed.
+    async fn insert_lease(&self, l: &Lease) -> StoreResult<()>;
+
+    /// The lease with that id, dropped or not.
+    async fn get_lease(&self, id: &str) -> StoreResult<Option<Lease>>;
+
+    /// The undropped lease of (secret, task), if any.
+    async fn undropped_lease(&self, secret: &str, task_id: &str) -> StoreResult<Option<Lease>>;
+
+    /// Leases matching `f`, newest first (by `created_at_ms`, then id descending).
+    async fn list_leases(&self, f: &LeaseFilter) -> StoreResult<Vec<Lease>>;
+
+    /// Every undropped lease that is due at `now_ms`: its task is no longer live, or
+    /// `expires_at_ms <= now_ms`. Soonest expiry first (then id).
+    async fn due_leases(&self, now_ms: i64) -> StoreResult<Vec<Lease>>;
+
+    /// Marks an undropped lease dropped at `at_ms` for `reason`. `true` if this call did; `false`
+    /// if it was dropped already (the first time and reason stay) or is unknown. Of racing calls
+    /// exactly one returns `true`.
+    async fn drop_lease(&self, id: &str, at_ms: i64, reason: &str) -> StoreResult<bool>;
 
     /// Seals `events` onto the trail and stores them, atomically and durably: the head is read,
     /// [`mandate_audit::seal`] applied and the rows inserted in one write transaction, so that

@@ -28,6 +28,7 @@
 mod approvals;
 mod audit;
 mod directory;
+mod leases;
 mod secrets;
 mod tasks;
 
@@ -49,6 +50,7 @@ use crate::Store;
 pub use approvals::approvals;
 pub use audit::{audit_append, audit_reads, checkpoints, concurrent_appends};
 pub use directory::{agents, api_tokens, empty_store, entities, issuers, meta};
+pub use leases::{concurrent_lease_drops, leases};
 pub use secrets::secrets;
 pub use tasks::{jti_replay, task_endings, task_tree, tasks};
 
@@ -66,6 +68,8 @@ pub async fn run_all(store: Arc<dyn Store>) {
     entities(s).await;
     secrets(s).await;
     tasks(s).await;
+    leases(s).await;
+    concurrent_lease_drops(s).await;
     task_endings(s).await;
     task_tree(s).await;
     jti_replay(s).await;

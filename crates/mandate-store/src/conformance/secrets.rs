@@ -1,13 +1,14 @@
 //! Conformance of secret versions.
 
 use super::{T0, unique};
-use crate::{SealedSecretBlob, SecretRecord, Store, StoreError};
+use crate::{SealedSecretBlob, SecretKind, SecretRecord, Store, StoreError};
 
 fn record(name: &str, version: u32, created_at_ms: i64) -> SecretRecord {
     let byte = u8::try_from(version % 251).unwrap_or(0);
     SecretRecord {
         name: name.to_owned(),
         version,
+        kind: SecretKind::Static,
         description: format!("token for {name} ünï"),
         created_at_ms,
         created_by: "token:tok_admin".into(),
@@ -21,7 +22,7 @@ fn record(name: &str, version: u32, created_at_ms: i64) -> SecretRecord {
 }
 
 /// Versions conflict on (name, version), the latest is the highest, list shows the latest of
-/// each by name, delete removes every version.
+/// each by name, delete removes every version, the kind reads back as stored.
 pub async fn secrets(store: &dyn Store) {
     let a = unique("secret-a");
     let b = unique("secret-b");
@@ -39,7 +40,7 @@ pub async fn secrets(store: &dyn Store) {
     let a2 = SecretRecord { description: "rotated".into(), ..record(&a, 2, T0 + 5) };
     store.put_secret_version(&a2).await.unwrap();
     assert_eq!(store.latest_secret(&a).await.unwrap(), Some(a2.clone()), "secrets: the latest version is the highest");
-    let b1 = record(&b, 1, T0 + 2);
+    let b1 = SecretRecord { kind: SecretKind::PostgresDynamic, ..record(&b, 1, T0 + 2) };
     store.put_secret_version(&b1).await.unwrap();
 
     let listed: Vec<SecretRecord> = store.list_secrets().await.unwrap().into_iter().filter(|s| s.name == a || s.name == b).collect();
@@ -50,6 +51,7 @@ pub async fn secrets(store: &dyn Store) {
     sorted.dedup();
     assert_eq!(names, sorted, "secrets: list is sorted by name, each once");
 
+    assert_eq!(store.latest_secret(&b).await.unwrap().map(|s| s.kind), Some(SecretKind::PostgresDynamic), "secrets: the kind reads back");
     assert!(store.delete_secret(&a).await.unwrap(), "secrets: delete a known secret");
     assert_eq!(store.latest_secret(&a).await.unwrap(), None, "secrets: delete removes every version");
     assert!(!store.delete_secret(&a).await.unwrap(), "secrets: delete twice is false");
