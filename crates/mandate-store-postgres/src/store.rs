@@ -6,14 +6,14 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use mandate_audit::{ChainHead, Checkpoint, NewEvent, SealedEvent};
 use mandate_core::{Agent, AgentStatus, ApiToken, Approval, ApprovalStatus, Issuer, Task, TaskEnd};
-use mandate_store::{ApprovalFilter, AuditQuery, Change, SecretRecord, Store, StoreError, StoreResult, TaskFilter};
+use mandate_store::{ApprovalFilter, AuditQuery, Change, Lease, LeaseFilter, SecretRecord, Store, StoreError, StoreResult, TaskFilter};
 use sqlx::postgres::{PgPool, PgPoolOptions};
 use sqlx::{Executor, Row};
 use tokio::sync::{broadcast, oneshot};
 
 use crate::error::{db, redact};
 use crate::notify::Envelope;
-use crate::sql::{approvals, audit, directory, secrets, tasks};
+use crate::sql::{approvals, audit, directory, leases, secrets, tasks};
 use crate::{PgOptions, listener, migrations};
 
 /// How many changes a slow [`changes()`](Store::changes) receiver may fall behind before it
@@ -276,6 +276,30 @@ impl Store for PgStore {
 
     async fn delete_secret(&self, name: &str) -> StoreResult<bool> {
         secrets::delete(&self.pool, self.env(), name).await
+    }
+
+    async fn insert_lease(&self, l: &Lease) -> StoreResult<()> {
+        leases::insert(&self.pool, l).await
+    }
+
+    async fn get_lease(&self, id: &str) -> StoreResult<Option<Lease>> {
+        leases::get_one(&self.pool, id).await
+    }
+
+    async fn undropped_lease(&self, secret: &str, task_id: &str) -> StoreResult<Option<Lease>> {
+        leases::undropped(&self.pool, secret, task_id).await
+    }
+
+    async fn list_leases(&self, f: &LeaseFilter) -> StoreResult<Vec<Lease>> {
+        leases::list(&self.pool, f).await
+    }
+
+    async fn due_leases(&self, now_ms: i64) -> StoreResult<Vec<Lease>> {
+        leases::due(&self.pool, now_ms).await
+    }
+
+    async fn drop_lease(&self, id: &str, at_ms: i64, reason: &str) -> StoreResult<bool> {
+        leases::mark_dropped(&self.pool, id, at_ms, reason).await
     }
 
     async fn append_audit(&self, events: Vec<NewEvent>) -> StoreResult<Vec<SealedEvent>> {

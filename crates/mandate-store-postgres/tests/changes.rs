@@ -9,7 +9,7 @@ mod common;
 use std::time::Duration;
 
 use mandate_core::{AgentStatus, ApiToken, ApprovalStatus, Issuer, Role, TaskStatus};
-use mandate_store::{Change, SealedSecretBlob, SecretRecord, Store, StoreError};
+use mandate_store::{Change, SealedSecretBlob, SecretKind, SecretRecord, Store, StoreError};
 use mandate_store_postgres::PgStore;
 use serde_json::json;
 use sqlx::postgres::PgListener;
@@ -98,6 +98,7 @@ async fn changes_reach_the_other_store_in_commit_order_and_not_the_writer() {
     let secret = SecretRecord {
         name: "github".into(),
         version: 1,
+        kind: SecretKind::Static,
         description: "token".into(),
         created_at_ms: T0,
         created_by: "tok_1".into(),

@@ -10,7 +10,7 @@ use std::sync::Arc;
 
 use mandate_audit::{NewEvent, kinds};
 use mandate_core::{ApprovalStatus, TaskStatus};
-use mandate_store::{Store, conformance, verify_audit};
+use mandate_store::{Lease, SealedSecretBlob, Store, StoreError, conformance, verify_audit};
 use serde_json::json;
 
 use common::{T0, TestSchema, agent, approval, end, task};
@@ -161,4 +161,33 @@ async fn racing_servers_get_one_winner() {
         .enumerate()
         .map(|(i, s)| async move { s.use_approval("apr-use", &format!("dec-{i}"), T0 + 2).await.unwrap().is_some() });
     assert_eq!(wins(uses.collect()).await, 1, "one use of an approval");
+
+    let leases = racers(8).into_iter().enumerate().map(|(i, s)| {
+        let lease = Lease {
+            id: format!("lease_{i}"),
+            secret: "orders-db".into(),
+            secret_version: 1,
+            task_id: ids[1].clone(),
+            role: format!("mandate_role_{i}"),
+            credential: SealedSecretBlob { wrapped_key: vec![1], key_nonce: vec![2], nonce: vec![3], ciphertext: vec![4] },
+            created_at_ms: T0,
+            expires_at_ms: T0 + 60_000,
+            dropped_at_ms: None,
+            drop_reason: None,
+        };
+        async move {
+            match s.insert_lease(&lease).await {
+                Ok(()) => true,
+                Err(StoreError::Conflict(_)) => false,
+                Err(e) => panic!("a racing lease insert failed otherwise: {e}"),
+            }
+        }
+    });
+    assert_eq!(wins(leases.collect()).await, 1, "one undropped lease per (secret, task)");
+    let lease = stores[0].undropped_lease("orders-db", &ids[1]).await.unwrap().expect("the winner");
+    let drops = racers(8).into_iter().map(|s| {
+        let id = lease.id.clone();
+        async move { s.drop_lease(&id, T0 + 5, "task_revoked").await.unwrap() }
+    });
+    assert_eq!(wins(drops.collect()).await, 1, "one drop marks a lease");
 }

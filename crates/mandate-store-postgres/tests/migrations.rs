@@ -5,7 +5,7 @@
 
 mod common;
 
-use mandate_store::{Store, StoreError};
+use mandate_store::{SecretKind, Store, StoreError};
 use mandate_store_postgres::{PgOptions, PgStore, SCHEMA_VERSION, migrate};
 
 use common::TestSchema;
@@ -22,7 +22,7 @@ async fn connecting_creates_the_schema_and_migrates_once() {
     assert_eq!(store.schema(), schema.name, "the tables live in the schema asked for");
     store.put_meta("trust_domain", "example.org").await.unwrap();
     let first = recorded(&schema).await;
-    assert_eq!(first, [(1, "initial".to_owned())]);
+    assert_eq!(first, [(1, "initial".to_owned()), (2, "leases".to_owned())]);
     assert_eq!(first.len() as i64, SCHEMA_VERSION);
 
     let again = schema.connect().await;
@@ -111,4 +111,28 @@ async fn a_bad_schema_name_is_refused() {
     let Some(schema) = TestSchema::new() else { return };
     let bad = PgOptions { schema: Some("Robert'); DROP TABLE".into()), ..schema.options() };
     assert!(matches!(PgStore::connect(&bad).await, Err(StoreError::Invalid(_))));
+}
+
+/// A store written by the first release is brought up to date in place: its data stays, and
+/// what it stored before secrets had kinds reads as static.
+#[tokio::test]
+async fn a_first_release_schema_is_upgraded_in_place() {
+    let Some(schema) = TestSchema::new() else { return };
+    let mut sql = schema.sql().await;
+    sqlx::raw_sql(&format!("CREATE SCHEMA {0}; SET search_path TO {0}", schema.name)).execute(&mut sql).await.unwrap();
+    sqlx::raw_sql(include_str!("../migrations/0001_initial.sql")).execute(&mut sql).await.unwrap();
+    sqlx::raw_sql(
+        "CREATE TABLE schema_migrations (version BIGINT PRIMARY KEY, name TEXT NOT NULL, applied_at_ms BIGINT NOT NULL);
+         INSERT INTO schema_migrations VALUES (1, 'initial', 0);
+         INSERT INTO secrets (name, version, description, created_at_ms, created_by, wrapped_key, key_nonce, nonce, ciphertext)
+             VALUES ('github', 1, 'token', 5, 'tok_1', '\\x01', '\\x02', '\\x03', '\\x04');",
+    )
+    .execute(&mut sql)
+    .await
+    .unwrap();
+
+    assert_eq!(migrate(&schema.options()).await.unwrap(), (1, SCHEMA_VERSION));
+    let store = schema.connect().await;
+    let secret = store.latest_secret("github").await.unwrap().expect("the data stays");
+    assert_eq!((secret.kind, secret.sealed.ciphertext), (SecretKind::Static, vec![4]));
 }

@@ -7,6 +7,7 @@
 pub(crate) mod approvals;
 pub(crate) mod audit;
 pub(crate) mod directory;
+pub(crate) mod leases;
 pub(crate) mod secrets;
 pub(crate) mod tasks;
 

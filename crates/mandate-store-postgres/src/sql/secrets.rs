@@ -1,6 +1,6 @@
 //! Brokered secret versions.
 
-use mandate_store::{Change, SealedSecretBlob, SecretRecord, StoreError, StoreResult};
+use mandate_store::{Change, SealedSecretBlob, SecretKind, SecretRecord, StoreError, StoreResult};
 use sqlx::PgPool;
 use sqlx::postgres::PgRow;
 
@@ -8,13 +8,13 @@ use super::{get, notifying};
 use crate::error::{Constraint, constraint, corrupt, db};
 use crate::notify::Envelope;
 
-const COLUMNS: &str = "name, version, description, created_at_ms, created_by, wrapped_key, key_nonce, nonce, ciphertext";
+const COLUMNS: &str = "name, version, description, created_at_ms, created_by, wrapped_key, key_nonce, nonce, ciphertext, kind";
 
 pub(crate) async fn put_version(pool: &PgPool, env: &Envelope, s: &SecretRecord) -> StoreResult<()> {
     const SQL: &str = notifying!(
-        "INSERT INTO secrets (name, version, description, created_at_ms, created_by, wrapped_key, key_nonce, nonce, ciphertext)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) RETURNING 1",
-        10
+        "INSERT INTO secrets (name, version, description, created_at_ms, created_by, wrapped_key, key_nonce, nonce, ciphertext, kind)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) RETURNING 1",
+        11
     );
     let b = &s.sealed;
     let result = sqlx::query(SQL)
@@ -27,6 +27,7 @@ pub(crate) async fn put_version(pool: &PgPool, env: &Envelope, s: &SecretRecord)
         .bind(&b.key_nonce)
         .bind(&b.nonce)
         .bind(&b.ciphertext)
+        .bind(s.kind.as_str())
         .bind(env.payloads(&Change::Secret(s.name.clone())))
         .execute(pool)
         .await;
@@ -61,9 +62,12 @@ fn secret_row(r: &PgRow) -> StoreResult<SecretRecord> {
     let name: String = get(r, 0)?;
     let version: i64 = get(r, 1)?;
     let version = u32::try_from(version).map_err(|e| corrupt(&format!("secret `{name}` version"), e))?;
+    let kind: String = get(r, 9)?;
+    let kind = SecretKind::parse(&kind).ok_or_else(|| corrupt(&format!("secret `{name}` kind"), &kind))?;
     Ok(SecretRecord {
         name,
         version,
+        kind,
         description: get(r, 2)?,
         created_at_ms: get(r, 3)?,
         created_by: get(r, 4)?,
