@@ -136,3 +136,27 @@ async fn a_first_release_schema_is_upgraded_in_place() {
     let secret = store.latest_secret("github").await.unwrap().expect("the data stays");
     assert_eq!((secret.kind, secret.sealed.ciphertext), (SecretKind::Static, vec![4]));
 }
+
+/// `sslmode=require` speaks TLS on every connection (the pool's and the listener's).
+#[tokio::test]
+async fn tls_is_used_when_required() {
+    let Some(schema) = TestSchema::new() else { return };
+    let mut sql = schema.sql().await;
+    let ssl: String = sqlx::query_scalar("SHOW ssl").fetch_one(&mut sql).await.unwrap();
+    if ssl != "on" {
+        eprintln!("skipped: the test PostgreSQL server does not offer TLS (TLS store test)");
+        return;
+    }
+    let mut url = url::Url::parse(&schema.url).unwrap();
+    url.query_pairs_mut().append_pair("sslmode", "require");
+    let store = PgStore::connect(&PgOptions { url: url.to_string(), ..schema.options() }).await.unwrap();
+    store.put_meta("over", "tls").await.unwrap();
+    assert_eq!(store.get_meta("over").await.unwrap().as_deref(), Some("tls"));
+    let encrypted: Vec<bool> =
+        sqlx::query_scalar("SELECT s.ssl FROM pg_stat_ssl s JOIN pg_stat_activity a USING (pid) WHERE a.application_name = $1")
+            .bind(store.listener_application_name())
+            .fetch_all(&mut sql)
+            .await
+            .unwrap();
+    assert_eq!(encrypted, [true], "the listener's connection is encrypted");
+}
