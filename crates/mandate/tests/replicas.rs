@@ -197,7 +197,7 @@ async fn two_replicas_are_one_service() {
     let pep_b = pep_on(&b, &b).await;
     let pep_a = pep_on(&b, &a).await;
     assert_eq!(decide(&pep_a, &agent, &mandate).await, (true, "allowed".to_owned()));
-    assert_eq!(decide(&pep_b, &agent, &mandate).await.0, true);
+    assert!(decide(&pep_b, &agent, &mandate).await.0);
 
     // A gateway attached to B.
     let api = Recorder::start().await;
