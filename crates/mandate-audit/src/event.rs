@@ -56,6 +56,12 @@ pub mod kinds {
     pub const SECRET_ROTATED: &str = "secret.rotated";
     /// Every version of a secret was deleted.
     pub const SECRET_DELETED: &str = "secret.deleted";
+    /// A dynamic secret minted a credential for one task (a database role); never the password.
+    pub const SECRET_LEASE_CREATED: &str = "secret.lease_created";
+    /// Minting a lease failed; nothing was left at the target.
+    pub const SECRET_LEASE_FAILED: &str = "secret.lease_failed";
+    /// A lease's credential was dropped at its target (its task ended, or it expired).
+    pub const SECRET_LEASE_DROPPED: &str = "secret.lease_dropped";
     /// The control plane started.
     pub const SERVER_STARTED: &str = "server.started";
     /// The control plane stopped.
@@ -82,7 +88,7 @@ pub mod kinds {
     pub const APPROVAL_NOTIFY_FAILED: &str = "approval.notify_failed";
 
     /// Every kind above.
-    pub const ALL: [&str; 35] = [
+    pub const ALL: [&str; 38] = [
         TASK_OPENED,
         TASK_OPEN_DENIED,
         TOKEN_ISSUED,
@@ -107,6 +113,9 @@ pub mod kinds {
         SECRET_PUT,
         SECRET_ROTATED,
         SECRET_DELETED,
+        SECRET_LEASE_CREATED,
+        SECRET_LEASE_FAILED,
+        SECRET_LEASE_DROPPED,
         SERVER_STARTED,
         SERVER_STOPPED,
         APPROVAL_REQUESTED,

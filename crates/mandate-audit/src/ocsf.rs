@@ -160,6 +160,8 @@ impl Shape {
             kinds::TOKEN_ISSUED | kinds::AGENT_REGISTERED | kinds::API_TOKEN_CREATED | kinds::ISSUER_ADDED | kinds::SECRET_PUT => {
                 api(CREATE)
             }
+            kinds::SECRET_LEASE_CREATED => api(CREATE),
+            kinds::SECRET_LEASE_FAILED => Shape { failure: true, ..api(CREATE) },
             kinds::TASK_COMPLETED
             | kinds::TASK_REVOKED
             | kinds::TASK_EXPIRED
@@ -175,7 +177,7 @@ impl Shape {
             kinds::APPROVAL_DENIED => Shape { control: Control::Decided(false), ..api(UPDATE) },
             kinds::APPROVAL_USED | kinds::APPROVAL_EXPIRED => api(UPDATE),
             kinds::APPROVAL_NOTIFY_FAILED => Shape { failure: true, ..api(CREATE) },
-            kinds::ISSUER_REMOVED | kinds::SECRET_DELETED | kinds::API_TOKEN_REVOKED => api(DELETE),
+            kinds::ISSUER_REMOVED | kinds::SECRET_DELETED | kinds::SECRET_LEASE_DROPPED | kinds::API_TOKEN_REVOKED => api(DELETE),
             kinds::ADMIN_AUTH_FAILED | kinds::ATTESTATION_REFUSED | kinds::CONSOLE_CSRF_REFUSED => {
                 Shape { class: Class::Authentication, activity: (1, "Logon"), control: Control::None, failure: true }
             }
@@ -681,6 +683,9 @@ mod tests {
             (kinds::API_TOKEN_REVOKED, 4),
             (kinds::API_TOKEN_CREATED, 1),
             (kinds::POLICY_RELOAD_FAILED, 3),
+            (kinds::SECRET_LEASE_CREATED, 1),
+            (kinds::SECRET_LEASE_FAILED, 1),
+            (kinds::SECRET_LEASE_DROPPED, 4),
             ("something.new", 99),
         ];
         for (kind, activity) in cases {
@@ -693,6 +698,10 @@ mod tests {
         }
         let o = to_ocsf(&sealed(kinds::POLICY_RELOAD_FAILED, "system", None, None, json!({})));
         assert_eq!(o["status_id"], 2);
+        let o = to_ocsf(&sealed(kinds::SECRET_LEASE_FAILED, "system", None, None, json!({})));
+        assert_eq!(o["status_id"], 2);
+        let o = to_ocsf(&sealed(kinds::SECRET_LEASE_DROPPED, "system", None, None, json!({})));
+        assert_eq!(o["status_id"], 1);
         assert_eq!(o["actor"]["user"]["type_id"], 3);
     }
 

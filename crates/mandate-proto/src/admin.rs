@@ -223,11 +223,19 @@ pub struct PutSecretRequest {
     pub value: String,
     #[serde(default)]
     pub description: String,
+    /// `static` (the default) or `postgres-dynamic` (the value is the JSON configuration a
+    /// per-task database role is minted from).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kind: Option<String>,
 }
 
 impl std::fmt::Debug for PutSecretRequest {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("PutSecretRequest").field("value", &"<redacted>").field("description", &self.description).finish()
+        f.debug_struct("PutSecretRequest")
+            .field("value", &"<redacted>")
+            .field("description", &self.description)
+            .field("kind", &self.kind)
+            .finish()
     }
 }
 
@@ -250,9 +258,39 @@ impl std::fmt::Debug for RotateSecretRequest {
 pub struct SecretView {
     pub name: String,
     pub version: u32,
+    /// `static` or `postgres-dynamic`.
+    #[serde(default = "static_kind")]
+    pub kind: String,
     pub description: String,
     pub created_at_ms: i64,
     pub created_by: String,
+}
+
+fn static_kind() -> String {
+    "static".to_owned()
+}
+
+/// A dynamic credential minted for one task (`GET /v1/leases`): metadata only, never the
+/// credential.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LeaseView {
+    pub id: String,
+    /// The dynamic secret it was minted from, and that secret's version.
+    pub secret: String,
+    pub secret_version: u32,
+    pub task_id: String,
+    /// The database role.
+    pub role: String,
+    pub created_at_ms: i64,
+    /// The role's `VALID UNTIL` (the task's expiry).
+    pub expires_at_ms: i64,
+    /// `live` until dropped, then `dropped`.
+    pub status: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dropped_at_ms: Option<i64>,
+    /// `task_completed`, `task_revoked`, `task_expired`, `lease_expired`, `mint_failed`, ….
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub drop_reason: Option<String>,
 }
 
 /// An approval request as `/v1/approvals` shows it.

@@ -107,6 +107,22 @@ pub struct SealedSecretView {
     pub ciphertext: String,
 }
 
+/// `POST /v1/secrets/{name}/leases`: the credential of a dynamic secret for one task.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LeaseRequest {
+    /// The task the credential is for; it must be live.
+    pub task: String,
+}
+
+/// The answer to [`LeaseRequest`]: the lease, and its credential (a connection URL) still
+/// sealed under the master key, with the lease id as the name and version 1.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LeaseGrant {
+    pub lease: crate::admin::LeaseView,
+    pub credential: SealedSecretView,
+}
+
 /// `POST /v1/evidence`: audit events a remote gateway recorded.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]

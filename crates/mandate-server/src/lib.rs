@@ -7,6 +7,7 @@ mod audit_sink;
 mod auth;
 mod cache;
 mod console;
+pub mod dyncreds;
 mod error;
 mod extract;
 mod jwks_fetch;

@@ -32,6 +32,7 @@ pub struct Metrics {
     revocation_subscribers: Gauge<i64, std::sync::atomic::AtomicI64>,
     webhook_deliveries: Family<OutcomeLabels, Counter>,
     sync_failures: Counter,
+    lease_drop_failures: Counter,
 }
 
 impl Default for Metrics {
@@ -75,7 +76,14 @@ impl Metrics {
             "Changes announced by other replicas that could not be applied (repaired by the next resync)",
             sync_failures.clone(),
         );
+        let lease_drop_failures = Counter::default();
+        registry.register(
+            "lease_drop_failures",
+            "Attempts to drop a dynamic credential's database role that failed (retried by the next sweep)",
+            lease_drop_failures.clone(),
+        );
         Metrics {
+            lease_drop_failures,
             sync_failures,
             registry,
             decisions,
@@ -109,6 +117,10 @@ impl Metrics {
 
     pub fn audit_failure(&self) {
         self.audit_failures.inc();
+    }
+
+    pub fn lease_drop_failure(&self) {
+        self.lease_drop_failures.inc();
     }
 
     pub fn sync_failure(&self) {

@@ -22,6 +22,9 @@ pub enum RevealError {
     /// The stored value does not decrypt (another master key, or damaged data).
     #[error("{0}")]
     Secret(#[from] SecretError),
+    /// A dynamic secret has no value to hand out, only per-task leases.
+    #[error("secret `{0}` is postgres-dynamic: its credentials are per task")]
+    Dynamic(String),
 }
 
 impl RevealError {
@@ -31,15 +34,34 @@ impl RevealError {
             RevealError::NotFound(_) => "secret_not_found",
             RevealError::Store(e) => e.code(),
             RevealError::Secret(e) => e.code(),
+            RevealError::Dynamic(_) => "secret_is_dynamic",
         }
     }
 }
 
 impl AppState {
+    /// The value a gateway injects for secret `name` on behalf of task `task`: a static
+    /// secret's latest value, or a dynamic secret's credential for that task (minted on first
+    /// use, see [`AppState::lease`]). The version is the secret's.
+    pub async fn secret_for(&self, name: &str, task: Option<&str>, actor: &str) -> Result<(u32, Zeroizing<Vec<u8>>), String> {
+        match self.reveal_secret(name).await {
+            Err(RevealError::Dynamic(_)) => {
+                let task = task.ok_or_else(|| "secret_needs_task".to_owned())?;
+                let lease = self.lease(name, task, actor).await.map_err(|e| e.code().to_owned())?;
+                let value = self.open_lease(&lease).map_err(|e| e.code().to_owned())?;
+                Ok((lease.secret_version, value))
+            }
+            other => other.map_err(|e| e.code().to_owned()),
+        }
+    }
+
     /// The latest version of secret `name` and its value, decrypted. In-process only: the
     /// caller injects it where it belongs and drops it (the buffer is zeroized on drop).
     pub async fn reveal_secret(&self, name: &str) -> Result<(u32, Zeroizing<Vec<u8>>), RevealError> {
         let record = self.sealed_secret(name).await?.ok_or_else(|| RevealError::NotFound(mandate_core::clip(name)))?;
+        if record.kind.is_dynamic() {
+            return Err(RevealError::Dynamic(mandate_core::clip(name)));
+        }
         let sealed = SealedSecret {
             wrapped_key: record.sealed.wrapped_key,
             key_nonce: record.sealed.key_nonce,
@@ -61,6 +83,7 @@ impl AppState {
         &self,
         name: &str,
         version: u32,
+        kind: mandate_store::SecretKind,
         description: &str,
         created_by: &str,
         value: &[u8],
@@ -69,7 +92,7 @@ impl AppState {
         Ok(SecretRecord {
             name: name.to_owned(),
             version,
-            kind: mandate_store::SecretKind::Static,
+            kind,
             description: description.to_owned(),
             created_at_ms: self.clock.now_ms(),
             created_by: created_by.to_owned(),

@@ -46,6 +46,8 @@ pub struct AppState {
     pub approvals: crate::approvals::Approvals,
     /// Who is logged in to the web console.
     pub(crate) console: crate::console::Sessions,
+    /// Dynamic credentials being minted or dropped by this process.
+    pub(crate) leases: crate::dyncreds::Leases,
 }
 
 /// The meta key holding a value sealed under the master key, so that a server started with
@@ -206,6 +208,7 @@ impl AppState {
             jwks_refreshed_at: parking_lot::Mutex::new(HashMap::new()),
             master_key,
             console: crate::console::Sessions::default(),
+            leases: crate::dyncreds::Leases::new(weak.clone()),
         });
         let sweeper = tokio::spawn(crate::tasks::sweep_loop(Arc::downgrade(&state)));
         if let Some(rx) = changes {

@@ -59,6 +59,8 @@ async fn end_with(
     let end = TaskEnd { status, at_ms: now, by: by.to_owned(), reason: reason.to_owned() };
     let ended = state.store.end_tasks(&ids, &end).await?;
     state.registry.end_tasks(&ended, status, now);
+    // Their dynamic credentials go at once (the sweep is the backstop).
+    crate::dyncreds::tasks_ended(state, &ended, status);
     state.metrics.set_live_tasks(state.registry.live_task_count());
     let kind = match status {
         TaskStatus::Completed => kinds::TASK_COMPLETED,
@@ -125,6 +127,7 @@ pub async fn sweep_loop(state: Weak<AppState>) {
         if let Err(e) = sweep_once(&state).await {
             tracing::warn!(error = %e.message, "task sweep failed; will retry");
         }
+        crate::dyncreds::sweep(&state);
         if let Err(e) = crate::approvals::sweep(&state).await {
             tracing::warn!(error = %e.message, "approval sweep failed; will retry");
         }

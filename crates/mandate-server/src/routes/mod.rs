@@ -59,6 +59,8 @@ pub fn app(state: Arc<AppState>) -> Router {
         .route("/v1/secrets/{name}", put(secrets::put_secret).get(secrets::get_secret).delete(secrets::delete_secret))
         .route("/v1/secrets/{name}/rotate", post(secrets::rotate_secret))
         .route("/v1/secrets/{name}/sealed", get(secrets::sealed_secret))
+        .route("/v1/secrets/{name}/leases", post(secrets::create_lease))
+        .route("/v1/leases", get(secrets::list_leases))
         .route("/v1/approvals", get(approvals::list))
         .route("/v1/approvals/{id}", get(approvals::get))
         .route("/v1/approvals/{id}/approve", post(approvals::approve))

@@ -6,21 +6,23 @@
 use std::sync::Arc;
 
 use axum::Json;
-use axum::extract::{Path, State};
+use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use mandate_audit::kinds;
 use mandate_core::Role;
-use mandate_proto::admin::{PutSecretRequest, RotateSecretRequest, SecretView};
-use mandate_proto::gateway::SealedSecretView;
+use mandate_proto::admin::{LeaseView, PutSecretRequest, RotateSecretRequest, SecretView};
+use mandate_proto::gateway::{LeaseGrant, LeaseRequest, SealedSecretView};
 use mandate_secrets::SecretError;
-use mandate_store::{SecretRecord, StoreError};
+use mandate_store::{Lease, LeaseFilter, SecretKind, SecretRecord, StoreError};
+use serde::Deserialize;
 use serde_json::json;
 use zeroize::Zeroizing;
 
 use crate::auth;
+use crate::dyncreds::{ConfigError, LeaseError, PgDynamicConfig};
 use crate::error::{ApiError, short};
 use crate::extract::ApiJson;
 use crate::state::AppState;
@@ -40,15 +42,26 @@ pub async fn put_secret(
     if req.description.len() > MAX_DESCRIPTION {
         return Err(ApiError::invalid(format!("`description` may be at most {MAX_DESCRIPTION} bytes")));
     }
+    let kind = match req.kind.as_deref() {
+        None => SecretKind::Static,
+        Some(k) => SecretKind::parse(k).ok_or_else(|| {
+            ApiError::coded(
+                StatusCode::BAD_REQUEST,
+                "unknown_secret_kind",
+                format!("kind `{}` is not one of `static`, `postgres-dynamic`", short(k)),
+            )
+        })?,
+    };
+    check_value(kind, value.as_bytes())?;
     if state.store.latest_secret(&name).await?.is_some() {
         return Err(exists(&name));
     }
-    let record = state.seal_secret(&name, 1, &req.description, &caller.actor(), value.as_bytes()).map_err(secret_error)?;
+    let record = state.seal_secret(&name, 1, kind, &req.description, &caller.actor(), value.as_bytes()).map_err(secret_error)?;
     match state.store.put_secret_version(&record).await {
         Err(StoreError::Conflict(_)) => return Err(exists(&name)),
         other => other?,
     }
-    let ev = state.event(kinds::SECRET_PUT, &caller.actor(), None, None, json!({ "name": name, "version": 1 }));
+    let ev = state.event(kinds::SECRET_PUT, &caller.actor(), None, None, json!({ "name": name, "version": 1, "kind": kind.as_str() }));
     state.record(ev).await.map_err(ApiError::internal)?;
     Ok((StatusCode::CREATED, Json(view(&record))))
 }
@@ -66,7 +79,9 @@ pub async fn rotate_secret(
         return Err(ApiError::not_found("secret", &name));
     };
     let version = latest.version.checked_add(1).ok_or_else(|| ApiError::invalid(format!("secret `{name}` has no next version")))?;
-    let record = state.seal_secret(&name, version, &latest.description, &caller.actor(), value.as_bytes()).map_err(secret_error)?;
+    check_value(latest.kind, value.as_bytes())?;
+    let record =
+        state.seal_secret(&name, version, latest.kind, &latest.description, &caller.actor(), value.as_bytes()).map_err(secret_error)?;
     match state.store.put_secret_version(&record).await {
         Err(StoreError::Conflict(_)) => {
             return Err(ApiError::coded(
@@ -114,15 +129,11 @@ pub async fn sealed_secret(State(state): State<Arc<AppState>>, headers: HeaderMa
     let Some(record) = state.sealed_secret(&name).await? else {
         return Err(ApiError::not_found("secret", &name));
     };
-    let b64 = |bytes: &[u8]| URL_SAFE_NO_PAD.encode(bytes);
-    let view = SealedSecretView {
-        wrapped_key: b64(&record.sealed.wrapped_key),
-        key_nonce: b64(&record.sealed.key_nonce),
-        nonce: b64(&record.sealed.nonce),
-        ciphertext: b64(&record.sealed.ciphertext),
-        name: record.name,
-        version: record.version,
-    };
+    // The admin connection of a dynamic secret never leaves the control plane.
+    if record.kind.is_dynamic() {
+        return Err(is_dynamic(&name));
+    }
+    let view = sealed_view(record.name, record.version, &record.sealed);
     let mut resp = Json(view).into_response();
     resp.headers_mut().insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
     Ok(resp)
@@ -138,6 +149,13 @@ pub async fn delete_secret(
     let Some(latest) = state.store.latest_secret(&name).await? else {
         return Err(ApiError::not_found("secret", &name));
     };
+    if crate::dyncreds::in_use(&state, &name).await? {
+        return Err(ApiError::coded(
+            StatusCode::CONFLICT,
+            "secret_in_use",
+            format!("secret `{}` has credentials not yet dropped; delete it once their tasks have ended", short(&name)),
+        ));
+    }
     if !state.store.delete_secret(&name).await? {
         return Err(ApiError::not_found("secret", &name));
     }
@@ -146,10 +164,109 @@ pub async fn delete_secret(
     Ok(StatusCode::NO_CONTENT)
 }
 
+/// `POST /v1/secrets/{name}/leases` (`pep`, `admin`): the credential of a dynamic secret for
+/// one live task, minted on first use, still sealed (name: the lease id, version 1).
+pub async fn create_lease(
+    State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
+    Path(name): Path<String>,
+    ApiJson(req): ApiJson<LeaseRequest>,
+) -> Result<Response, ApiError> {
+    let caller = auth::require(&state, &headers, &[Role::Pep], "lease dynamic credentials").await?;
+    mandate_secrets::validate_name(&name).map_err(secret_error)?;
+    let lease = state.lease(&name, &req.task, &caller.actor()).await.map_err(lease_error)?;
+    let grant = LeaseGrant { credential: sealed_view(lease.id.clone(), 1, &lease.credential), lease: lease_view(&lease) };
+    let mut resp = Json(grant).into_response();
+    resp.headers_mut().insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    Ok(resp)
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LeaseQuery {
+    task: Option<String>,
+    secret: Option<String>,
+    limit: Option<usize>,
+}
+
+/// `GET /v1/leases[?task=&secret=&limit=]` (`admin`, `auditor`): newest first, never a
+/// credential.
+pub async fn list_leases(
+    State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
+    Query(q): Query<LeaseQuery>,
+) -> Result<Json<Vec<LeaseView>>, ApiError> {
+    auth::require(&state, &headers, READERS, "list leases").await?;
+    let f = LeaseFilter { task: q.task, secret: q.secret, undropped: false, limit: q.limit.unwrap_or(100).clamp(1, 1000) };
+    Ok(Json(state.store.list_leases(&f).await?.iter().map(lease_view).collect()))
+}
+
+fn lease_view(l: &Lease) -> LeaseView {
+    LeaseView {
+        id: l.id.clone(),
+        secret: l.secret.clone(),
+        secret_version: l.secret_version,
+        task_id: l.task_id.clone(),
+        role: l.role.clone(),
+        created_at_ms: l.created_at_ms,
+        expires_at_ms: l.expires_at_ms,
+        status: if l.is_undropped() { "live" } else { "dropped" }.to_owned(),
+        dropped_at_ms: l.dropped_at_ms,
+        drop_reason: l.drop_reason.clone(),
+    }
+}
+
+fn sealed_view(name: String, version: u32, b: &mandate_store::SealedSecretBlob) -> SealedSecretView {
+    let b64 = |bytes: &[u8]| URL_SAFE_NO_PAD.encode(bytes);
+    SealedSecretView {
+        wrapped_key: b64(&b.wrapped_key),
+        key_nonce: b64(&b.key_nonce),
+        nonce: b64(&b.nonce),
+        ciphertext: b64(&b.ciphertext),
+        name,
+        version,
+    }
+}
+
+/// A dynamic secret's value must be a valid configuration; a static one anything.
+fn check_value(kind: SecretKind, value: &[u8]) -> Result<(), ApiError> {
+    match kind {
+        SecretKind::Static => Ok(()),
+        SecretKind::PostgresDynamic => PgDynamicConfig::parse(value)
+            .map(drop)
+            .map_err(|e: ConfigError| ApiError::coded(StatusCode::BAD_REQUEST, ConfigError::CODE, e.to_string())),
+    }
+}
+
+fn is_dynamic(name: &str) -> ApiError {
+    ApiError::coded(
+        StatusCode::CONFLICT,
+        "secret_is_dynamic",
+        format!("secret `{}` is postgres-dynamic: its credentials are per task, from `POST /v1/secrets/{{name}}/leases`", short(name)),
+    )
+}
+
+pub(crate) fn lease_error(e: LeaseError) -> ApiError {
+    let e = match e {
+        LeaseError::Store(se) => return ApiError::from(se),
+        other => other,
+    };
+    let status = match &e {
+        LeaseError::SecretNotFound(_) => StatusCode::NOT_FOUND,
+        LeaseError::Task("task_unknown", _) => StatusCode::NOT_FOUND,
+        LeaseError::NotDynamic(_) | LeaseError::Task(..) => StatusCode::CONFLICT,
+        LeaseError::Unreachable(_) | LeaseError::Refused(_) => StatusCode::BAD_GATEWAY,
+        LeaseError::Config | LeaseError::Secret(_) | LeaseError::Audit => StatusCode::SERVICE_UNAVAILABLE,
+        LeaseError::Store(_) => StatusCode::SERVICE_UNAVAILABLE,
+    };
+    ApiError::coded(status, e.code(), e.to_string())
+}
+
 fn view(r: &SecretRecord) -> SecretView {
     SecretView {
         name: r.name.clone(),
         version: r.version,
+        kind: r.kind.as_str().to_owned(),
         description: r.description.clone(),
         created_at_ms: r.created_at_ms,
         created_by: r.created_by.clone(),
