@@ -45,6 +45,17 @@ impl Refusal {
     }
 }
 
+/// The stable codes a dynamic secret's credential may fail with, passed on to the agent as
+/// they are (anything else is `secret_unavailable`).
+pub const LEASE_CODES: [&str; 6] = [
+    "secret_needs_task",
+    "secret_is_dynamic",
+    "dynamic_secret_unusable",
+    "lease_database_unreachable",
+    "lease_refused_by_database",
+    "audit_unavailable",
+];
+
 /// A task or agent that may no longer act, as the control plane announces it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Revoked {
@@ -67,9 +78,11 @@ pub trait ControlPlane: Send + Sync + 'static {
     /// Queues an evidence event (a tool call's outcome); does not wait for durability.
     fn record(&self, event: NewEvent);
 
-    /// The latest version of a secret and its value (zeroized when dropped). The error is a
-    /// stable code (`secret_not_found`, `secret_unavailable`, …); it never holds the value.
-    async fn secret(&self, name: &str) -> Result<(u32, Zeroizing<Vec<u8>>), String>;
+    /// The latest version of a secret and its value (zeroized when dropped); for a dynamic
+    /// secret (`postgres-dynamic`), the credential of `task` (minted on first use; none without
+    /// a task: `secret_needs_task`). The error is a stable code (`secret_not_found`,
+    /// `secret_unavailable`, `lease_database_unreachable`, …); it never holds the value.
+    async fn secret(&self, name: &str, task: Option<&str>) -> Result<(u32, Zeroizing<Vec<u8>>), String>;
 
     /// Revocations as they happen, so open sessions of a revoked task are closed at once.
     fn revocations(&self) -> broadcast::Receiver<Revoked>;

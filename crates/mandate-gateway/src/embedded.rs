@@ -83,8 +83,8 @@ impl ControlPlane for Embedded {
         self.state.enqueue_event(event);
     }
 
-    async fn secret(&self, name: &str) -> Result<(u32, Zeroizing<Vec<u8>>), String> {
-        self.state.reveal_secret(name).await.map_err(|e| e.code().to_owned())
+    async fn secret(&self, name: &str, task: Option<&str>) -> Result<(u32, Zeroizing<Vec<u8>>), String> {
+        self.state.secret_for(name, task, ACTOR).await
     }
 
     fn revocations(&self) -> broadcast::Receiver<Revoked> {

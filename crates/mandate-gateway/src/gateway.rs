@@ -167,18 +167,19 @@ impl Gateway {
     /// Ends a session: its streams stop, its upstream link is closed.
     pub async fn end_session(&self, s: Arc<Session>) {
         s.ended.cancel();
-        let inject = match self.injection(&s.upstream.cfg, None).await {
+        let inject = match self.injection(&s.upstream.cfg, Some(&s.task_id)).await {
             Ok(i) => i.map(|i| i.header),
             Err(_) => None,
         };
         s.upstream.close(&s.link, inject.as_ref()).await;
     }
 
-    /// The header carrying an upstream's brokered secret, if it has one. The value lives in
-    /// zeroized buffers only as long as the request does.
-    pub async fn injection(&self, u: &Upstream, _task: Option<&str>) -> Result<Option<Injected>, String> {
+    /// The header carrying an upstream's brokered secret, if it has one: for a dynamic secret,
+    /// `task`'s own credential. The value lives in zeroized buffers only as long as the request
+    /// does.
+    pub async fn injection(&self, u: &Upstream, task: Option<&str>) -> Result<Option<Injected>, String> {
         let Some(inject) = &u.inject else { return Ok(None) };
-        let (version, value) = self.control.secret(&inject.secret).await?;
+        let (version, value) = self.control.secret(&inject.secret, task).await?;
         let header = header_for(inject, &value)?;
         Ok(Some(Injected { header, secret: inject.secret.clone(), version }))
     }

@@ -12,7 +12,10 @@
 //! - Evidence is sent in batches to `/v1/evidence`, retried with backoff while the control
 //!   plane is away (bounded queue).
 //! - Secrets are fetched sealed (`/v1/secrets/{name}/sealed`) and opened here with the master
-//!   key the gateway shares with the control plane; sealed records are cached briefly.
+//!   key the gateway shares with the control plane; sealed records are cached briefly. A
+//!   dynamic secret's credential for a task is asked for as a lease
+//!   (`POST /v1/secrets/{name}/leases`), also sealed; the admin connection never leaves the
+//!   control plane.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
@@ -35,6 +38,10 @@ use crate::control::{ControlPlane, Refusal, Revoked};
 const DECISION_TIMEOUT: Duration = Duration::from_secs(5);
 const JWKS_MIN_INTERVAL: Duration = Duration::from_secs(5);
 const SEALED_TTL: Duration = Duration::from_secs(5);
+/// A task's dynamic credential stays the same for the task's life; minting one may take a
+/// database round trip or two.
+const LEASE_TTL: Duration = Duration::from_secs(30);
+const LEASE_TIMEOUT: Duration = Duration::from_secs(20);
 const CACHE_MAX: usize = 50_000;
 const EVIDENCE_QUEUE: usize = 65_536;
 const EVIDENCE_BATCH: usize = 512;
@@ -61,6 +68,10 @@ pub struct Remote {
     revoked_tasks: RwLock<HashSet<String>>,
     disabled_agents: RwLock<HashSet<String>>,
     sealed: Mutex<HashMap<String, (Instant, u32, SealedSecret)>>,
+    /// Secrets the control plane said are dynamic, when it said so.
+    dynamic: Mutex<HashMap<String, Instant>>,
+    /// Leases by (secret, task): the secret's version, the lease id and the sealed credential.
+    leases: Mutex<HashMap<(String, String), (Instant, u32, String, SealedSecret)>>,
     evidence: mpsc::Sender<NewEvent>,
     /// Evidence events recorded and not yet delivered (queued, or waiting to be retried).
     undelivered: std::sync::atomic::AtomicUsize,
@@ -92,6 +103,8 @@ impl Remote {
             revoked_tasks: RwLock::new(HashSet::new()),
             disabled_agents: RwLock::new(HashSet::new()),
             sealed: Mutex::new(HashMap::new()),
+            dynamic: Mutex::new(HashMap::new()),
+            leases: Mutex::new(HashMap::new()),
             evidence: tx,
             undelivered: std::sync::atomic::AtomicUsize::new(0),
             revocations,
@@ -177,6 +190,64 @@ impl Remote {
             return Err(format!("the control plane answered {status}: {code}"));
         }
         Ok(body)
+    }
+
+    /// POSTs JSON; the error is the control plane's stable code (`unreachable` when there was no
+    /// answer).
+    async fn post_json(&self, path: &str, body: &Value) -> Result<Value, String> {
+        let resp = self
+            .http
+            .post(format!("{}{}", self.base, path))
+            .bearer_auth(&self.token)
+            .timeout(LEASE_TIMEOUT)
+            .json(body)
+            .send()
+            .await
+            .map_err(|e| {
+                tracing::warn!(path = %path, error = %root_cause(&e), "cannot reach the control plane");
+                "unreachable".to_owned()
+            })?;
+        let status = resp.status();
+        let body: Value = resp.json().await.map_err(|_| "bad_response".to_owned())?;
+        if !status.is_success() {
+            return Err(body.pointer("/error/code").and_then(Value::as_str).unwrap_or("error").to_owned());
+        }
+        Ok(body)
+    }
+
+    /// A dynamic secret's credential for `task`, from the control plane (cached briefly).
+    async fn lease(&self, master: &MasterKey, name: &str, task: Option<&str>) -> Result<(u32, Zeroizing<Vec<u8>>), String> {
+        let task = task.ok_or_else(|| "secret_needs_task".to_owned())?;
+        let key = (name.to_owned(), task.to_owned());
+        let cached =
+            self.leases.lock().get(&key).filter(|(at, ..)| at.elapsed() < LEASE_TTL).map(|(_, v, id, s)| (*v, id.clone(), s.clone()));
+        let (version, id, sealed) = match cached {
+            Some(c) => c,
+            None => {
+                let grant = self.post_json(&format!("/v1/secrets/{name}/leases"), &json!({ "task": task })).await.map_err(|code| {
+                    tracing::warn!(secret = %name, task = %task, code = %code, "cannot get a dynamic credential");
+                    if crate::control::LEASE_CODES.contains(&code.as_str()) || code == "secret_not_found" {
+                        code
+                    } else {
+                        "secret_unavailable".to_owned()
+                    }
+                })?;
+                let version = grant.pointer("/lease/secret_version").and_then(Value::as_u64).and_then(|v| u32::try_from(v).ok());
+                let id = grant.pointer("/credential/name").and_then(Value::as_str).map(str::to_owned);
+                let (Some(version), Some(id), Some(c)) = (version, id, grant.get("credential")) else {
+                    return Err("secret_unavailable".into());
+                };
+                let sealed = sealed_of(c)?;
+                let mut leases = self.leases.lock();
+                if leases.len() >= CACHE_MAX {
+                    leases.clear();
+                }
+                leases.insert(key, (Instant::now(), version, id.clone(), sealed.clone()));
+                (version, id, sealed)
+            }
+        };
+        let value = mandate_secrets::open(master, &id, 1, &sealed).map_err(|e| e.code().to_owned())?;
+        Ok((version, value))
     }
 
     /// Fetches issuer, audience and signing keys.
@@ -288,30 +359,33 @@ impl ControlPlane for Remote {
         }
     }
 
-    async fn secret(&self, name: &str) -> Result<(u32, Zeroizing<Vec<u8>>), String> {
+    async fn secret(&self, name: &str, task: Option<&str>) -> Result<(u32, Zeroizing<Vec<u8>>), String> {
         let Some(master) = &self.master_key else {
             return Err("secret_unavailable".into());
         };
+        if self.dynamic.lock().get(name).is_some_and(|at| at.elapsed() < LEASE_TTL) {
+            return self.lease(master, name, task).await;
+        }
         let cached = self.sealed.lock().get(name).filter(|(at, _, _)| at.elapsed() < SEALED_TTL).map(|(_, v, s)| (*v, s.clone()));
         let (version, sealed) = match cached {
             Some(c) => c,
             None => {
-                let v = self.get_json(&format!("/v1/secrets/{name}/sealed")).await.map_err(|e| {
-                    tracing::warn!(secret = %name, error = %e, "cannot fetch a sealed secret");
-                    if e.contains("secret_not_found") { "secret_not_found".to_owned() } else { "secret_unavailable".to_owned() }
-                })?;
-                let b = |k: &str| {
-                    v.get(k)
-                        .and_then(Value::as_str)
-                        .and_then(|s| base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(s).ok())
-                        .ok_or_else(|| "secret_unavailable".to_owned())
+                let v = match self.get_json(&format!("/v1/secrets/{name}/sealed")).await {
+                    Ok(v) => v,
+                    Err(e) if e.contains("secret_is_dynamic") => {
+                        self.dynamic.lock().insert(name.to_owned(), Instant::now());
+                        return self.lease(master, name, task).await;
+                    }
+                    Err(e) => {
+                        tracing::warn!(secret = %name, error = %e, "cannot fetch a sealed secret");
+                        return Err(if e.contains("secret_not_found") {
+                            "secret_not_found".to_owned()
+                        } else {
+                            "secret_unavailable".to_owned()
+                        });
+                    }
                 };
-                let sealed = SealedSecret {
-                    wrapped_key: b("wrapped_key")?,
-                    key_nonce: b("key_nonce")?,
-                    nonce: b("nonce")?,
-                    ciphertext: b("ciphertext")?,
-                };
+                let sealed = sealed_of(&v)?;
                 let version = v.get("version").and_then(Value::as_u64).and_then(|v| u32::try_from(v).ok()).ok_or("secret_unavailable")?;
                 self.sealed.lock().insert(name.to_owned(), (Instant::now(), version, sealed.clone()));
                 (version, sealed)
@@ -444,4 +518,15 @@ pub(crate) fn root_cause(e: &(dyn std::error::Error + 'static)) -> String {
 /// Milliseconds since the epoch, by this machine's clock.
 fn now_ms() -> i64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+}
+
+/// The sealed parts of a `SealedSecretView` (base64url, no padding).
+fn sealed_of(v: &Value) -> Result<SealedSecret, String> {
+    let b = |k: &str| {
+        v.get(k)
+            .and_then(Value::as_str)
+            .and_then(|s| base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(s).ok())
+            .ok_or_else(|| "secret_unavailable".to_owned())
+    };
+    Ok(SealedSecret { wrapped_key: b("wrapped_key")?, key_nonce: b("key_nonce")?, nonce: b("nonce")?, ciphertext: b("ciphertext")? })
 }
