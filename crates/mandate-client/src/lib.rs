@@ -6,10 +6,11 @@ pub mod revocations;
 use mandate_proto::admin::{
     AddIssuerRequest, AgentStatusChange, AgentView, ApprovalDecisionRequest, ApprovalView, AuditEventsResponse, AuditVerifyResponse,
     CreateTokenRequest, CreateTokenResponse, EndTaskRequest, EndTaskResponse, EntitiesLoadResponse, IssuerView, KeyRotateResponse,
-    PolicyStatus, PutSecretRequest, RegisterAgentRequest, ReloadResponse, RotateSecretRequest, SecretView, ServerInfo, TaskView, TokenView,
+    LeaseView, PolicyStatus, PutSecretRequest, RegisterAgentRequest, ReloadResponse, RotateSecretRequest, SecretView, ServerInfo, TaskView,
+    TokenView,
 };
 use mandate_proto::authzen::{EvaluationRequest, EvaluationResponse, EvaluationsRequest, EvaluationsResponse};
-use mandate_proto::gateway::{EvidenceEvent, EvidenceResponse, SealedSecretView};
+use mandate_proto::gateway::{EvidenceEvent, EvidenceResponse, LeaseGrant, LeaseRequest, SealedSecretView};
 use mandate_proto::oauth::{
     GRANT_TOKEN_EXCHANGE, IntrospectionResponse, OAuthError, TOKEN_TYPE_ACCESS_TOKEN, TOKEN_TYPE_JWT, TokenExchangeResponse,
 };
@@ -261,7 +262,13 @@ impl Client {
 
     /// Stores version 1 of a new secret (`secret_exists` if it exists; rotate instead).
     pub async fn put_secret(&self, name: &str, value: &str, description: &str) -> Result<SecretView> {
-        let body = PutSecretRequest { value: value.to_owned(), description: description.to_owned() };
+        self.put_secret_of_kind(name, value, description, None).await
+    }
+
+    /// [`Client::put_secret`] of a kind: `static` (`None`: the default) or `postgres-dynamic`
+    /// (`value` is its JSON configuration).
+    pub async fn put_secret_of_kind(&self, name: &str, value: &str, description: &str, kind: Option<&str>) -> Result<SecretView> {
+        let body = PutSecretRequest { value: value.to_owned(), description: description.to_owned(), kind: kind.map(str::to_owned) };
         self.json(self.req(Method::PUT, &format!("/v1/secrets/{}", seg(name))).json(&body)).await
     }
 
@@ -285,6 +292,19 @@ impl Client {
     /// `mandate_secrets::open` and the master key, after decoding each field as base64url.
     pub async fn sealed_secret(&self, name: &str) -> Result<SealedSecretView> {
         self.json(self.req(Method::GET, &format!("/v1/secrets/{}/sealed", seg(name)))).await
+    }
+
+    /// The credential of dynamic secret `name` for live task `task` (`pep` or `admin` tokens),
+    /// minted on first use: the lease and its credential sealed (name: the lease id, version 1).
+    pub async fn lease(&self, name: &str, task: &str) -> Result<LeaseGrant> {
+        let body = LeaseRequest { task: task.to_owned() };
+        self.json(self.req(Method::POST, &format!("/v1/secrets/{}/leases", seg(name))).json(&body)).await
+    }
+
+    /// Leases, newest first, optionally of one task; metadata only.
+    pub async fn list_leases(&self, task: Option<&str>) -> Result<Vec<LeaseView>> {
+        let q: Vec<(&str, &str)> = task.map(|t| ("task", t)).into_iter().collect();
+        self.json(self.req(Method::GET, "/v1/leases").query(&q)).await
     }
 
     /// Deletes every version of a secret.

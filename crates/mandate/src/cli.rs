@@ -50,6 +50,9 @@ pub enum Command {
     /// Store, rotate and delete brokered secrets (values are never shown again).
     #[command(subcommand)]
     Secret(SecretCmd),
+    /// The per-task credentials minted from dynamic secrets (metadata only).
+    #[command(subcommand)]
+    Lease(LeaseCmd),
     /// Validate, test and reload policies.
     #[command(subcommand)]
     Policy(PolicyCmd),
@@ -382,6 +385,18 @@ pub enum IssuerCmd {
 }
 
 #[derive(Debug, Subcommand)]
+pub enum LeaseCmd {
+    /// Leases, newest first: role, task, expiry, and whether and why it was dropped.
+    List {
+        /// Only this task's leases.
+        #[arg(long)]
+        task: Option<String>,
+        #[command(flatten)]
+        remote: Remote,
+    },
+}
+
+#[derive(Debug, Subcommand)]
 pub enum SecretCmd {
     /// Store a new secret; the value is read from standard input (one trailing newline is dropped).
     Put {
@@ -389,6 +404,10 @@ pub enum SecretCmd {
         /// What the secret is for.
         #[arg(long, default_value = "")]
         description: String,
+        /// `static` (a value handed out as it is) or `postgres-dynamic` (the value is JSON
+        /// `{"admin_url", "grants", "connect_url"}`: each task gets a database role of its own).
+        #[arg(long, default_value = "static")]
+        kind: String,
         #[command(flatten)]
         remote: Remote,
     },

@@ -16,7 +16,7 @@ use serde_json::Value;
 use zeroize::Zeroizing;
 
 use crate::cli::{
-    AgentCmd, ApprovalCmd, AuditCmd, Command, EntitiesCmd, ExportFormat, IssuerCmd, KeyAlg, KeyCmd, PolicyCmd, Remote, SecretCmd, TaskCmd,
+    AgentCmd, ApprovalCmd, AuditCmd, Command, EntitiesCmd, ExportFormat, IssuerCmd, KeyAlg, KeyCmd, LeaseCmd, PolicyCmd, Remote, SecretCmd, TaskCmd,
     TokenCmd,
 };
 
@@ -39,6 +39,25 @@ pub async fn run(command: Command) -> anyhow::Result<ExitCode> {
         Command::Approval(cmd) => approval(cmd).await,
         Command::Issuer(cmd) => issuer(cmd).await,
         Command::Secret(cmd) => secret(cmd).await,
+        Command::Lease(LeaseCmd::List { task, remote }) => {
+            let list = client(&remote)?.list_leases(task.as_deref()).await?;
+            print(&remote, &list, || {
+                let mut out = format!("{:<34} {:<20} {:<34} {:<34} {:<8} {}", "ID", "SECRET", "ROLE", "TASK", "STATUS", "DROP REASON");
+                for l in &list {
+                    out.push_str(&format!(
+                        "\n{:<34} {:<20} {:<34} {:<34} {:<8} {}",
+                        l.id,
+                        l.secret,
+                        l.role,
+                        l.task_id,
+                        l.status,
+                        l.drop_reason.as_deref().unwrap_or("")
+                    ));
+                }
+                out
+            });
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Policy(cmd) => policy(cmd).await,
         Command::Entities(EntitiesCmd::Load { file, remote }) => {
             let json = read_file(&file)?;
@@ -367,11 +386,11 @@ async fn issuer(cmd: IssuerCmd) -> anyhow::Result<ExitCode> {
 }
 
 async fn secret(cmd: SecretCmd) -> anyhow::Result<ExitCode> {
-    let line = |s: &SecretView| format!("{}  v{}  {}", s.name, s.version, s.description);
+    let line = |s: &SecretView| format!("{}  v{}  {}  {}", s.name, s.version, s.kind, s.description);
     match cmd {
-        SecretCmd::Put { name, description, remote } => {
+        SecretCmd::Put { name, description, kind, remote } => {
             let value = secret_from_stdin()?;
-            let r = client(&remote)?.put_secret(&name, &value, &description).await?;
+            let r = client(&remote)?.put_secret_of_kind(&name, &value, &description, Some(&kind)).await?;
             print(&remote, &r, || format!("stored secret {} version {}", r.name, r.version));
         }
         SecretCmd::Rotate { name, remote } => {
