@@ -250,7 +250,9 @@ fn bench(c: &mut Criterion, rt: &tokio::runtime::Runtime, f: &Fixture) {
     group.bench_function("part/evidence_event", |b| b.iter(|| f.evidence(&mandate, &outcome, Instant::now())));
     // Not part of the hop, but on every forwarded call of the embedded gateway: the brokered
     // secret read from the store (a blocking-pool hop to SQLite) and opened.
-    group.bench_function("part/secret_reveal", |b| b.to_async(rt).iter(|| async { f.control.secret("demo-tools-token", None).await.unwrap().0 }));
+    group.bench_function("part/secret_reveal", |b| {
+        b.to_async(rt).iter(|| async { f.control.secret("demo-tools-token", None).await.unwrap().0 })
+    });
     group.finish();
 }
 

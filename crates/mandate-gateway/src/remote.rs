@@ -48,6 +48,10 @@ const EVIDENCE_BATCH: usize = 512;
 /// The control plane's default body limit is 64 KiB: batches stay well under it.
 const EVIDENCE_BATCH_BYTES: usize = 48 * 1024;
 
+/// A cached lease: when it was fetched, the secret's version, the lease id, the sealed
+/// credential.
+type CachedLease = (Instant, u32, String, SealedSecret);
+
 pub struct RemoteOptions {
     pub url: String,
     pub pep_token: String,
@@ -71,7 +75,7 @@ pub struct Remote {
     /// Secrets the control plane said are dynamic, when it said so.
     dynamic: Mutex<HashMap<String, Instant>>,
     /// Leases by (secret, task): the secret's version, the lease id and the sealed credential.
-    leases: Mutex<HashMap<(String, String), (Instant, u32, String, SealedSecret)>>,
+    leases: Mutex<HashMap<(String, String), CachedLease>>,
     evidence: mpsc::Sender<NewEvent>,
     /// Evidence events recorded and not yet delivered (queued, or waiting to be retried).
     undelivered: std::sync::atomic::AtomicUsize,

@@ -524,10 +524,10 @@ async fn drop_role(config: &PgDynamicConfig, role: &str) -> Result<(), LeaseErro
             for sql in &steps {
                 let q = sqlx::query(sql).persistent(false);
                 let q = if sql.contains("$1") { q.bind(role.to_owned()) } else { q };
-                if let Err(e) = q.execute(&mut conn).await {
-                    if !gone(&e) {
-                        return Err(admin_error(&e));
-                    }
+                if let Err(e) = q.execute(&mut conn).await
+                    && !gone(&e)
+                {
+                    return Err(admin_error(&e));
                 }
             }
             let mut tx = conn.begin().await.map_err(|e| admin_error(&e))?;

@@ -16,8 +16,8 @@ use serde_json::Value;
 use zeroize::Zeroizing;
 
 use crate::cli::{
-    AgentCmd, ApprovalCmd, AuditCmd, Command, EntitiesCmd, ExportFormat, IssuerCmd, KeyAlg, KeyCmd, LeaseCmd, PolicyCmd, Remote, SecretCmd, TaskCmd,
-    TokenCmd,
+    AgentCmd, ApprovalCmd, AuditCmd, Command, EntitiesCmd, ExportFormat, IssuerCmd, KeyAlg, KeyCmd, LeaseCmd, PolicyCmd, Remote, SecretCmd,
+    TaskCmd, TokenCmd,
 };
 
 pub async fn run(command: Command) -> anyhow::Result<ExitCode> {
