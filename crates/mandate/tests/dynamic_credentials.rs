@@ -167,33 +167,59 @@ struct Plane {
     server: Server,
     master: String,
     config: std::path::PathBuf,
+    /// `--database-url …` when the control plane keeps its store in PostgreSQL.
+    store_args: Vec<String>,
     _dir: tempfile::TempDir,
 }
 
 impl Plane {
     fn start(upstream: &str) -> Plane {
+        Plane::start_on(upstream, Vec::new())
+    }
+
+    fn start_on(upstream: &str, store_args: Vec<String>) -> Plane {
         let dir = tempfile::tempdir().unwrap();
         let master = mandate_secrets::MasterKey::generate().to_base64().to_string();
         let config = dir.path().join("mandate.toml");
         std::fs::write(&config, embedded(upstream, SECRET)).unwrap();
-        let server = start_in(dir.path(), &config, &master);
-        Plane { server, master, config, _dir: dir }
+        let server = start_in(dir.path(), &config, &master, &store_args);
+        Plane { server, master, config, store_args, _dir: dir }
     }
 
     fn restart(&mut self) {
         let dir = self.server.dir.clone();
-        self.server = start_in(&dir, &self.config, &self.master);
+        self.server = start_in(&dir, &self.config, &self.master, &self.store_args);
     }
 }
 
-fn start_in(dir: &Path, config: &Path, master: &str) -> Server {
-    Server::start_in(
-        dir,
-        Options {
-            extra_args: vec!["--config".into(), config.display().to_string()],
-            envs: vec![("MANDATE_MASTER_KEY".into(), master.to_owned())],
-        },
-    )
+fn start_in(dir: &Path, config: &Path, master: &str, store_args: &[String]) -> Server {
+    let mut extra_args = vec!["--config".into(), config.display().to_string()];
+    extra_args.extend_from_slice(store_args);
+    Server::start_in(dir, Options { extra_args, envs: vec![("MANDATE_MASTER_KEY".into(), master.to_owned())] })
+}
+
+/// A database of its own for a control plane's store, dropped (with its connections) at the end.
+struct StoreDatabase {
+    admin: String,
+    name: String,
+    url: String,
+}
+
+impl StoreDatabase {
+    async fn create(admin: &str) -> StoreDatabase {
+        let name = format!("mandate_dyn_{}", &uuid::Uuid::new_v4().simple().to_string()[..12]);
+        let mut c = PgConnection::connect(admin).await.unwrap();
+        sqlx::query(&format!("CREATE DATABASE {name}")).execute(&mut c).await.unwrap();
+        let _ = c.close().await;
+        let mut url = url::Url::parse(admin).unwrap();
+        url.set_path(&format!("/{name}"));
+        StoreDatabase { admin: admin.to_owned(), name, url: url.to_string() }
+    }
+
+    async fn drop_it(self) {
+        let mut c = PgConnection::connect(&self.admin).await.unwrap();
+        sqlx::query(&format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", self.name)).execute(&mut c).await.unwrap();
+    }
 }
 
 fn reports_intent(lifetime_seconds: u64) -> Value {
@@ -445,9 +471,22 @@ async fn each_task_gets_a_role_with_exactly_the_template_and_it_dies_with_the_ta
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn expiry_reaps_and_a_restart_in_between_still_reaps() {
     let url = require_postgres!();
-    let fx = Fixture::new(&url).await;
+    expiry_and_restart(&url, Vec::new()).await;
+}
+
+/// The same with the control plane's own store (tasks, leases) in PostgreSQL.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn on_the_postgresql_store_expiry_and_a_restart_in_between_still_reap() {
+    let url = require_postgres!();
+    let db = StoreDatabase::create(&url).await;
+    expiry_and_restart(&url, vec!["--database-url".into(), db.url.clone()]).await;
+    db.drop_it().await;
+}
+
+async fn expiry_and_restart(url: &str, store_args: Vec<String>) {
+    let fx = Fixture::new(url).await;
     let upstream = Recorder::start().await;
-    let mut plane = Plane::start(&upstream.url);
+    let mut plane = Plane::start_on(&upstream.url, store_args);
     let admin = plane.server.admin();
     admin.put_secret_of_kind(SECRET, &fx.config(), "", Some("postgres-dynamic")).await.unwrap();
     let bot = register_agent(&admin, "report-bot", &[]).await;
