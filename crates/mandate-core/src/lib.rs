@@ -4,6 +4,7 @@
 //! This crate does no I/O and knows nothing of HTTP, databases or async runtimes.
 
 mod approval;
+pub mod canonical;
 mod clock;
 mod error;
 mod ids;
