@@ -35,7 +35,7 @@ pub use engine::{Evaluation, PolicyEngine};
 pub use entity_data::EntityData;
 pub use error::PolicyError;
 pub use input::{ActionInput, ActionKind, ContextInput, DecisionInput, PrincipalInput, ResourceInput, TaskContext, UnknownActionKind};
-pub use mapping::RESERVED_CONTEXT_KEYS;
+pub use mapping::{RESERVED_CONTEXT_KEYS, arguments_view};
 pub use snapshot::PolicySnapshot;
 pub use sources::{PolicySources, STARTER_README, STARTER_TESTS};
 

@@ -290,6 +290,21 @@ fn string_map(value: &Value, path: &str) -> Result<Vec<(String, RestrictedExpres
         .collect()
 }
 
+/// A tool call's arguments as Cedar can hold them, for `context.arguments`: null members and
+/// null array items dropped (Cedar has no null; a missing member is what `has` sees), and
+/// numbers that are not 64-bit signed integers turned into their decimal text (Cedar has no
+/// floats). Nothing is cut off: the mapping refuses a value nested deeper than Cedar's limit,
+/// and the gateway refuses such arguments before they are decided. Only the policy sees this
+/// view; approvals and evidence bind the arguments' canonical form, nulls and all.
+pub fn arguments_view(v: &Value) -> Value {
+    match v {
+        Value::Number(n) if n.as_i64().is_none() => Value::String(n.to_string()),
+        Value::Array(items) => Value::Array(items.iter().filter(|i| !i.is_null()).map(arguments_view).collect()),
+        Value::Object(m) => Value::Object(m.iter().filter(|(_, i)| !i.is_null()).map(|(k, i)| (k.clone(), arguments_view(i))).collect()),
+        other => other.clone(),
+    }
+}
+
 /// Converts a JSON object into Cedar attributes. Null members are left out (absent, as
 /// `has` sees it).
 pub(crate) fn object_attrs(map: &Map<String, Value>, root: Segment<'_>) -> Result<HashMap<String, RestrictedExpression>, String> {
@@ -359,5 +374,23 @@ impl fmt::Display for Segment<'_> {
             Segment::Key(parent, key) => write!(f, "{parent}.{}", clip(key)),
             Segment::Index(parent, i) => write!(f, "{parent}[{i}]"),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    #[test]
+    fn arguments_view_fits_cedar_and_cuts_nothing() {
+        let v = arguments_view(&json!({"x": 1.5, "n": null, "l": [1, null, 18446744073709551615u64], "ok": 3}));
+        assert_eq!(v, json!({"x": "1.5", "l": [1, "18446744073709551615"], "ok": 3}));
+        let mut deep = json!("leaf");
+        for _ in 0..20 {
+            deep = json!({ "x": deep });
+        }
+        assert_eq!(arguments_view(&deep), deep, "no depth is cut off");
     }
 }

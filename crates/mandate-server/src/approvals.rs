@@ -14,9 +14,10 @@
 use std::time::Duration;
 
 use mandate_audit::{NewEvent, canonical_json, kinds};
+use mandate_core::canonical::{Canonical, CanonicalError, Limits};
 use mandate_core::{Approval, ApprovalStatus, Role, TaskStatus};
 use mandate_store::ApprovalFilter;
-use serde_json::{Value, json};
+use serde_json::{Map, Value, json};
 use sha2::{Digest, Sha256};
 use tokio::sync::broadcast;
 
@@ -65,22 +66,49 @@ pub struct ApprovalAsk {
     pub task_id: String,
     pub agent: String,
     pub mandate_jti: String,
+    /// `context.arguments`, whole and canonical: what the approver is shown.
     pub arguments: Value,
+    /// SHA-256 of the arguments' RFC 8785 form (the `arguments_sha256` of the tool call's
+    /// evidence).
+    pub arguments_digest: String,
+    /// SHA-256 of the RFC 8785 form of the whole context the PEP sent: for an HTTP call its
+    /// method, normalized path, every query pair and the body's digest; for an MCP call the
+    /// tool, upstream and arguments.
+    pub context_digest: String,
 }
 
-/// Hex SHA-256 of the canonical JSON of the arguments (`null` when there are none).
-pub fn arguments_digest(arguments: &Value) -> String {
-    hex::encode(Sha256::digest(canonical_json(arguments).as_bytes()))
+/// How large a context an approval may be bound to.
+const BINDING_LIMITS: Limits = Limits { max_depth: 32, max_bytes: 4 << 20 };
+
+impl ApprovalAsk {
+    /// The ask of a mandate's call with this context. `Err` when the context has no canonical
+    /// form (nested too deep, too large, an integer a double cannot hold): such a call cannot
+    /// be bound, so it cannot be approved.
+    pub fn new(claims: &mandate_token::MandateClaims, context: Option<&Map<String, Value>>) -> Result<Self, CanonicalError> {
+        let arguments = context.and_then(|m| m.get("arguments")).cloned().unwrap_or(Value::Null);
+        let arguments = Canonical::new(&arguments, BINDING_LIMITS)?;
+        let context = Canonical::new(&context.map(|m| Value::Object(m.clone())).unwrap_or(Value::Null), BINDING_LIMITS)?;
+        Ok(ApprovalAsk {
+            task_id: claims.task_id.clone(),
+            agent: claims.agent.clone(),
+            mandate_jti: claims.jti.clone(),
+            arguments_digest: arguments.digest().to_owned(),
+            arguments: arguments.into_value(),
+            context_digest: context.digest().to_owned(),
+        })
+    }
 }
 
-/// What "the identical request" means, as one digest.
-fn binding(ask: &ApprovalAsk, v: &Verdict, digest: &str) -> String {
+/// What "the identical request" means, as one digest: the task and mandate, the action, the
+/// resource, and the canonical digests of the arguments and of the whole context.
+fn binding(ask: &ApprovalAsk, v: &Verdict) -> String {
     let bound = json!({
         "task": ask.task_id,
         "mandate": ask.mandate_jti,
         "action": v.action,
         "resource": { "type": v.resource.0, "id": v.resource.1 },
-        "arguments": digest,
+        "arguments": ask.arguments_digest,
+        "context": ask.context_digest,
     });
     hex::encode(Sha256::digest(canonical_json(&bound).as_bytes()))
 }
@@ -107,8 +135,8 @@ pub async fn settle(state: &AppState, verdicts: &mut [Verdict], actor: &str) -> 
 
 async fn settle_one(state: &AppState, v: &mut Verdict, ask: &ApprovalAsk, actor: &str, events: &mut Vec<NewEvent>) -> Result<(), ApiError> {
     let now = state.clock.now_ms();
-    let digest = arguments_digest(&ask.arguments);
-    let bound = binding(ask, v, &digest);
+    let digest = ask.arguments_digest.clone();
+    let bound = binding(ask, v);
     if let Some(open) = state.store.open_approval_by_binding(&bound, now).await? {
         match open.status {
             ApprovalStatus::Approved => {

@@ -410,12 +410,6 @@ fn decide_agent(state: &AppState, c: &Checked<'_>) -> Verdict {
         v.reason = violation.code().to_owned();
         return v;
     }
-    let ask = crate::approvals::ApprovalAsk {
-        task_id: claims.task_id.clone(),
-        agent: claims.agent.clone(),
-        mandate_jti: claims.jti.clone(),
-        arguments: c.context.and_then(|m| m.get("arguments")).cloned().unwrap_or(Value::Null),
-    };
     let input = DecisionInput {
         principal: agent_principal(&agent),
         action: action_input(c),
@@ -429,7 +423,15 @@ fn decide_agent(state: &AppState, c: &Checked<'_>) -> Verdict {
     };
     let mut v = apply_policy(state, &input, v);
     if v.reason == mandate_policy::reason::APPROVAL_REQUIRED {
-        v.approval = Some(ask);
+        // Bound to the canonical form of everything the PEP said about the call; a call
+        // that has none (too deep, too large, an inexact number) cannot be approved.
+        match crate::approvals::ApprovalAsk::new(claims, c.context) {
+            Ok(ask) => v.approval = Some(ask),
+            Err(e) => {
+                v.allowed = false;
+                v.reason = e.code().to_owned();
+            }
+        }
     }
     v
 }
@@ -508,6 +510,11 @@ fn resource_input(c: &Checked<'_>, classification: Classification) -> ResourceIn
 
 fn context_input(state: &AppState, c: &Checked<'_>, now_secs: i64, task: Option<TaskContext>) -> ContextInput {
     let mut extra = c.context.cloned().unwrap_or_default();
+    // A tool call's arguments arrive whole (canonical, nulls and floats included); policy
+    // sees them as Cedar can hold them.
+    if let Some(args) = extra.get_mut("arguments") {
+        *args = mandate_policy::arguments_view(args);
+    }
     let environment = match extra.remove("environment") {
         Some(Value::String(s)) => s,
         _ => state.settings.environment.clone(),
