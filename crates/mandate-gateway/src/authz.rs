@@ -2,18 +2,14 @@
 //! what the gateway does. Also the evidence a call leaves: the arguments' digest, the
 //! recorded (redacted) arguments, the outcome.
 
-use mandate_audit::{NewEvent, canonical_json, kinds};
+use mandate_audit::{NewEvent, kinds};
 use mandate_core::Classification;
 use mandate_policy::ActionKind;
 use mandate_proto::authzen::{Action, Entity, EvaluationRequest, EvaluationResponse};
 use mandate_token::VerifiedMandate;
 use serde_json::{Map, Value, json};
-use sha2::{Digest, Sha256};
 
 use crate::config::ToolPolicy;
-
-/// Nesting the policy view of arguments keeps; deeper values become a marker string.
-const MAX_POLICY_DEPTH: usize = 8;
 
 /// What is being asked for, in the gateway's terms.
 pub struct Ask<'a> {
@@ -48,7 +44,9 @@ impl Ask<'_> {
             context.insert("environment".into(), json!(env));
         }
         if let Some(args) = self.arguments {
-            context.insert("arguments".into(), policy_view(args, 0));
+            // Whole and canonical: the control plane binds approvals to this exact value and
+            // shows it to the approver; policy sees it as Cedar can hold it.
+            context.insert("arguments".into(), args.clone());
         }
         EvaluationRequest {
             subject: Some(Entity {
@@ -65,22 +63,6 @@ impl Ask<'_> {
             }),
             context: Some(context),
         }
-    }
-}
-
-/// Arguments as Cedar can hold them: nulls dropped, numbers that are not 64-bit integers
-/// turned into their decimal text (Cedar has no floats), very deep values cut off.
-pub fn policy_view(v: &Value, depth: usize) -> Value {
-    if depth >= MAX_POLICY_DEPTH {
-        return json!("[nested too deep]");
-    }
-    match v {
-        Value::Number(n) if n.as_i64().is_none() => Value::String(n.to_string()),
-        Value::Array(items) => Value::Array(items.iter().filter(|i| !i.is_null()).map(|i| policy_view(i, depth + 1)).collect()),
-        Value::Object(m) => {
-            Value::Object(m.iter().filter(|(_, i)| !i.is_null()).map(|(k, i)| (k.clone(), policy_view(i, depth + 1))).collect())
-        }
-        other => other.clone(),
     }
 }
 
@@ -178,9 +160,10 @@ pub fn effective_kind(cfg: &ToolPolicy, read_only: Option<bool>, destructive: Op
     cfg.kind.max(hinted)
 }
 
-/// SHA-256 of the canonical JSON of the arguments, hex.
+/// SHA-256 of the RFC 8785 form of the arguments, hex: the digest an approval of the call is
+/// bound to.
 pub fn arguments_digest(args: &Value) -> String {
-    hex::encode(Sha256::digest(canonical_json(args).as_bytes()))
+    mandate_core::canonical::digest(args)
 }
 
 /// The arguments as recorded: configured fields (top-level, or dotted paths) redacted.
@@ -302,12 +285,6 @@ mod tests {
     fn redaction_reaches_nested_fields() {
         let r = redacted(&json!({"to": "a@b", "body": "secret", "meta": {"token": "t", "n": 1}}), &["body".into(), "meta.token".into()]);
         assert_eq!(r, json!({"to": "a@b", "body": "[redacted]", "meta": {"token": "[redacted]", "n": 1}}));
-    }
-
-    #[test]
-    fn policy_view_fits_cedar() {
-        let v = policy_view(&json!({"x": 1.5, "n": null, "l": [1, null, 18446744073709551615u64], "ok": 3}), 0);
-        assert_eq!(v, json!({"x": "1.5", "l": [1, "18446744073709551615"], "ok": 3}));
     }
 
     #[test]

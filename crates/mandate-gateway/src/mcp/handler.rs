@@ -20,6 +20,7 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use futures_util::StreamExt;
 use mandate_core::Classification;
+use mandate_core::canonical::{Canonical, Limits};
 use mandate_policy::ActionKind;
 use mandate_token::VerifiedMandate;
 use serde_json::{Map, Value, json};
@@ -27,6 +28,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::jsonrpc::{self, LEGACY, META_CLIENT_CAPS, META_CLIENT_INFO, META_SERVER_INFO, Message, STATELESS, SUPPORTED, code};
 use super::upstream::{ClientIdentity, Link, McpUpstream, Reply, UpstreamError, stateless_meta};
+use super::uri::{self, UriError};
 use crate::authz::{self, Ask, CallRecord, Outcome};
 use crate::config::ToolPolicy;
 use crate::control::Refusal;
@@ -409,6 +411,15 @@ impl Call<'_> {
                 let hint = |k: &str| ann.and_then(|a| a.get(k)).and_then(Value::as_bool);
                 self.upstream.annotations.lock().insert(name.clone(), (hint("readOnlyHint"), hint("destructiveHint")));
             }
+            // A listed resource is decided on its normalized URI, as a read of it would be;
+            // one that has none could not be read, so it is not listed.
+            let name = match field {
+                "resources" => match uri::normalize(&name) {
+                    Ok(n) => n,
+                    Err(_) => continue,
+                },
+                _ => name,
+            };
             let target = Target::of(&self.upstream, method_for_list(method), &name);
             asks.push(target);
             keep.push(item);
@@ -460,7 +471,7 @@ impl Call<'_> {
             },
         };
         let session = &session;
-        match self.forward(session, method, params.as_ref()).await {
+        match self.forward(session, method, Some(&d.forward)).await {
             Ok((reply, secret)) => {
                 let (result, status) = match (reply.message.get("error"), reply.message.get("result")) {
                     (Some(e), _) => ("jsonrpc_error", e.get("code").and_then(Value::as_i64)),
@@ -504,20 +515,33 @@ impl Call<'_> {
         self.answer(jsonrpc::error(id, code::DENIED, &d.outcome.message(), Some(d.outcome.error_data())))
     }
 
+    /// Parses the call once into its canonical form (the normalized resource URI, the
+    /// arguments in RFC 8785 form), decides on that, and keeps the params that will be
+    /// forwarded: exactly what was decided, nothing else.
     async fn decide_call(&self, id: &Value, method: &str, params: Option<&Map<String, Value>>) -> Result<Decided, Response> {
         let started = Instant::now();
+        let invalid =
+            |message: &str, reason: &str| self.answer(jsonrpc::error(id, code::INVALID_PARAMS, message, Some(json!({ "reason": reason }))));
         let name_key = if method == "resources/read" { "uri" } else { "name" };
-        let Some(name) = params.and_then(|p| p.get(name_key)).and_then(Value::as_str).map(str::to_owned) else {
-            return Err(self.answer(jsonrpc::error(id, code::INVALID_PARAMS, &format!("`params.{name_key}` is required"), None)));
+        let Some(raw_name) = params.and_then(|p| p.get(name_key)).and_then(Value::as_str) else {
+            return Err(invalid(&format!("`params.{name_key}` is required"), "invalid_params"));
         };
-        let arguments = params.and_then(|p| p.get("arguments")).cloned().unwrap_or_else(|| json!({}));
+        let name = if method == "resources/read" {
+            uri::normalize(raw_name).map_err(|e| invalid(&e.0, UriError::CODE))?
+        } else {
+            raw_name.to_owned()
+        };
+        let sent = params.and_then(|p| p.get("arguments"));
+        let arguments = sent.cloned().unwrap_or_else(|| json!({}));
         if !arguments.is_object() {
-            return Err(self.answer(jsonrpc::error(id, code::INVALID_PARAMS, "`params.arguments` must be an object", None)));
+            return Err(invalid("`params.arguments` must be an object", "invalid_params"));
         }
+        let arguments = Canonical::new(&arguments, Limits::ARGUMENTS).map_err(|e| invalid(&e.to_string(), e.code()))?.into_value();
+        let forward = forwarded_params(method, name_key, &name, (method != "resources/read").then_some(&arguments), params);
         let target = Target::of(&self.upstream, method, &name);
         let request = self.ask(&target, Some(&arguments)).request(self.environment().as_deref());
         let outcome = self.gw.decide_one(request, self.request_id.as_deref(), target.policy.approval).await;
-        Ok(Decided { started, method: target.method, name, arguments, target, outcome })
+        Ok(Decided { started, method: target.method, name, arguments, forward, target, outcome })
     }
 
     fn environment(&self) -> Option<String> {
@@ -548,6 +572,37 @@ impl Call<'_> {
     }
 }
 
+/// The params of a decided call as they go upstream: the name (the normalized URI for a
+/// resource), the canonical arguments, and of `_meta` only the progress token and the
+/// protocol's own keys. Any other member the client added is not part of what was decided,
+/// so it is not forwarded.
+fn forwarded_params(
+    method: &str,
+    name_key: &str,
+    name: &str,
+    arguments: Option<&Value>,
+    params: Option<&Map<String, Value>>,
+) -> Map<String, Value> {
+    let mut out = Map::new();
+    out.insert(name_key.to_owned(), json!(name));
+    if let Some(a) = arguments
+        && (method == "tools/call" || params.is_some_and(|p| p.contains_key("arguments")))
+    {
+        out.insert("arguments".into(), a.clone());
+    }
+    if let Some(Value::Object(meta)) = params.and_then(|p| p.get("_meta")) {
+        let kept: Map<String, Value> = meta
+            .iter()
+            .filter(|(k, _)| *k == "progressToken" || k.starts_with("io.modelcontextprotocol/"))
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
+        if !kept.is_empty() {
+            out.insert("_meta".into(), Value::Object(kept));
+        }
+    }
+    out
+}
+
 /// Where an allowed call goes: a session already open, or the task's shared link, opened
 /// only once the call is allowed.
 enum CallLink {
@@ -560,7 +615,10 @@ struct Decided {
     started: Instant,
     method: &'static str,
     name: String,
+    /// The canonical arguments: decided, digested into the evidence, forwarded.
     arguments: Value,
+    /// The params forwarded upstream.
+    forward: Map<String, Value>,
     target: Target,
     outcome: Outcome,
 }

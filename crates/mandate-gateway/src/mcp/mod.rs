@@ -3,3 +3,4 @@
 pub mod handler;
 pub mod jsonrpc;
 pub mod upstream;
+pub mod uri;
