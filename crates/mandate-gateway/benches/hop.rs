@@ -30,6 +30,7 @@ use std::time::{Duration, Instant};
 use axum::body::Body;
 use axum::http::Request;
 use criterion::Criterion;
+use mandate_core::canonical::{Canonical, Limits};
 use mandate_core::{Classification, Clock, SystemClock, TrustDomain};
 use mandate_gateway::ControlPlane;
 use mandate_gateway::authz::{Ask, CallRecord, Outcome};
@@ -131,7 +132,7 @@ impl Fixture {
     /// The AuthZEN request the gateway builds for `tools/call tickets.search`, as
     /// `Call::ask` in the handler does it (context: protocol, method, tool; `Ask::request`
     /// adds upstream, environment and the arguments' policy view).
-    fn ask<'a>(&'a self, mandate: &'a VerifiedMandate) -> Ask<'a> {
+    fn ask<'a>(&'a self, mandate: &'a VerifiedMandate, arguments: &'a Value) -> Ask<'a> {
         let mut context = Map::new();
         context.insert("protocol".into(), json!("mcp"));
         context.insert("method".into(), json!("tools/call"));
@@ -145,7 +146,7 @@ impl Fixture {
             classification: Classification::Internal,
             resource: ("tool".into(), ACTION.into()),
             context,
-            arguments: Some(&self.arguments),
+            arguments: Some(arguments),
         }
     }
 
@@ -179,7 +180,9 @@ impl Fixture {
         let started = Instant::now();
         let mandate = self.control.check_mandate(&self.token).await.unwrap();
         let environment = self.control.environment();
-        let request = self.ask(&mandate).request(environment.as_deref());
+        // As `decide_call` does: the arguments in their canonical form, decided and forwarded.
+        let arguments = Canonical::new(&self.arguments, Limits::ARGUMENTS).unwrap().into_value();
+        let request = self.ask(&mandate, &arguments).request(environment.as_deref());
         let checked = pipeline::check(&request).unwrap();
         let verdict = pipeline::decide(&self.state, &checked);
         let _ack = self.state.audit.enqueue(verdict.event(&self.state, ACTOR, None)).await.unwrap();
@@ -203,7 +206,9 @@ impl Fixture {
         let started = Instant::now();
         let mandate = self.control.check_mandate(&self.token).await.unwrap();
         let environment = self.control.environment();
-        let request = self.ask(&mandate).request(environment.as_deref());
+        // As `decide_call` does: the arguments in their canonical form, decided and forwarded.
+        let arguments = Canonical::new(&self.arguments, Limits::ARGUMENTS).unwrap().into_value();
+        let request = self.ask(&mandate, &arguments).request(environment.as_deref());
         let answers = self.control.decide(vec![request], None).await;
         let outcome = Outcome::from_response(&answers[0]);
         if evidence {
@@ -231,8 +236,9 @@ fn bench(c: &mut Criterion, rt: &tokio::runtime::Runtime, f: &Fixture) {
         .bench_function("part/check_mandate_cached", |b| b.to_async(rt).iter(|| async { f.control.check_mandate(&f.token).await.is_ok() }));
     let mandate = rt.block_on(f.control.check_mandate(&f.token)).unwrap();
     let env = f.control.environment();
-    group.bench_function("part/ask_request", |b| b.iter(|| f.ask(&mandate).request(env.as_deref())));
-    let request = f.ask(&mandate).request(env.as_deref());
+    group.bench_function("part/canonical_arguments", |b| b.iter(|| Canonical::new(&f.arguments, Limits::ARGUMENTS).unwrap()));
+    group.bench_function("part/ask_request", |b| b.iter(|| f.ask(&mandate, &f.arguments).request(env.as_deref())));
+    let request = f.ask(&mandate, &f.arguments).request(env.as_deref());
     group.bench_function("part/pipeline_decide", |b| {
         b.iter(|| {
             let checked = pipeline::check(&request).unwrap();
