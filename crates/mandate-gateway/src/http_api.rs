@@ -156,6 +156,7 @@ async fn handle(gw: Arc<Gateway>, name: String, path: String, method: Method, ur
             response_bytes: 0,
             secret: None,
             request_id: None,
+            request_sha256: None,
         }
         .event(now_ms());
         gw.control.record(ev);
@@ -219,6 +220,7 @@ async fn handle(gw: Arc<Gateway>, name: String, path: String, method: Method, ur
             response_bytes: bytes,
             secret,
             request_id: rid.as_deref(),
+            request_sha256: None,
         }
         .event(now_ms())
     };
