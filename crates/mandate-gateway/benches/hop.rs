@@ -171,6 +171,7 @@ impl Fixture {
             response_bytes: 512,
             secret: Some(("demo-tools-token", 1)),
             request_id: None,
+            request_sha256: None,
         }
         .event(self.state.clock.now_ms())
     }

@@ -211,6 +211,8 @@ pub struct CallRecord<'a> {
     pub response_bytes: usize,
     pub secret: Option<(&'a str, u32)>,
     pub request_id: Option<&'a str>,
+    /// The digest of an HTTP request's canonical view (what was decided and forwarded).
+    pub request_sha256: Option<&'a str>,
 }
 
 impl CallRecord<'_> {
@@ -247,6 +249,9 @@ impl CallRecord<'_> {
             }
             if let Some(r) = self.request_id {
                 m.insert("request_id".into(), json!(r));
+            }
+            if let Some(r) = self.request_sha256 {
+                m.insert("request_sha256".into(), json!(r));
             }
         }
         NewEvent {

@@ -104,6 +104,17 @@ pub struct RouteFile {
     /// `type:id` with `{param}` placeholders from the path, e.g. `invoice:{id}`.
     pub resource: Option<String>,
     pub approval: Option<bool>,
+    /// Accept `%2F` and `%5C` inside a path parameter: the parameter is decided decoded and
+    /// forwarded in the one encoding the gateway writes (default false: refused).
+    pub decode_slashes: Option<bool>,
+    /// Query keys that may repeat: policy sees them as lists (default: a repeated key is
+    /// refused).
+    #[serde(default)]
+    pub list_params: Vec<String>,
+    /// Request headers that matter to this route: they go into the decision context and the
+    /// request's canonical view.
+    #[serde(default)]
+    pub headers: Vec<String>,
 }
 
 /// A checked configuration.
@@ -193,6 +204,12 @@ pub struct Route {
     pub classification: Classification,
     pub resource: Option<(String, Vec<Segment>)>,
     pub approval: bool,
+    /// Whether `%2F` and `%5C` may appear in a path parameter.
+    pub decode_slashes: bool,
+    /// Query keys that may repeat (decoded).
+    pub list_params: Vec<String>,
+    /// Request headers decided on (lowercase names).
+    pub headers: Vec<String>,
 }
 
 /// A piece of a path pattern or template.
@@ -445,6 +462,40 @@ fn check_route(name: &str, r: &RouteFile) -> Result<Route, ConfigError> {
             Some((kind.to_owned(), tpl))
         }
     };
+    let mut list_params: Vec<String> = Vec::new();
+    for p in &r.list_params {
+        if p.is_empty() || p.len() > 128 || p.chars().any(char::is_control) {
+            return err(format!("upstream `{name}`: {what}: `list_params` entry `{}` must be 1-128 characters", mandate_core::clip(p)));
+        }
+        if p.eq_ignore_ascii_case(crate::http_request::METHOD_FIELD) {
+            return err(format!("upstream `{name}`: {what}: `list_params` cannot name `_method`, which is always refused"));
+        }
+        if list_params.contains(p) {
+            return err(format!("upstream `{name}`: {what}: `list_params` names `{}` twice", mandate_core::clip(p)));
+        }
+        list_params.push(p.clone());
+    }
+    let mut headers: Vec<String> = Vec::new();
+    for h in &r.headers {
+        let lower = h.to_ascii_lowercase();
+        if axum::http::HeaderName::from_bytes(lower.as_bytes()).is_err() || lower.contains('_') {
+            return err(format!(
+                "upstream `{name}`: {what}: `headers` entry `{}` is not a header name (letters, digits and `-`)",
+                mandate_core::clip(h)
+            ));
+        }
+        if crate::http_request::never_forwarded(&lower) {
+            return err(format!("upstream `{name}`: {what}: `headers` entry `{}` is never forwarded", mandate_core::clip(h)));
+        }
+        if headers.contains(&lower) {
+            return err(format!("upstream `{name}`: {what}: `headers` names `{}` twice", mandate_core::clip(h)));
+        }
+        headers.push(lower);
+    }
+    let decode_slashes = r.decode_slashes.unwrap_or(false);
+    if decode_slashes && !segments.iter().any(|s| matches!(s, Segment::Param(_) | Segment::Rest(_))) {
+        return err(format!("upstream `{name}`: {what}: `decode_slashes` needs a path parameter to apply to"));
+    }
     Ok(Route {
         method,
         segments,
@@ -453,6 +504,9 @@ fn check_route(name: &str, r: &RouteFile) -> Result<Route, ConfigError> {
         classification: parse_classification(name, &what, &r.classification)?,
         resource,
         approval: r.approval.unwrap_or(true),
+        decode_slashes,
+        list_params,
+        headers,
     })
 }
 
@@ -518,35 +572,35 @@ fn parse_template(t: &str) -> Result<Vec<Segment>, String> {
 }
 
 impl Route {
-    /// The path parameters if `method` and `path` match this route.
-    pub fn matches(&self, method: &str, path: &str) -> Option<Vec<(String, String)>> {
+    /// The path parameters if `method` and the decoded path `segments` (as
+    /// [`crate::http_request`] reads them) match this route. A `{*rest}` parameter is the
+    /// remaining segments joined with `/`.
+    pub fn matches(&self, method: &str, segments: &[String]) -> Option<Vec<(String, String)>> {
         if self.method != "*" && !self.method.eq_ignore_ascii_case(method) {
             return None;
         }
-        let rest = path.strip_prefix('/').unwrap_or(path);
-        let parts: Vec<&str> = if rest.is_empty() { Vec::new() } else { rest.split('/').collect() };
         let mut params = Vec::new();
         let mut i = 0;
         for seg in &self.segments {
             match seg {
                 Segment::Literal(l) => {
-                    if parts.get(i) != Some(&l.as_str()) {
+                    if segments.get(i) != Some(l) {
                         return None;
                     }
                 }
                 Segment::Param(p) => {
-                    let v = parts.get(i).filter(|v| !v.is_empty())?;
-                    params.push((p.clone(), percent_decode(v)?));
+                    let v = segments.get(i).filter(|v| !v.is_empty())?;
+                    params.push((p.clone(), v.clone()));
                 }
                 Segment::Rest(p) => {
-                    let v = parts.get(i..).map(|s| s.join("/")).unwrap_or_default();
-                    params.push((p.clone(), percent_decode(&v)?));
+                    let v = segments.get(i..).map(|s| s.join("/")).unwrap_or_default();
+                    params.push((p.clone(), v));
                     return Some(params);
                 }
             }
             i += 1;
         }
-        (i == parts.len()).then_some(params)
+        (i == segments.len()).then_some(params)
     }
 
     /// The AuthZEN resource for a matched request: the template filled in, or `route:ACTION`.
@@ -571,32 +625,16 @@ impl Route {
     }
 }
 
-/// Decodes `%XX`; a path parameter that decodes to something with `/`, a NUL or invalid
-/// UTF-8 does not match (it could not name one resource).
-fn percent_decode(s: &str) -> Option<String> {
-    let bytes = s.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while let Some(&b) = bytes.get(i) {
-        if b == b'%' {
-            let hex = s.get(i + 1..i + 3)?;
-            out.push(u8::from_str_radix(hex, 16).ok()?);
-            i += 3;
-        } else {
-            out.push(b);
-            i += 1;
-        }
-    }
-    let decoded = String::from_utf8(out).ok()?;
-    (!decoded.contains('\0')).then_some(decoded)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
     fn check(text: &str) -> Result<GatewayConfig, ConfigError> {
         GatewayFile::from_toml(text)?.check()
+    }
+
+    fn segs(path: &str) -> Vec<String> {
+        crate::http_request::parse_path(path).unwrap().into_iter().map(|s| s.value).collect()
     }
 
     #[test]
@@ -650,11 +688,11 @@ mod tests {
         let billing = &c.upstreams[2];
         assert_eq!(billing.target, Target::Http { base_url: "http://127.0.0.1:9001".into() });
         let route = &billing.routes[0];
-        let params = route.matches("get", "/invoices/inv%2D7").unwrap();
+        let params = route.matches("get", &segs("/invoices/inv%2D7")).unwrap();
         assert_eq!(route.resource(&params), ("invoice".to_owned(), "inv-7".to_owned()));
-        assert!(route.matches("GET", "/invoices").is_none());
-        assert!(route.matches("GET", "/invoices/1/x").is_none());
-        assert!(route.matches("POST", "/invoices/1").is_none());
+        assert!(route.matches("GET", &segs("/invoices")).is_none());
+        assert!(route.matches("GET", &segs("/invoices/1/x")).is_none());
+        assert!(route.matches("POST", &segs("/invoices/1")).is_none());
     }
 
     #[test]
@@ -769,18 +807,54 @@ colour = "red""#,
     }
 
     #[test]
+    fn route_request_keys_are_checked() {
+        let route = |extra: &str| {
+            check(&format!(
+                "[[upstream]]\nname = \"api\"\ntype = \"http\"\nurl = \"http://x\"\n[[upstream.routes]]\nmethod = \"GET\"\npath = \"/x/{{id}}\"\naction = \"api.x\"\nkind = \"read\"\nclassification = \"public\"\n{extra}"
+            ))
+        };
+        let ok = route("decode_slashes = true\nlist_params = [\"tag\"]\nheaders = [\"X-Tenant\"]").unwrap();
+        let r = &ok.upstreams[0].routes[0];
+        assert!(r.decode_slashes);
+        assert_eq!((r.list_params.as_slice(), r.headers.as_slice()), (["tag".to_owned()].as_slice(), ["x-tenant".to_owned()].as_slice()));
+        let defaults = route("").unwrap();
+        let d = &defaults.upstreams[0].routes[0];
+        assert!(!d.decode_slashes && d.list_params.is_empty() && d.headers.is_empty());
+        for (extra, expected) in [
+            ("list_params = [\"_method\"]", "upstream `api`: route `GET /x/{id}`: `list_params` cannot name `_method`"),
+            ("list_params = [\"a\", \"a\"]", "`list_params` names `a` twice"),
+            ("list_params = [\"\"]", "`list_params` entry `` must be"),
+            ("headers = [\"x_tenant\"]", "`headers` entry `x_tenant` is not a header name"),
+            ("headers = [\"Authorization\"]", "`headers` entry `Authorization` is never forwarded"),
+            ("headers = [\"x-forwarded-for\"]", "is never forwarded"),
+            ("headers = [\"a\", \"A\"]", "`headers` names `A` twice"),
+            ("decode_slash = true", "unknown field `decode_slash`"),
+        ] {
+            let e = route(extra).unwrap_err();
+            assert!(e.0.contains(expected), "{extra}\n→ {e}");
+        }
+        let literal = check(
+            "[[upstream]]\nname = \"api\"\ntype = \"http\"\nurl = \"http://x\"\n[[upstream.routes]]\nmethod = \"GET\"\npath = \"/x\"\naction = \"api.x\"\nkind = \"read\"\nclassification = \"public\"\ndecode_slashes = true",
+        );
+        assert!(literal.unwrap_err().0.contains("`decode_slashes` needs a path parameter"));
+    }
+
+    #[test]
     fn rest_parameters_take_the_remaining_path() {
-        let segs = parse_pattern("/files/{*path}").unwrap();
+        let pattern = parse_pattern("/files/{*path}").unwrap();
         let r = Route {
             method: "*".into(),
-            segments: segs,
+            segments: pattern,
             action: "fs.read".into(),
             kind: ActionKind::Read,
             classification: Classification::Internal,
             resource: Some(("file".into(), parse_template("{path}").unwrap())),
             approval: true,
+            decode_slashes: false,
+            list_params: Vec::new(),
+            headers: Vec::new(),
         };
-        let p = r.matches("GET", "/files/a/b.txt").unwrap();
+        let p = r.matches("GET", &segs("/files/a/b.txt")).unwrap();
         assert_eq!(r.resource(&p).1, "a/b.txt");
         assert!(parse_pattern("/files/{*path}/x").is_err());
     }

@@ -2,6 +2,10 @@
 //! route (method and path pattern), which names its action, kind, classification and
 //! resource; the decision is asked for, and only an allowed request is forwarded, with the
 //! brokered secret and without the agent's mandate. Unmatched routes are denied.
+//!
+//! The request is read once ([`crate::http_request`]): what the route is matched on, what is
+//! decided and what is forwarded are the same normalized request, and the upstream URL is
+//! rebuilt from it, never copied from the raw URI.
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -11,25 +15,12 @@ use axum::extract::{Path, State};
 use axum::http::{HeaderMap, Method, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
 use futures_util::StreamExt;
-use serde_json::{Map, Value, json};
+use serde_json::{Value, json};
 
 use crate::authz::{Ask, CallRecord, Outcome};
-use crate::config::{Target, Upstream};
+use crate::config::Target;
 use crate::gateway::{Gateway, now_ms};
-
-/// Request headers never forwarded: hop-by-hop ones, and the agent's credential.
-const DROP: [&str; 10] = [
-    "authorization",
-    "connection",
-    "keep-alive",
-    "proxy-authorization",
-    "te",
-    "trailer",
-    "transfer-encoding",
-    "upgrade",
-    "host",
-    "content-length",
-];
+use crate::http_request::{Parsed, RequestError};
 
 pub async fn proxy(
     State(gw): State<Arc<Gateway>>,
@@ -54,44 +45,15 @@ pub async fn proxy_root(
     handle(gw, name, "/".to_owned(), method, uri, headers, body).await
 }
 
-/// The path after `/api/{name}`, exactly as the client sent it (still percent-encoded): what
-/// routes are matched against (they decode each segment themselves) and what is forwarded.
-/// The router's decoded `{*rest}` is not usable for either: decoding turns `%2F` into a
-/// separator, `%2E%2E` into a dot segment and `%3F` into the start of a query.
+/// The path after `/api/{name}`, exactly as the client sent it (still percent-encoded), for
+/// [`Parsed::parse`] to read once. The router's decoded `{*rest}` is not usable: decoding
+/// turns `%2F` into a separator, `%2E%2E` into a dot segment and `%3F` into a query.
 fn raw_rest(uri: &Uri) -> String {
     let after_api = uri.path().strip_prefix("/api/").unwrap_or_default();
     match after_api.find('/') {
         Some(i) => after_api.get(i..).unwrap_or("/").to_owned(),
         None => "/".to_owned(),
     }
-}
-
-/// Whether a raw path holds a `.` or `..` segment in any spelling (`%2e`, `.%2E`, or hidden
-/// behind an encoded `/` or a `\`): the upstream, or the URL parser on the way to it, would
-/// resolve it and the request would land outside the route that allowed it.
-fn has_dot_segment(raw: &str) -> bool {
-    let decoded = percent_decode_lossy(raw);
-    decoded.split(['/', '\\']).any(|seg| seg == "." || seg == "..")
-}
-
-fn percent_decode_lossy(s: &str) -> String {
-    let bytes = s.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while let Some(&b) = bytes.get(i) {
-        let hex = (b == b'%').then(|| s.get(i + 1..i + 3)).flatten().and_then(|h| u8::from_str_radix(h, 16).ok());
-        match hex {
-            Some(v) => {
-                out.push(v);
-                i += 3;
-            }
-            None => {
-                out.push(b);
-                i += 1;
-            }
-        }
-    }
-    String::from_utf8_lossy(&out).into_owned()
 }
 
 async fn handle(gw: Arc<Gateway>, name: String, path: String, method: Method, uri: Uri, headers: HeaderMap, body: Body) -> Response {
@@ -128,21 +90,25 @@ async fn handle(gw: Arc<Gateway>, name: String, path: String, method: Method, ur
             );
         }
     };
-    // A path that would be rewritten on its way upstream (dot segments, or anything the URL
-    // parser normalises) matches no route: what is decided must be what is forwarded.
-    let target = target_url(&up, &path, uri.query());
-    let matched = match &target {
-        Some(_) => up.routes.iter().find_map(|r| r.matches(method.as_str(), &path).map(|p| (r, p))),
-        None => None,
+    // Parsed once: what is decided below and what is forwarded are both this reading.
+    let parsed = match Parsed::parse(method.as_str(), &path, uri.query(), &headers, body) {
+        Ok(p) => p,
+        Err(e) => {
+            let refusal = Refusal { gw: &gw, mandate: &mandate, upstream: &up.name, method: method.as_str(), started };
+            return refusal.refuse(&mandate_core::clip(&path), "", mandate_policy::ActionKind::Execute, &e);
+        }
     };
+    let segments = parsed.segment_values();
+    let matched = up.routes.iter().find_map(|r| r.matches(&parsed.method, &segments).map(|p| (r, p)));
     let Some((route, params)) = matched else {
         let outcome = Outcome::refused("route_not_configured");
+        let normalized_path = parsed.path();
         let ev = CallRecord {
             mandate: Some(&mandate),
             upstream: &up.name,
             protocol: "http",
-            method: method.as_str(),
-            tool: &path,
+            method: &parsed.method,
+            tool: &normalized_path,
             action: "",
             kind: mandate_policy::ActionKind::Execute,
             outcome: &outcome,
@@ -156,28 +122,35 @@ async fn handle(gw: Arc<Gateway>, name: String, path: String, method: Method, ur
             response_bytes: 0,
             secret: None,
             request_id: None,
+            request_sha256: None,
         }
         .event(now_ms());
         gw.control.record(ev);
         return error(
             StatusCode::FORBIDDEN,
             "route_not_configured",
-            &format!("`{} {}` matches no configured route", method, mandate_core::clip(&path)),
+            &format!("`{} {}` matches no configured route", parsed.method, mandate_core::clip(&normalized_path)),
             None,
         );
     };
-    let mut context = Map::new();
-    context.insert("protocol".into(), json!("http"));
-    context.insert("method".into(), json!(method.as_str()));
-    context.insert("path".into(), json!(path));
-    let path_params: Map<String, Value> = params.iter().map(|(k, v)| (k.clone(), json!(v))).collect();
-    context.insert("path_params".into(), Value::Object(path_params));
-    let query: Map<String, Value> = uri
-        .query()
-        .map(|q| url::form_urlencoded::parse(q.as_bytes()).map(|(k, v)| (k.into_owned(), json!(v.into_owned()))).collect())
-        .unwrap_or_default();
-    context.insert("query".into(), Value::Object(query));
-    let json_body: Option<Value> = serde_json::from_slice(&body).ok().filter(Value::is_object);
+    let injected_header = up.inject.as_ref().map(|i| i.header.as_str());
+    let normalized_path = parsed.path();
+    let req = match parsed.finish(&up.name, route, injected_header) {
+        Ok(n) => n,
+        Err(e) => {
+            let refusal = Refusal { gw: &gw, mandate: &mandate, upstream: &up.name, method: method.as_str(), started };
+            return refusal.refuse(&normalized_path, &route.action, route.kind, &e);
+        }
+    };
+    let Target::Http { base_url } = &up.target else {
+        return error(StatusCode::FORBIDDEN, "route_not_configured", "the path matches no configured route", None);
+    };
+    let Some(target) = req.target(base_url) else {
+        let refusal = Refusal { gw: &gw, mandate: &mandate, upstream: &up.name, method: &req.method, started };
+        return refusal.refuse(&req.path, &route.action, route.kind, &RequestError::PathEncoding);
+    };
+    let context = req.context(&params, &route.list_params);
+    let json_body: Option<Value> = serde_json::from_slice(&req.body).ok().filter(Value::is_object);
     let ask = Ask {
         token,
         mandate: &mandate,
@@ -204,8 +177,8 @@ async fn handle(gw: Arc<Gateway>, name: String, path: String, method: Method, ur
             mandate: Some(&mandate),
             upstream: &up.name,
             protocol: "http",
-            method: method.as_str(),
-            tool: &path,
+            method: &req.method,
+            tool: &req.path,
             action: &route.action,
             kind: route.kind,
             outcome: &outcome,
@@ -219,6 +192,7 @@ async fn handle(gw: Arc<Gateway>, name: String, path: String, method: Method, ur
             response_bytes: bytes,
             secret,
             request_id: rid.as_deref(),
+            request_sha256: Some(req.digest()),
         }
         .event(now_ms())
     };
@@ -234,24 +208,21 @@ async fn handle(gw: Arc<Gateway>, name: String, path: String, method: Method, ur
             return error(StatusCode::BAD_GATEWAY, &code, "the upstream's credential is not available", None);
         }
     };
-    let Some(url) = target else {
-        return error(StatusCode::FORBIDDEN, "route_not_configured", "the path matches no configured route", None);
+    let Ok(upstream_method) = Method::from_bytes(req.method.as_bytes()) else {
+        return error(StatusCode::BAD_REQUEST, "method_invalid", "the method is not valid", None);
     };
-    let mut req = gw.http.request(method.clone(), url).timeout(up.timeout).body(body);
-    // The brokered header replaces any the agent sent under that name (`header` appends: an
-    // agent-supplied value would go first, and most servers read the first).
-    let brokered = injected.as_ref().map(|i| &i.header.0);
-    for (k, v) in &headers {
-        if !DROP.contains(&k.as_str()) && brokered != Some(k) {
-            req = req.header(k, v);
-        }
+    // Exactly the normalized request: its method, its URL (never the raw URI), its headers
+    // (the dropped ones gone), its body bytes; then the brokered header, set once.
+    let mut out_req = gw.http.request(upstream_method, target).timeout(up.timeout).body(req.body.clone());
+    for (k, v) in &req.headers {
+        out_req = out_req.header(k, v);
     }
     if let Some(i) = &injected {
-        req = req.header(i.header.0.clone(), i.header.1.clone());
+        out_req = out_req.header(i.header.0.clone(), i.header.1.clone());
     }
     let secret = injected.as_ref().map(|i| (i.secret.clone(), i.version));
     drop(injected);
-    let resp = match req.send().await {
+    let resp = match out_req.send().await {
         Ok(r) => r,
         Err(e) => {
             let reason = if e.is_timeout() { "upstream_timeout" } else { "upstream_unreachable" };
@@ -305,21 +276,45 @@ async fn handle(gw: Arc<Gateway>, name: String, path: String, method: Method, ur
     builder.body(Body::from(out)).unwrap_or_else(|_| StatusCode::BAD_GATEWAY.into_response())
 }
 
-/// The upstream URL for a raw path and query, or `None` if the path would not arrive as it
-/// is (a dot segment, or a URL parser that rewrites it).
-fn target_url(up: &Upstream, path: &str, query: Option<&str>) -> Option<url::Url> {
-    if has_dot_segment(path) {
-        return None;
+/// Who a refusal before the decision is recorded for.
+struct Refusal<'a> {
+    gw: &'a Gateway,
+    mandate: &'a mandate_token::VerifiedMandate,
+    upstream: &'a str,
+    method: &'a str,
+    started: Instant,
+}
+
+impl Refusal<'_> {
+    /// Records the refused request as a `tool.call` (not forwarded, no decision) and answers
+    /// 400 with the refusal's code.
+    fn refuse(&self, path: &str, action: &str, kind: mandate_policy::ActionKind, e: &RequestError) -> Response {
+        let outcome = Outcome::refused(e.code());
+        let ev = CallRecord {
+            mandate: Some(self.mandate),
+            upstream: self.upstream,
+            protocol: "http",
+            method: self.method,
+            tool: path,
+            action,
+            kind,
+            outcome: &outcome,
+            forwarded: false,
+            result: "denied",
+            status: None,
+            arguments: None,
+            log_arguments: false,
+            redact: &[],
+            latency_us: self.started.elapsed().as_micros() as u64,
+            response_bytes: 0,
+            secret: None,
+            request_id: None,
+            request_sha256: None,
+        }
+        .event(now_ms());
+        self.gw.control.record(ev);
+        error(StatusCode::BAD_REQUEST, e.code(), &e.to_string(), None)
     }
-    let Target::Http { base_url } = &up.target else { return None };
-    let base = url::Url::parse(base_url).ok()?;
-    let text = match query {
-        Some(q) => format!("{base_url}{path}?{q}"),
-        None => format!("{base_url}{path}"),
-    };
-    let url = url::Url::parse(&text).ok()?;
-    let expected = format!("{}{path}", base.path().trim_end_matches('/'));
-    (url.path() == expected && url.host() == base.host() && url.port_or_known_default() == base.port_or_known_default()).then_some(url)
 }
 
 fn bearer(headers: &HeaderMap) -> Option<&str> {

@@ -13,6 +13,7 @@ pub mod control;
 pub mod embedded;
 mod gateway;
 mod http_api;
+pub mod http_request;
 pub mod mcp;
 pub mod remote;
 mod remote_feed;

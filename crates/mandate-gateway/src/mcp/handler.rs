@@ -652,6 +652,7 @@ impl Decided {
             response_bytes: bytes,
             secret,
             request_id: call.request_id.as_deref(),
+            request_sha256: None,
         }
         .event(now_ms())
     }
