@@ -16,6 +16,7 @@ mod http_api;
 pub mod mcp;
 pub mod remote;
 mod remote_feed;
+pub mod scrub;
 
 use std::sync::Arc;
 
