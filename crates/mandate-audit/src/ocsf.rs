@@ -282,7 +282,9 @@ fn api_activity(out: &mut Map<String, Value>, event: &SealedEvent, details: &Val
     let operation = match event.kind.as_str() {
         kinds::DECISION => str_field(details, "action").unwrap_or(kinds::DECISION).to_owned(),
         kinds::TOOL_CALL => tool_operation(details),
-        kinds::SECRET_ECHO_REDACTED => str_field(details, "tool").or_else(|| str_field(details, "method")).unwrap_or(kinds::SECRET_ECHO_REDACTED).to_owned(),
+        kinds::SECRET_ECHO_REDACTED => {
+            str_field(details, "tool").or_else(|| str_field(details, "method")).unwrap_or(kinds::SECRET_ECHO_REDACTED).to_owned()
+        }
         kind => kind.to_owned(),
     };
     let service = match event.kind.as_str() {
@@ -735,7 +737,8 @@ mod tests {
 
     #[test]
     fn an_echo_redacted_is_the_upstream_and_its_tool() {
-        let d = json!({"secret": {"name": "gh", "version": 2}, "upstream": "tickets", "tool": "echo", "decision_id": "dec_1", "matches": 2});
+        let d =
+            json!({"secret": {"name": "gh", "version": 2}, "upstream": "tickets", "tool": "echo", "decision_id": "dec_1", "matches": 2});
         let o = to_ocsf(&sealed(kinds::SECRET_ECHO_REDACTED, "agent:bot", Some("bot"), None, d));
         assert_eq!((o["class_uid"].as_u64(), o["activity_id"].as_u64()), (Some(6003), Some(3)));
         assert_eq!(o["api"]["operation"], "echo");

@@ -18,10 +18,10 @@ use zeroize::Zeroizing;
 use mandate_proto::authzen::EvaluationRequest;
 
 use crate::authz::{EchoRecord, Outcome};
-use crate::scrub::{Found, Scrubber};
 use crate::config::{GatewayConfig, Inject, InjectFormat, Target, Upstream};
 use crate::control::{ControlPlane, Revoked};
 use crate::mcp::upstream::{ClientIdentity, Link, McpUpstream};
+use crate::scrub::{Found, Scrubber};
 
 pub struct Gateway {
     pub cfg: GatewayConfig,

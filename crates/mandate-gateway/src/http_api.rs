@@ -14,9 +14,9 @@ use futures_util::StreamExt;
 use serde_json::{Map, Value, json};
 
 use crate::authz::{Ask, CallRecord, EchoRecord, Outcome};
-use crate::scrub::{Found, REDACTED, Scrubber};
 use crate::config::{Target, Upstream};
 use crate::gateway::{Gateway, now_ms};
+use crate::scrub::{Found, REDACTED, Scrubber};
 
 /// Request headers never forwarded: hop-by-hop ones, and the agent's credential.
 const DROP: [&str; 10] = [
@@ -378,7 +378,10 @@ fn scrub_answer(s: &Scrubber, headers: &mut HeaderMap, body: Vec<u8>, found: &mu
     let in_headers = found.matches;
     let json = headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).is_some_and(|c| c.to_ascii_lowercase().contains("json"));
     let mut body = body;
-    if json && let Ok(mut v) = serde_json::from_slice::<Value>(&body) && s.value(&mut v, found) {
+    if json
+        && let Ok(mut v) = serde_json::from_slice::<Value>(&body)
+        && s.value(&mut v, found)
+    {
         body = serde_json::to_vec(&v).unwrap_or_else(|_| REDACTED.as_bytes().to_vec());
     }
     let body = s.bytes(&body, found).unwrap_or(body);

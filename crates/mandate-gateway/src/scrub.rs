@@ -178,7 +178,14 @@ impl Scrubber {
                 }
                 None => false,
             },
-            Value::Array(items) => items.iter_mut().fold(false, |changed, i| self.value(i, found) || changed),
+            Value::Array(items) => {
+                // Every item, not only up to the first that changed.
+                let mut changed = false;
+                for i in items {
+                    changed |= self.value(i, found);
+                }
+                changed
+            }
             Value::Object(map) => {
                 let mut changed = false;
                 let keys_match = map.keys().any(|k| self.contains(k.as_bytes()));

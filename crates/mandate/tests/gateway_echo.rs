@@ -300,7 +300,8 @@ async fn check_evidence(admin: &mandate_client::Client, task: &str, answers: usi
         assert!(d["decision_id"].as_str().unwrap().starts_with("dec_"), "{d}");
         assert_eq!(d["method"], "tools/call");
     }
-    let enc = |t: &str| tool(t)["details"]["encodings"].as_array().unwrap().iter().map(|e| e.as_str().unwrap().to_owned()).collect::<Vec<_>>();
+    let enc =
+        |t: &str| tool(t)["details"]["encodings"].as_array().unwrap().iter().map(|e| e.as_str().unwrap().to_owned()).collect::<Vec<_>>();
     assert!(enc("echo.base64").contains(&"base64".to_owned()), "{:?}", enc("echo.base64"));
     assert!(enc("echo.percent").contains(&"percent".to_owned()), "{:?}", enc("echo.percent"));
     assert!(enc("echo.hex").contains(&"hex".to_owned()), "{:?}", enc("echo.hex"));

@@ -28,10 +28,10 @@ use tokio_util::sync::CancellationToken;
 use super::jsonrpc::{self, LEGACY, META_CLIENT_CAPS, META_CLIENT_INFO, META_SERVER_INFO, Message, STATELESS, SUPPORTED, code};
 use super::upstream::{ClientIdentity, Link, McpUpstream, Reply, UpstreamError, stateless_meta};
 use crate::authz::{self, Ask, CallRecord, EchoRecord, Outcome};
-use crate::scrub::{Found, SseScrubber};
 use crate::config::ToolPolicy;
 use crate::control::Refusal;
 use crate::gateway::{Gateway, Injected, Session, now_ms, shared_key};
+use crate::scrub::{Found, SseScrubber};
 
 /// Methods that pass without a decision (after the mandate check).
 const PASS: [&str; 2] = ["ping", "logging/setLevel"];
@@ -466,7 +466,12 @@ impl Call<'_> {
     }
 
     /// An upstream's description of itself (or why it could not be had), scrubbed.
-    fn scrub_opened(&self, inject: Option<&Injected>, method: &str, opened: Result<(Link, Value), UpstreamError>) -> Result<(Link, Value), UpstreamError> {
+    fn scrub_opened(
+        &self,
+        inject: Option<&Injected>,
+        method: &str,
+        opened: Result<(Link, Value), UpstreamError>,
+    ) -> Result<(Link, Value), UpstreamError> {
         let Some(i) = inject else { return opened };
         let mut found = Found::default();
         let out = match opened {

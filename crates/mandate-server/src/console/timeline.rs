@@ -259,7 +259,8 @@ fn body(e: &SealedEvent, d: &Value) -> Markup {
         kinds::SECRET_ECHO_REDACTED => {
             let mut all = d.as_object().cloned().unwrap_or_default();
             if let Some(sec) = d.get("secret") {
-                let text = format!("{} v{}", sec.get("name").map(plain).unwrap_or_default(), sec.get("version").map(plain).unwrap_or_default());
+                let text =
+                    format!("{} v{}", sec.get("name").map(plain).unwrap_or_default(), sec.get("version").map(plain).unwrap_or_default());
                 all.insert("secret".into(), Value::String(text));
             }
             kv(
