@@ -696,7 +696,6 @@ mod tests {
             (kinds::SECRET_LEASE_CREATED, 1),
             (kinds::SECRET_LEASE_FAILED, 1),
             (kinds::SECRET_LEASE_DROPPED, 4),
-            (kinds::SECRET_ECHO_REDACTED, 3),
             ("something.new", 99),
         ];
         for (kind, activity) in cases {
