@@ -62,6 +62,11 @@ pub mod kinds {
     pub const SECRET_LEASE_FAILED: &str = "secret.lease_failed";
     /// A lease's credential was dropped at its target (its task ended, or it expired).
     pub const SECRET_LEASE_DROPPED: &str = "secret.lease_dropped";
+    /// An upstream's answer held the secret the gateway injected into its request (raw or
+    /// encoded); the gateway replaced it before the agent saw it. The secret's name and
+    /// version, the upstream, the tool, the decision, how many matches and in which
+    /// encodings; never the value.
+    pub const SECRET_ECHO_REDACTED: &str = "secret.echo_redacted";
     /// The control plane started.
     pub const SERVER_STARTED: &str = "server.started";
     /// The control plane stopped.
@@ -88,7 +93,7 @@ pub mod kinds {
     pub const APPROVAL_NOTIFY_FAILED: &str = "approval.notify_failed";
 
     /// Every kind above.
-    pub const ALL: [&str; 38] = [
+    pub const ALL: [&str; 39] = [
         TASK_OPENED,
         TASK_OPEN_DENIED,
         TOKEN_ISSUED,
@@ -116,6 +121,7 @@ pub mod kinds {
         SECRET_LEASE_CREATED,
         SECRET_LEASE_FAILED,
         SECRET_LEASE_DROPPED,
+        SECRET_ECHO_REDACTED,
         SERVER_STARTED,
         SERVER_STOPPED,
         APPROVAL_REQUESTED,

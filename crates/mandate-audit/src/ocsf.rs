@@ -9,6 +9,7 @@
 //! | `agent.*`, `policy.*`, `entities.loaded`, `api_token.created`, `issuer.*`, `key.rotated` | API Activity (6003) | Create, Update or Delete |
 //! | `admin.auth_failed`, `attestation.refused`, `console.csrf_refused` | Authentication (3002) | Logon, failed |
 //! | `console.login`, `console.logout` | Authentication (3002) | Logon, Logoff |
+//! | `secret.echo_redacted` | API Activity (6003) | Update (the gateway changed the answer) |
 //! | `server.started`, `server.stopped` | Application Lifecycle (6002) | Start, Stop |
 //! | anything else | API Activity (6003) | Other |
 //!
@@ -161,6 +162,7 @@ impl Shape {
                 api(CREATE)
             }
             kinds::SECRET_LEASE_CREATED => api(CREATE),
+            kinds::SECRET_ECHO_REDACTED => api(UPDATE),
             kinds::SECRET_LEASE_FAILED => Shape { failure: true, ..api(CREATE) },
             kinds::TASK_COMPLETED
             | kinds::TASK_REVOKED
@@ -253,7 +255,12 @@ fn metadata(event: &SealedEvent, shape: &Shape) -> Value {
 fn api_activity(out: &mut Map<String, Value>, event: &SealedEvent, details: &Value, shape: &Shape) {
     let subject_is_agent = matches!(
         event.kind.as_str(),
-        kinds::DECISION | kinds::TOOL_CALL | kinds::TASK_OPENED | kinds::TASK_OPEN_DENIED | kinds::TOKEN_ISSUED
+        kinds::DECISION
+            | kinds::TOOL_CALL
+            | kinds::SECRET_ECHO_REDACTED
+            | kinds::TASK_OPENED
+            | kinds::TASK_OPEN_DENIED
+            | kinds::TOKEN_ISSUED
     );
     let mut actor = Map::new();
     match (&event.agent, subject_is_agent) {
@@ -275,10 +282,13 @@ fn api_activity(out: &mut Map<String, Value>, event: &SealedEvent, details: &Val
     let operation = match event.kind.as_str() {
         kinds::DECISION => str_field(details, "action").unwrap_or(kinds::DECISION).to_owned(),
         kinds::TOOL_CALL => tool_operation(details),
+        kinds::SECRET_ECHO_REDACTED => {
+            str_field(details, "tool").or_else(|| str_field(details, "method")).unwrap_or(kinds::SECRET_ECHO_REDACTED).to_owned()
+        }
         kind => kind.to_owned(),
     };
     let service = match event.kind.as_str() {
-        kinds::TOOL_CALL => str_field(details, "upstream").unwrap_or(PRODUCT),
+        kinds::TOOL_CALL | kinds::SECRET_ECHO_REDACTED => str_field(details, "upstream").unwrap_or(PRODUCT),
         _ => PRODUCT,
     };
     let mut api = json!({"operation": operation, "service": {"name": service}});
@@ -722,6 +732,18 @@ mod tests {
         assert_eq!(o["app"]["name"], "Mandate");
         let o = to_ocsf(&sealed(kinds::SERVER_STOPPED, "system", None, None, json!({})));
         assert_eq!(o["activity_id"], 4);
+    }
+
+    #[test]
+    fn an_echo_redacted_is_the_upstream_and_its_tool() {
+        let d =
+            json!({"secret": {"name": "gh", "version": 2}, "upstream": "tickets", "tool": "echo", "decision_id": "dec_1", "matches": 2});
+        let o = to_ocsf(&sealed(kinds::SECRET_ECHO_REDACTED, "agent:bot", Some("bot"), None, d));
+        assert_eq!((o["class_uid"].as_u64(), o["activity_id"].as_u64()), (Some(6003), Some(3)));
+        assert_eq!(o["api"]["operation"], "echo");
+        assert_eq!(o["api"]["service"]["name"], "tickets");
+        assert_eq!(o["api"]["request"]["uid"], "dec_1");
+        assert_eq!(o["status_id"], 1);
     }
 
     #[test]

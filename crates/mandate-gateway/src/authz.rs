@@ -265,6 +265,53 @@ impl CallRecord<'_> {
     }
 }
 
+/// One `secret.echo_redacted` event: an upstream's answer held the secret injected into its
+/// request (in some encoding) and the gateway replaced it. Never the value.
+pub struct EchoRecord<'a> {
+    pub mandate: Option<&'a VerifiedMandate>,
+    pub upstream: &'a str,
+    pub protocol: &'a str,
+    /// The MCP method, or the HTTP method.
+    pub method: &'a str,
+    /// The tool, prompt, resource or HTTP path, when the answer was to one.
+    pub tool: Option<&'a str>,
+    pub decision_id: Option<&'a str>,
+    pub request_id: Option<&'a str>,
+    /// The secret's name and version.
+    pub secret: (&'a str, u32),
+    /// Where in the answer: `result`, `error`, `body`, `headers`, `stream`, `description`.
+    pub place: &'a str,
+}
+
+impl EchoRecord<'_> {
+    pub fn event(&self, found: &crate::scrub::Found, now_ms: i64) -> NewEvent {
+        let mut d = json!({
+            "secret": { "name": self.secret.0, "version": self.secret.1 },
+            "upstream": self.upstream,
+            "protocol": self.protocol,
+            "method": self.method,
+            "place": self.place,
+            "matches": found.matches,
+            "encodings": found.encoding_names(),
+        });
+        if let Value::Object(m) = &mut d {
+            for (k, v) in [("tool", self.tool), ("decision_id", self.decision_id), ("request_id", self.request_id)] {
+                if let Some(v) = v {
+                    m.insert(k.into(), json!(v));
+                }
+            }
+        }
+        NewEvent {
+            ts_ms: now_ms,
+            kind: kinds::SECRET_ECHO_REDACTED.to_owned(),
+            actor: self.mandate.map(|m| m.claims().actor_id().to_owned()).unwrap_or_else(|| "anonymous".to_owned()),
+            agent: self.mandate.map(|m| m.claims().agent.clone()),
+            task: self.mandate.map(|m| m.claims().task_id.clone()),
+            details: d,
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

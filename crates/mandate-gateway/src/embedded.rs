@@ -80,6 +80,10 @@ impl ControlPlane for Embedded {
     }
 
     fn record(&self, event: NewEvent) {
+        if event.kind == mandate_audit::kinds::SECRET_ECHO_REDACTED {
+            let upstream = event.details.get("upstream").and_then(serde_json::Value::as_str).unwrap_or_default();
+            self.state.metrics.secret_echo_redacted(upstream);
+        }
         self.state.enqueue_event(event);
     }
 

@@ -17,10 +17,11 @@ use zeroize::Zeroizing;
 
 use mandate_proto::authzen::EvaluationRequest;
 
-use crate::authz::Outcome;
+use crate::authz::{EchoRecord, Outcome};
 use crate::config::{GatewayConfig, Inject, InjectFormat, Target, Upstream};
 use crate::control::{ControlPlane, Revoked};
 use crate::mcp::upstream::{ClientIdentity, Link, McpUpstream};
+use crate::scrub::{Found, Scrubber};
 
 pub struct Gateway {
     pub cfg: GatewayConfig,
@@ -181,7 +182,26 @@ impl Gateway {
         let Some(inject) = &u.inject else { return Ok(None) };
         let (version, value) = self.control.secret(&inject.secret, task).await?;
         let header = header_for(inject, &value)?;
-        Ok(Some(Injected { header, secret: inject.secret.clone(), version }))
+        let scrubber = Scrubber::new(&[value.as_slice(), header.1.as_bytes()]);
+        Ok(Some(Injected { header, secret: inject.secret.clone(), version, scrubber }))
+    }
+
+    /// Records that an answer from an upstream held its injected secret, now replaced: one
+    /// `secret.echo_redacted` event (never the value), counted in `/metrics` by the control
+    /// plane. Nothing when nothing was found.
+    pub fn echo_redacted(&self, echo: &EchoRecord<'_>, found: &Found) {
+        if found.is_empty() {
+            return;
+        }
+        tracing::warn!(
+            upstream = %echo.upstream,
+            secret = %echo.secret.0,
+            version = echo.secret.1,
+            matches = found.matches,
+            place = %echo.place,
+            "an upstream echoed its injected secret; it was redacted"
+        );
+        self.control.record(echo.event(found, now_ms()));
     }
 }
 
@@ -190,6 +210,8 @@ pub struct Injected {
     pub header: (HeaderName, HeaderValue),
     pub secret: String,
     pub version: u32,
+    /// Finds the value (and the header value) in what the upstream answers.
+    pub scrubber: Arc<Scrubber>,
 }
 
 fn header_for(inject: &Inject, value: &[u8]) -> Result<(HeaderName, HeaderValue), String> {

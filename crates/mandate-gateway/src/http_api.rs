@@ -12,15 +12,16 @@ use std::time::Instant;
 
 use axum::body::Body;
 use axum::extract::{Path, State};
-use axum::http::{HeaderMap, Method, StatusCode, Uri, header};
+use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
 use futures_util::StreamExt;
 use serde_json::{Value, json};
 
-use crate::authz::{Ask, CallRecord, Outcome};
+use crate::authz::{Ask, CallRecord, EchoRecord, Outcome};
 use crate::config::Target;
 use crate::gateway::{Gateway, now_ms};
 use crate::http_request::{Parsed, RequestError};
+use crate::scrub::{Found, REDACTED, Scrubber};
 
 pub async fn proxy(
     State(gw): State<Arc<Gateway>>,
@@ -212,22 +213,55 @@ async fn handle(gw: Arc<Gateway>, name: String, path: String, method: Method, ur
         return error(StatusCode::BAD_REQUEST, "method_invalid", "the method is not valid", None);
     };
     // Exactly the normalized request: its method, its URL (never the raw URI), its headers
-    // (the dropped ones gone), its body bytes; then the brokered header, set once.
+    // (the dropped ones gone), its body bytes; then the brokered header, set once. With a
+    // secret injected the answer must be readable to be scrubbed: no compression.
     let mut out_req = gw.http.request(upstream_method, target).timeout(up.timeout).body(req.body.clone());
     for (k, v) in &req.headers {
-        out_req = out_req.header(k, v);
+        if !(injected.is_some() && k == header::ACCEPT_ENCODING) {
+            out_req = out_req.header(k, v);
+        }
     }
     if let Some(i) = &injected {
-        out_req = out_req.header(i.header.0.clone(), i.header.1.clone());
+        out_req = out_req.header(i.header.0.clone(), i.header.1.clone()).header(header::ACCEPT_ENCODING, "identity");
     }
     let secret = injected.as_ref().map(|i| (i.secret.clone(), i.version));
+    let scrubber = injected.as_ref().map(|i| i.scrubber.clone());
     drop(injected);
+    let decision_id = outcome.decision_id.clone();
+    let echo = |place: &str, found: &Found| {
+        if let Some((name, version)) = &secret {
+            let e = EchoRecord {
+                mandate: Some(&mandate),
+                upstream: &up.name,
+                protocol: "http",
+                method: &req.method,
+                tool: Some(&req.path),
+                decision_id: decision_id.as_deref(),
+                request_id: rid.as_deref(),
+                secret: (name, *version),
+                place,
+            };
+            gw.echo_redacted(&e, found);
+        }
+    };
+    // An error text that quotes the upstream, scrubbed.
+    let scrubbed_text = |text: String| match &scrubber {
+        Some(s) => {
+            let mut found = Found::default();
+            let mut text = text;
+            s.text(&mut text, &mut found);
+            echo("error", &found);
+            text
+        }
+        None => text,
+    };
     let resp = match out_req.send().await {
         Ok(r) => r,
         Err(e) => {
             let reason = if e.is_timeout() { "upstream_timeout" } else { "upstream_unreachable" };
             gw.control.record(record(true, reason, None, 0, secret.as_ref().map(|(n, v)| (n.as_str(), *v))));
-            return error(StatusCode::BAD_GATEWAY, reason, &format!("the upstream failed: {}", crate::remote::root_cause(&e)), None);
+            let text = scrubbed_text(format!("the upstream failed: {}", crate::remote::root_cause(&e)));
+            return error(StatusCode::BAD_GATEWAY, reason, &text, None);
         }
     };
     let status = resp.status();
@@ -255,17 +289,45 @@ async fn handle(gw: Arc<Gateway>, name: String, path: String, method: Method, ur
                     out.len(),
                     secret.as_ref().map(|(n, v)| (n.as_str(), *v)),
                 ));
-                return error(
-                    StatusCode::BAD_GATEWAY,
-                    "upstream_unreachable",
-                    &format!("the upstream failed: {}", crate::remote::root_cause(&e)),
-                    None,
-                );
+                let text = scrubbed_text(format!("the upstream failed: {}", crate::remote::root_cause(&e)));
+                return error(StatusCode::BAD_GATEWAY, "upstream_unreachable", &text, None);
             }
         }
     }
+    let encoded = resp_headers
+        .get(header::CONTENT_ENCODING)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| !v.trim().is_empty() && !v.trim().eq_ignore_ascii_case("identity"));
+    if scrubber.is_some() && encoded {
+        // Compressed despite `identity`: it cannot be checked for the secret, so it is withheld.
+        gw.control.record(record(
+            true,
+            "upstream_encoded_answer",
+            Some(i64::from(status.as_u16())),
+            out.len(),
+            secret.as_ref().map(|(n, v)| (n.as_str(), *v)),
+        ));
+        return error(
+            StatusCode::BAD_GATEWAY,
+            "upstream_encoded_answer",
+            "the upstream compressed its answer, which cannot be checked for the injected secret",
+            None,
+        );
+    }
     let result = if status.is_success() { "ok" } else { "http_status" };
     gw.control.record(record(true, result, Some(i64::from(status.as_u16())), out.len(), secret.as_ref().map(|(n, v)| (n.as_str(), *v))));
+    let mut resp_headers = resp_headers;
+    if let Some(s) = &scrubber {
+        let mut found = Found::default();
+        let (headers_found, body) = scrub_answer(s, &mut resp_headers, out, &mut found);
+        out = body;
+        let place = match (headers_found, found.matches > headers_found) {
+            (0, _) => "body",
+            (_, false) => "headers",
+            (_, true) => "headers and body",
+        };
+        echo(place, &found);
+    }
     let mut builder = Response::builder().status(status);
     for (k, v) in &resp_headers {
         let hop = ["connection", "keep-alive", "transfer-encoding", "content-length", "set-cookie"].contains(&k.as_str());
@@ -315,6 +377,28 @@ impl Refusal<'_> {
         self.gw.control.record(ev);
         error(StatusCode::BAD_REQUEST, e.code(), &e.to_string(), None)
     }
+}
+
+/// An HTTP answer with the injected secret replaced: in each header value, in the decoded
+/// strings of a JSON body (re-serialised only when something changed), and in the body's
+/// bytes. Returns how many matches were in the headers, and the body.
+fn scrub_answer(s: &Scrubber, headers: &mut HeaderMap, body: Vec<u8>, found: &mut Found) -> (usize, Vec<u8>) {
+    for v in headers.values_mut() {
+        if let Some(new) = s.bytes(v.as_bytes(), found) {
+            *v = HeaderValue::from_bytes(&new).unwrap_or_else(|_| HeaderValue::from_static(REDACTED));
+        }
+    }
+    let in_headers = found.matches;
+    let json = headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).is_some_and(|c| c.to_ascii_lowercase().contains("json"));
+    let mut body = body;
+    if json
+        && let Ok(mut v) = serde_json::from_slice::<Value>(&body)
+        && s.value(&mut v, found)
+    {
+        body = serde_json::to_vec(&v).unwrap_or_else(|_| REDACTED.as_bytes().to_vec());
+    }
+    let body = s.bytes(&body, found).unwrap_or(body);
+    (in_headers, body)
 }
 
 fn bearer(headers: &HeaderMap) -> Option<&str> {

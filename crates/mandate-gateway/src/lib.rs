@@ -17,6 +17,7 @@ pub mod http_request;
 pub mod mcp;
 pub mod remote;
 mod remote_feed;
+pub mod scrub;
 
 use std::sync::Arc;
 

@@ -135,7 +135,7 @@ pub struct EvidenceRequest {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct EvidenceEvent {
-    /// Only `tool.call` is accepted.
+    /// Only `tool.call` and `secret.echo_redacted` are accepted.
     pub kind: String,
     /// When it happened, by the gateway's clock, in milliseconds since the Unix epoch.
     pub ts_ms: i64,

@@ -14,6 +14,11 @@ pub struct DecisionLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct UpstreamLabels {
+    pub upstream: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct OutcomeLabels {
     pub outcome: &'static str,
 }
@@ -33,6 +38,7 @@ pub struct Metrics {
     webhook_deliveries: Family<OutcomeLabels, Counter>,
     sync_failures: Counter,
     lease_drop_failures: Counter,
+    secret_echoes: Family<UpstreamLabels, Counter>,
 }
 
 impl Default for Metrics {
@@ -82,7 +88,14 @@ impl Metrics {
             "Attempts to drop a dynamic credential's database role that failed (retried by the next sweep)",
             lease_drop_failures.clone(),
         );
+        let secret_echoes = Family::<UpstreamLabels, Counter>::default();
+        registry.register(
+            "secret_echo_redacted",
+            "Upstream answers that held the secret injected into their request, redacted by a gateway, by upstream",
+            secret_echoes.clone(),
+        );
         Metrics {
+            secret_echoes,
             lease_drop_failures,
             sync_failures,
             registry,
@@ -117,6 +130,11 @@ impl Metrics {
 
     pub fn audit_failure(&self) {
         self.audit_failures.inc();
+    }
+
+    /// A gateway redacted an injected secret from an upstream's answer.
+    pub fn secret_echo_redacted(&self, upstream: &str) {
+        self.secret_echoes.get_or_create(&UpstreamLabels { upstream: mandate_core::clip(upstream) }).inc();
     }
 
     pub fn lease_drop_failure(&self) {

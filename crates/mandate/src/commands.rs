@@ -607,6 +607,22 @@ pub fn render_event(e: &Value) -> String {
                 secret
             )
         }
+        "secret.echo_redacted" => {
+            let encodings = d
+                .get("encodings")
+                .and_then(Value::as_array)
+                .map(|p| p.iter().filter_map(Value::as_str).collect::<Vec<_>>().join(","))
+                .unwrap_or_default();
+            format!(
+                "REDACTED {}/{} echoed secret {} v{} ({} matches: {})",
+                ds("upstream"),
+                if ds("tool").is_empty() { ds("method") } else { ds("tool") },
+                d.pointer("/secret/name").and_then(Value::as_str).unwrap_or(""),
+                d.pointer("/secret/version").and_then(Value::as_u64).unwrap_or(0),
+                d.get("matches").and_then(Value::as_u64).unwrap_or(0),
+                encodings
+            )
+        }
         "task.opened" => {
             let purpose = d.pointer("/intent/purpose").and_then(Value::as_str).unwrap_or("");
             match d.get("depth").and_then(Value::as_u64).filter(|n| *n > 0) {

@@ -29,10 +29,11 @@ use tokio_util::sync::CancellationToken;
 use super::jsonrpc::{self, LEGACY, META_CLIENT_CAPS, META_CLIENT_INFO, META_SERVER_INFO, Message, STATELESS, SUPPORTED, code};
 use super::upstream::{ClientIdentity, Link, McpUpstream, Reply, UpstreamError, stateless_meta};
 use super::uri::{self, UriError};
-use crate::authz::{self, Ask, CallRecord, Outcome};
+use crate::authz::{self, Ask, CallRecord, EchoRecord, Outcome};
 use crate::config::ToolPolicy;
 use crate::control::Refusal;
 use crate::gateway::{Gateway, Injected, Session, now_ms, shared_key};
+use crate::scrub::{Found, SseScrubber};
 
 /// Methods that pass without a decision (after the mandate check).
 const PASS: [&str; 2] = ["ping", "logging/setLevel"];
@@ -146,6 +147,7 @@ pub async fn get(State(gw): State<Arc<Gateway>>, Path(name): Path<String>, heade
         Ok(r) => r,
         Err(UpstreamError::Status(405)) => return (StatusCode::METHOD_NOT_ALLOWED, [(header::ALLOW, "POST, DELETE")]).into_response(),
         Err(e) => {
+            let e = call.scrub_error(inject.as_ref(), "GET", e);
             return http_error(
                 StatusCode::BAD_GATEWAY,
                 &Value::Null,
@@ -155,14 +157,89 @@ pub async fn get(State(gw): State<Arc<Gateway>>, Path(name): Path<String>, heade
             );
         }
     };
-    drop(inject);
     let ended: CancellationToken = session.ended.clone();
-    let stream = resp.bytes_stream().take_until(ended.cancelled_owned()).map(|c| c.map_err(std::io::Error::other));
+    let stream = Box::pin(resp.bytes_stream().take_until(ended.cancelled_owned()));
+    let body = match inject {
+        None => Body::from_stream(stream.map(|c| c.map_err(std::io::Error::other))),
+        Some(i) => {
+            let echo = StreamEcho {
+                gw: gw.clone(),
+                mandate: call.mandate.clone(),
+                upstream: session.upstream.cfg.name.clone(),
+                secret: i.secret.clone(),
+                version: i.version,
+            };
+            let sse = SseScrubber::new(i.scrubber.clone(), gw.cfg.max_message_bytes);
+            Body::from_stream(scrubbed_stream(stream, sse, echo))
+        }
+    };
     Response::builder()
         .header(header::CONTENT_TYPE, "text/event-stream")
         .header(header::CACHE_CONTROL, "no-cache")
-        .body(Body::from_stream(stream))
+        .body(body)
         .unwrap_or_else(|_| StatusCode::INTERNAL_SERVER_ERROR.into_response())
+}
+
+/// Who a relayed stream belongs to, for the evidence of what is redacted from it.
+struct StreamEcho {
+    gw: Arc<Gateway>,
+    mandate: Arc<VerifiedMandate>,
+    upstream: String,
+    secret: String,
+    version: u32,
+}
+
+impl StreamEcho {
+    fn record(&self, found: &[Found]) {
+        for f in found {
+            let echo = EchoRecord {
+                mandate: Some(&self.mandate),
+                upstream: &self.upstream,
+                protocol: "mcp",
+                method: "GET",
+                tool: None,
+                decision_id: None,
+                request_id: None,
+                secret: (&self.secret, self.version),
+                place: "stream",
+            };
+            self.gw.echo_redacted(&echo, f);
+        }
+    }
+}
+
+/// The upstream's GET stream, event by event, with the injected secret redacted from each
+/// (one `secret.echo_redacted` event for each event that held it). An event larger than
+/// the message limit ends the stream.
+fn scrubbed_stream<S>(inner: S, sse: SseScrubber, echo: StreamEcho) -> impl futures_util::Stream<Item = Result<Bytes, std::io::Error>>
+where
+    S: futures_util::Stream<Item = reqwest::Result<Bytes>> + Unpin + Send + 'static,
+{
+    futures_util::stream::unfold(Some((inner, sse, echo)), |state| async move {
+        let (mut inner, mut sse, echo) = state?;
+        loop {
+            match inner.next().await {
+                Some(Ok(chunk)) => {
+                    let mut found = Vec::new();
+                    let pushed = sse.push(&chunk, &mut found);
+                    echo.record(&found);
+                    match pushed {
+                        Ok(out) if out.is_empty() => continue,
+                        Ok(out) => return Some((Ok(Bytes::from(out)), Some((inner, sse, echo)))),
+                        Err(_) => return Some((Err(std::io::Error::other("an event of the upstream's stream is too large")), None)),
+                    }
+                }
+                // What is held is an unfinished event: never passed on unchecked.
+                Some(Err(e)) => return Some((Err(std::io::Error::other(e)), None)),
+                None => {
+                    let mut found = Vec::new();
+                    let out = sse.finish(&mut found);
+                    echo.record(&found);
+                    return (!out.is_empty()).then(|| (Ok(Bytes::from(out)), None));
+                }
+            }
+        }
+    })
 }
 
 /// `DELETE /mcp/{name}`: ends the session.
@@ -208,7 +285,8 @@ impl Call<'_> {
                 ));
             }
         };
-        let (link, described) = match self.upstream.open(&client, inject.as_ref().map(|i| &i.header)).await {
+        let opened = self.upstream.open(&client, inject.as_ref().map(|i| &i.header)).await;
+        let (link, described) = match self.scrub_opened(inject.as_ref(), "initialize", opened) {
             Ok(l) => l,
             Err(e) => return self.answer(upstream_error(id, &e)),
         };
@@ -314,7 +392,8 @@ impl Call<'_> {
             return Ok(s);
         }
         let inject = self.injection().await.map_err(|c| UpstreamError::credential(&c))?;
-        let (link, described) = self.upstream.open(&client, inject.as_ref().map(|i| &i.header)).await?;
+        let opened = self.upstream.open(&client, inject.as_ref().map(|i| &i.header)).await;
+        let (link, described) = self.scrub_opened(inject.as_ref(), "server/discover", opened)?;
         let s = Arc::new(Session {
             id: key,
             upstream: self.upstream.clone(),
@@ -342,7 +421,7 @@ impl Call<'_> {
             "resources/list" => self.list(session, id, method, params, "resources", "uri").await,
             "resources/templates/list" => self.list(session, id, method, params, "resourceTemplates", "uriTemplate").await,
             "tools/call" | "prompts/get" | "resources/read" => self.decided(CallLink::Open(session.clone()), id, method, params).await,
-            m if PASS.contains(&m) => match self.forward(session, method, params.as_ref()).await {
+            m if PASS.contains(&m) => match self.forward(session, method, params.as_ref(), About::default()).await {
                 Ok((reply, _)) => self.answer(with_id(reply.message, id, self.stateless)),
                 Err(e) => self.answer(upstream_error(id, &e)),
             },
@@ -362,6 +441,7 @@ impl Call<'_> {
         session: &Session,
         method: &str,
         params: Option<&Map<String, Value>>,
+        about: About<'_>,
     ) -> Result<(Reply, Option<(String, u32)>), UpstreamError> {
         let inject = self.injection().await.map_err(|c| UpstreamError::credential(&c))?;
         let params = match &session.link {
@@ -371,8 +451,65 @@ impl Call<'_> {
             _ => params.map(without_stateless_meta),
         };
         let used = inject.as_ref().map(|i| (i.secret.clone(), i.version));
-        let reply = self.upstream.send(&session.link, method, params.as_ref(), inject.as_ref().map(|i| &i.header)).await?;
-        Ok((reply, used))
+        let sent = self.upstream.send(&session.link, method, params.as_ref(), inject.as_ref().map(|i| &i.header)).await;
+        let Some(i) = &inject else { return sent.map(|r| (r, used)) };
+        // The whole answer, error or result, is scrubbed before anything reads it.
+        let mut found = Found::default();
+        let (sent, place) = match sent {
+            Ok(mut reply) => {
+                i.scrubber.value(&mut reply.message, &mut found);
+                let place = if reply.message.get("error").is_some() { "error" } else { "result" };
+                (Ok(reply), place)
+            }
+            Err(e) => (Err(e.scrubbed(&i.scrubber, &mut found)), "error"),
+        };
+        self.echo(i, method, &about, place, &found);
+        sent.map(|r| (r, used))
+    }
+
+    /// An upstream's description of itself (or why it could not be had), scrubbed.
+    fn scrub_opened(
+        &self,
+        inject: Option<&Injected>,
+        method: &str,
+        opened: Result<(Link, Value), UpstreamError>,
+    ) -> Result<(Link, Value), UpstreamError> {
+        let Some(i) = inject else { return opened };
+        let mut found = Found::default();
+        let out = match opened {
+            Ok((link, mut described)) => {
+                i.scrubber.value(&mut described, &mut found);
+                Ok((link, described))
+            }
+            Err(e) => Err(e.scrubbed(&i.scrubber, &mut found)),
+        };
+        let place = if out.is_ok() { "description" } else { "error" };
+        self.echo(i, method, &About::default(), place, &found);
+        out
+    }
+
+    /// An upstream error, scrubbed.
+    fn scrub_error(&self, inject: Option<&Injected>, method: &str, e: UpstreamError) -> UpstreamError {
+        let Some(i) = inject else { return e };
+        let mut found = Found::default();
+        let e = e.scrubbed(&i.scrubber, &mut found);
+        self.echo(i, method, &About::default(), "error", &found);
+        e
+    }
+
+    fn echo(&self, i: &Injected, method: &str, about: &About<'_>, place: &str, found: &Found) {
+        let echo = EchoRecord {
+            mandate: Some(&self.mandate),
+            upstream: &self.upstream.cfg.name,
+            protocol: "mcp",
+            method,
+            tool: about.tool,
+            decision_id: about.decision_id,
+            request_id: self.request_id.as_deref(),
+            secret: (&i.secret, i.version),
+            place,
+        };
+        self.gw.echo_redacted(&echo, found);
     }
 
     async fn injection(&self) -> Result<Option<Injected>, String> {
@@ -390,7 +527,7 @@ impl Call<'_> {
         field: &str,
         key: &str,
     ) -> Response {
-        let (reply, _) = match self.forward(session, method, params.as_ref()).await {
+        let (reply, _) = match self.forward(session, method, params.as_ref(), About::default()).await {
             Ok(r) => r,
             Err(e) => return self.answer(upstream_error(id, &e)),
         };
@@ -471,7 +608,8 @@ impl Call<'_> {
             },
         };
         let session = &session;
-        match self.forward(session, method, Some(&d.forward)).await {
+        let about = About { tool: Some(&d.name), decision_id: d.outcome.decision_id.as_deref() };
+        match self.forward(session, method, Some(&d.forward), about).await {
             Ok((reply, secret)) => {
                 let (result, status) = match (reply.message.get("error"), reply.message.get("result")) {
                     (Some(e), _) => ("jsonrpc_error", e.get("code").and_then(Value::as_i64)),
@@ -601,6 +739,13 @@ fn forwarded_params(
         }
     }
     out
+}
+
+/// What an upstream's answer was to, for the evidence of a redaction.
+#[derive(Default)]
+struct About<'a> {
+    tool: Option<&'a str>,
+    decision_id: Option<&'a str>,
 }
 
 /// Where an allowed call goes: a session already open, or the task's shared link, opened

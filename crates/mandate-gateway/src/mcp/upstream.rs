@@ -22,6 +22,7 @@ use tokio::sync::oneshot;
 
 use super::jsonrpc::{self, LEGACY, META_CLIENT_CAPS, META_CLIENT_INFO, META_PROTOCOL, STATELESS};
 use crate::config::{ProtocolChoice, Target, Upstream};
+use crate::scrub::{Found, Scrubber};
 
 /// How long the rest of an event stream is read after its answer, so that the connection can
 /// go back to the pool: servers end a request's stream right after the answer, but the end
@@ -62,6 +63,22 @@ impl UpstreamError {
             UpstreamError::TooLarge(_) => "upstream_too_large",
             UpstreamError::SessionGone => "upstream_session_gone",
             UpstreamError::Credential(code) => code,
+        }
+    }
+
+    /// The error with every match of `scrubber` replaced in its text (an upstream's error
+    /// message is quoted in it).
+    pub fn scrubbed(self, scrubber: &Scrubber, found: &mut Found) -> Self {
+        match self {
+            UpstreamError::Unreachable(mut m) => {
+                scrubber.text(&mut m, found);
+                UpstreamError::Unreachable(m)
+            }
+            UpstreamError::Garbage(mut m) => {
+                scrubber.text(&mut m, found);
+                UpstreamError::Garbage(m)
+            }
+            other => other,
         }
     }
 
@@ -543,7 +560,7 @@ where
 }
 
 /// The end of the first complete event: (length without the separator, length with it).
-fn event_end(buf: &[u8]) -> Option<(usize, usize)> {
+pub(crate) fn event_end(buf: &[u8]) -> Option<(usize, usize)> {
     let mut i = 0;
     while i < buf.len() {
         match (buf.get(i), buf.get(i + 1), buf.get(i + 2), buf.get(i + 3)) {

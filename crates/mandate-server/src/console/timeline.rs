@@ -30,7 +30,7 @@ impl Phase {
             kinds::TASK_OPENED if delegated => Phase::Delegation,
             kinds::TASK_OPENED | kinds::TOKEN_ISSUED => Phase::Intent,
             kinds::DECISION => Phase::Decision,
-            kinds::TOOL_CALL => Phase::ToolCall,
+            kinds::TOOL_CALL | kinds::SECRET_ECHO_REDACTED => Phase::ToolCall,
             kinds::TASK_REVOKED | kinds::TASK_COMPLETED | kinds::TASK_EXPIRED => Phase::End,
             k if k.starts_with("approval.") => Phase::Approval,
             k if k.contains("delegat") => Phase::Delegation,
@@ -172,6 +172,9 @@ fn title(e: &SealedEvent, d: &Value, phase: Phase) -> Markup {
                 "Tool call " code { (s("tool")) }
                 @if d.get("forwarded").and_then(Value::as_bool) == Some(true) { " " (badge("forwarded")) } @else { " " (badge("refused")) }
             }
+            kinds::SECRET_ECHO_REDACTED => {
+                "Secret echo " (badge("redacted")) " " code { (s("tool")) }
+            }
             kinds::TASK_REVOKED => { "Task " (badge("revoked")) }
             kinds::TASK_COMPLETED => { "Task " (badge("completed")) }
             kinds::TASK_EXPIRED => { "Task " (badge("expired")) }
@@ -253,6 +256,25 @@ fn body(e: &SealedEvent, d: &Value) -> Markup {
                 ("decision_id", "Decision id"),
             ],
         ),
+        kinds::SECRET_ECHO_REDACTED => {
+            let mut all = d.as_object().cloned().unwrap_or_default();
+            if let Some(sec) = d.get("secret") {
+                let text =
+                    format!("{} v{}", sec.get("name").map(plain).unwrap_or_default(), sec.get("version").map(plain).unwrap_or_default());
+                all.insert("secret".into(), Value::String(text));
+            }
+            kv(
+                &Value::Object(all),
+                &[
+                    ("upstream", "Upstream"),
+                    ("secret", "Secret"),
+                    ("place", "Found in"),
+                    ("matches", "Matches"),
+                    ("encodings", "Encodings"),
+                    ("decision_id", "Decision id"),
+                ],
+            )
+        }
         kinds::TASK_REVOKED | kinds::TASK_COMPLETED | kinds::TASK_EXPIRED => {
             kv(d, &[("reason", "Why"), ("cascade_from", "Because it ended")])
         }

@@ -66,7 +66,7 @@ pub async fn revocations(State(state): State<Arc<AppState>>, headers: HeaderMap,
     Ok(resp)
 }
 
-/// `POST /v1/evidence`: `tool.call` events a remote gateway recorded, made durable before the
+/// `POST /v1/evidence`: `tool.call` and `secret.echo_redacted` events a remote gateway recorded, made durable before the
 /// answer. The actor of each is the submitting token.
 pub async fn evidence(
     State(state): State<Arc<AppState>>,
@@ -80,11 +80,12 @@ pub async fn evidence(
     let actor = caller.actor();
     let mut events = Vec::with_capacity(req.events.len());
     for (i, e) in req.events.into_iter().enumerate() {
-        if e.kind != kinds::TOOL_CALL {
+        if e.kind != kinds::TOOL_CALL && e.kind != kinds::SECRET_ECHO_REDACTED {
             return Err(ApiError::invalid(format!(
-                "`events[{i}].kind` `{}` may not be submitted: only `{}` events may",
+                "`events[{i}].kind` `{}` may not be submitted: only `{}` and `{}` events may",
                 short(&e.kind),
-                kinds::TOOL_CALL
+                kinds::TOOL_CALL,
+                kinds::SECRET_ECHO_REDACTED
             )));
         }
         if !e.details.is_object() {
@@ -97,9 +98,17 @@ pub async fn evidence(
         }
         events.push(NewEvent { ts_ms: e.ts_ms, kind: e.kind, actor: actor.clone(), agent: e.agent, task: e.task, details: e.details });
     }
+    let echoes: Vec<String> = events
+        .iter()
+        .filter(|e| e.kind == kinds::SECRET_ECHO_REDACTED)
+        .map(|e| e.details.get("upstream").and_then(serde_json::Value::as_str).unwrap_or_default().to_owned())
+        .collect();
     let seqs = state.audit.record_all(events).await.map_err(|_| {
         ApiError::coded(StatusCode::SERVICE_UNAVAILABLE, "audit_unavailable", "the audit trail is unavailable; nothing was recorded")
     })?;
+    for upstream in echoes {
+        state.metrics.secret_echo_redacted(&upstream);
+    }
     Ok(Json(EvidenceResponse { recorded: seqs.len(), seqs }))
 }
 
