@@ -359,7 +359,7 @@ impl ControlPlane for Remote {
         if self.evidence.try_send(event).is_ok() {
             self.undelivered.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
         } else {
-            tracing::error!("the evidence queue is full; a tool-call event was dropped");
+            tracing::error!("the evidence queue is full; an evidence event was dropped");
         }
     }
 

@@ -22,7 +22,7 @@
 use std::collections::BTreeSet;
 use std::sync::Arc;
 
-use aho_corasick::{AhoCorasick, MatchKind};
+use aho_corasick::{AhoCorasick, AhoCorasickKind, MatchKind};
 use base64::Engine;
 use base64::engine::general_purpose::{STANDARD, STANDARD_NO_PAD, URL_SAFE, URL_SAFE_NO_PAD};
 use serde_json::{Map, Value};
@@ -118,7 +118,11 @@ impl Scrubber {
         if seen.is_empty() {
             return Arc::new(Scrubber { ac: None, encodings, longest, broken: false });
         }
-        match AhoCorasick::builder().match_kind(MatchKind::LeftmostLongest).build(seen.iter().map(|p| p.as_slice())) {
+        match AhoCorasick::builder()
+            .match_kind(MatchKind::LeftmostLongest)
+            .kind(Some(AhoCorasickKind::ContiguousNFA))
+            .build(seen.iter().map(|p| p.as_slice()))
+        {
             Ok(ac) => Arc::new(Scrubber { ac: Some(ac), encodings, longest, broken: false }),
             Err(_) => {
                 tracing::error!("cannot build the matcher of an injected secret; the upstream's answers are withheld");
