@@ -11,6 +11,7 @@ use axum::http::{HeaderName, HeaderValue};
 use base64::Engine;
 use parking_lot::Mutex;
 use serde_json::Value;
+use sha2::{Digest, Sha256};
 use tokio::sync::broadcast::error::RecvError;
 use tokio_util::sync::CancellationToken;
 use zeroize::Zeroizing;
@@ -30,7 +31,12 @@ pub struct Gateway {
     pub apis: HashMap<String, Arc<Upstream>>,
     pub http: reqwest::Client,
     pub sessions: Sessions,
+    /// Scrubbers of injected values, by the SHA-256 of what they match.
+    scrubbers: Mutex<HashMap<[u8; 32], Arc<Scrubber>>>,
 }
+
+/// Scrubbers kept at most (one per secret version, or per task for a dynamic secret).
+const MAX_SCRUBBERS: usize = 1024;
 
 /// One client session (2025-11-25), or the shared link of a task's stateless requests to an
 /// upstream that needs a session or a process.
@@ -159,7 +165,7 @@ impl Gateway {
                 }
             }
         }
-        let gw = Arc::new(Gateway { cfg, control, mcp, apis, http, sessions: Sessions::default() });
+        let gw = Arc::new(Gateway { cfg, control, mcp, apis, http, sessions: Sessions::default(), scrubbers: Mutex::default() });
         tokio::spawn(watch_revocations(Arc::downgrade(&gw), gw.control.revocations()));
         tokio::spawn(reap_idle(Arc::downgrade(&gw)));
         Ok(gw)
@@ -182,8 +188,29 @@ impl Gateway {
         let Some(inject) = &u.inject else { return Ok(None) };
         let (version, value) = self.control.secret(&inject.secret, task).await?;
         let header = header_for(inject, &value)?;
-        let scrubber = Scrubber::new(&[value.as_slice(), header.1.as_bytes()]);
+        let scrubber = self.scrubber(&value, header.1.as_bytes());
         Ok(Some(Injected { header, secret: inject.secret.clone(), version, scrubber }))
+    }
+
+    /// The scrubber of an injected value, built once per value (building one costs far more
+    /// than a decision) and kept under the SHA-256 of what it matches, never the value itself.
+    fn scrubber(&self, value: &[u8], header: &[u8]) -> Arc<Scrubber> {
+        let mut h = Sha256::new();
+        h.update((value.len() as u64).to_be_bytes());
+        h.update(value);
+        h.update(header);
+        let key: [u8; 32] = h.finalize().into();
+        if let Some(s) = self.scrubbers.lock().get(&key) {
+            return s.clone();
+        }
+        let s = Scrubber::new(&[value, header]);
+        let mut cache = self.scrubbers.lock();
+        if cache.len() >= MAX_SCRUBBERS {
+            // Dynamic secrets make one per task: start over rather than grow without bound.
+            cache.clear();
+        }
+        cache.insert(key, s.clone());
+        s
     }
 
     /// Records that an answer from an upstream held its injected secret, now replaced: one
