@@ -62,6 +62,15 @@ pub mod kinds {
     pub const SECRET_LEASE_FAILED: &str = "secret.lease_failed";
     /// A lease's credential was dropped at its target (its task ended, or it expired).
     pub const SECRET_LEASE_DROPPED: &str = "secret.lease_dropped";
+    /// A secret (or a lease's credential) was opened inside the control plane and sealed to
+    /// one registered remote gateway; its name and version, never the value.
+    pub const SECRET_SEALED: &str = "secret.sealed";
+    /// A gateway asked for a secret it may not open (not granted, not registered, revoked).
+    pub const SECRET_SEAL_REFUSED: &str = "secret.seal_refused";
+    /// A remote gateway was registered with its public key and the secrets it may open.
+    pub const GATEWAY_REGISTERED: &str = "gateway.registered";
+    /// A remote gateway was revoked, and its `pep` token with it.
+    pub const GATEWAY_REVOKED: &str = "gateway.revoked";
     /// The control plane started.
     pub const SERVER_STARTED: &str = "server.started";
     /// The control plane stopped.
@@ -88,7 +97,7 @@ pub mod kinds {
     pub const APPROVAL_NOTIFY_FAILED: &str = "approval.notify_failed";
 
     /// Every kind above.
-    pub const ALL: [&str; 38] = [
+    pub const ALL: [&str; 42] = [
         TASK_OPENED,
         TASK_OPEN_DENIED,
         TOKEN_ISSUED,
@@ -116,6 +125,10 @@ pub mod kinds {
         SECRET_LEASE_CREATED,
         SECRET_LEASE_FAILED,
         SECRET_LEASE_DROPPED,
+        SECRET_SEALED,
+        SECRET_SEAL_REFUSED,
+        GATEWAY_REGISTERED,
+        GATEWAY_REVOKED,
         SERVER_STARTED,
         SERVER_STOPPED,
         APPROVAL_REQUESTED,
