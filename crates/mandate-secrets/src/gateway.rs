@@ -3,8 +3,9 @@
 //!
 //! Each remote gateway holds its own X25519 key pair; the control plane opens a secret with the
 //! master key and seals it to the gateway's public key only. The HPKE `info` binds the gateway
-//! (the recipient) and the `aad` binds the content (the secret's name and version), so a blob
-//! sealed for one gateway does not open at another, nor as another secret or version.
+//! (the recipient) and the `aad` binds the content (the secret's name and version, and for a
+//! dynamic secret's credential the task it was minted for), so a blob sealed for one gateway
+//! does not open at another, nor as another secret, version or task.
 
 use std::fmt;
 
@@ -30,6 +31,7 @@ pub const SUITE: &str = "hpke-x25519-hkdfsha256-chacha20poly1305";
 
 const INFO_CONTEXT: &[u8] = b"mandate-gateway-seal/v1\0";
 const AAD_CONTEXT: &[u8] = b"mandate-gateway-secret/v1\0";
+const AAD_LEASE_CONTEXT: &[u8] = b"mandate-gateway-lease/v1\0";
 
 /// A gateway's private X25519 key. Zeroized on drop; its `Debug` shows nothing of it.
 #[derive(Clone, Zeroize, ZeroizeOnDrop)]
@@ -120,12 +122,14 @@ pub fn validate_gateway_name(name: &str) -> Result<(), SecretError> {
     validate_name(name).map_err(|_| SecretError::InvalidGatewayName(clip(name)))
 }
 
-/// Seals version `version` of secret `secret` to gateway `gateway`'s public key.
+/// Seals version `version` of secret `secret` to gateway `gateway`'s public key; `task` is the
+/// task a dynamic secret's credential was minted for (`None` for a static secret's value).
 pub fn seal_to_gateway(
     public: &GatewayPublicKey,
     gateway: &str,
     secret: &str,
     version: u32,
+    task: Option<&str>,
     plaintext: &[u8],
 ) -> Result<GatewaySealed, SecretError> {
     validate_gateway_name(gateway)?;
@@ -141,7 +145,7 @@ pub fn seal_to_gateway(
         &pk,
         &info(gateway),
         plaintext,
-        &aad(secret, version),
+        &aad(secret, version, task),
     )
     .map_err(|_| SecretError::Encrypt(clip(secret)))?;
     Ok(GatewaySealed { enc: enc.to_bytes().to_vec(), ciphertext })
@@ -149,12 +153,13 @@ pub fn seal_to_gateway(
 
 /// Opens what [`seal_to_gateway`] sealed. Fails with [`SecretError::Decrypt`] when the key is
 /// another gateway's, any part was altered, or the blob was sealed for another gateway, secret
-/// or version.
+/// version or task.
 pub fn open_for_gateway(
     private: &GatewayPrivateKey,
     gateway: &str,
     secret: &str,
     version: u32,
+    task: Option<&str>,
     sealed: &GatewaySealed,
 ) -> Result<Zeroizing<Vec<u8>>, SecretError> {
     let failed = || SecretError::Decrypt { name: clip(secret), version };
@@ -166,7 +171,7 @@ pub fn open_for_gateway(
         &enc,
         &info(gateway),
         &sealed.ciphertext,
-        &aad(secret, version),
+        &aad(secret, version, task),
     )
     .map_err(|_| failed())?;
     Ok(Zeroizing::new(plaintext))
@@ -180,14 +185,18 @@ fn info(gateway: &str) -> Vec<u8> {
     out
 }
 
-/// HPKE `aad`: the context, the secret's name, NUL, its version (big endian). Names never
-/// contain NUL, so distinct (name, version) pairs never collide.
-fn aad(secret: &str, version: u32) -> Vec<u8> {
-    let mut out = Vec::with_capacity(AAD_CONTEXT.len() + secret.len() + 5);
-    out.extend_from_slice(AAD_CONTEXT);
+/// HPKE `aad`: the context (a static value or a task's credential), the secret's name, NUL,
+/// its version (4 bytes, big endian), then for a credential the task id. Names never contain
+/// NUL and the version has a fixed width, so distinct bindings never collide.
+fn aad(secret: &str, version: u32, task: Option<&str>) -> Vec<u8> {
+    let context = if task.is_some() { AAD_LEASE_CONTEXT } else { AAD_CONTEXT };
+    let task = task.unwrap_or_default();
+    let mut out = Vec::with_capacity(context.len() + secret.len() + 5 + task.len());
+    out.extend_from_slice(context);
     out.extend_from_slice(secret.as_bytes());
     out.push(0);
     out.extend_from_slice(&version.to_be_bytes());
+    out.extend_from_slice(task.as_bytes());
     out
 }
 
@@ -213,13 +222,13 @@ mod tests {
     #[test]
     fn round_trip() {
         let (sk, pk) = pair();
-        let sealed = seal_to_gateway(&pk, "gw-a", "github-token", 2, b"ghp_secret").unwrap();
+        let sealed = seal_to_gateway(&pk, "gw-a", "github-token", 2, None, b"ghp_secret").unwrap();
         assert_eq!(sealed.enc.len(), 32);
         assert_eq!(sealed.ciphertext.len(), b"ghp_secret".len() + 16);
         assert!(!sealed.ciphertext.windows(10).any(|w| w == b"ghp_secret"));
-        assert_eq!(open_for_gateway(&sk, "gw-a", "github-token", 2, &sealed).unwrap().as_slice(), b"ghp_secret");
+        assert_eq!(open_for_gateway(&sk, "gw-a", "github-token", 2, None, &sealed).unwrap().as_slice(), b"ghp_secret");
         // Each seal is fresh.
-        let again = seal_to_gateway(&pk, "gw-a", "github-token", 2, b"ghp_secret").unwrap();
+        let again = seal_to_gateway(&pk, "gw-a", "github-token", 2, None, b"ghp_secret").unwrap();
         assert_ne!(again.enc, sealed.enc);
         assert_ne!(again.ciphertext, sealed.ciphertext);
     }
@@ -228,42 +237,49 @@ mod tests {
     fn another_gateways_key_fails() {
         let (_, pk_a) = pair();
         let (sk_b, _) = pair();
-        let sealed = seal_to_gateway(&pk_a, "gw-a", "s", 1, b"value").unwrap();
-        let err = open_for_gateway(&sk_b, "gw-a", "s", 1, &sealed).unwrap_err();
+        let sealed = seal_to_gateway(&pk_a, "gw-a", "s", 1, None, b"value").unwrap();
+        let err = open_for_gateway(&sk_b, "gw-a", "s", 1, None, &sealed).unwrap_err();
         assert_eq!(err.code(), "secret_undecryptable");
-        assert!(open_for_gateway(&sk_b, "gw-b", "s", 1, &sealed).is_err());
+        assert!(open_for_gateway(&sk_b, "gw-b", "s", 1, None, &sealed).is_err());
     }
 
     #[test]
     fn info_binds_the_gateway_and_aad_the_secret_and_version() {
         let (sk, pk) = pair();
-        let sealed = seal_to_gateway(&pk, "gw-a", "s", 3, b"value").unwrap();
+        let sealed = seal_to_gateway(&pk, "gw-a", "s", 3, None, b"value").unwrap();
         // The same key registered under another name (wrong info).
-        assert!(open_for_gateway(&sk, "gw-b", "s", 3, &sealed).is_err());
+        assert!(open_for_gateway(&sk, "gw-b", "s", 3, None, &sealed).is_err());
         // Replayed as another secret or version (wrong aad).
-        assert!(open_for_gateway(&sk, "gw-a", "t", 3, &sealed).is_err());
-        assert!(open_for_gateway(&sk, "gw-a", "s", 4, &sealed).is_err());
-        assert!(open_for_gateway(&sk, "gw-a", "s", 3, &sealed).is_ok());
+        assert!(open_for_gateway(&sk, "gw-a", "t", 3, None, &sealed).is_err());
+        assert!(open_for_gateway(&sk, "gw-a", "s", 4, None, &sealed).is_err());
+        assert!(open_for_gateway(&sk, "gw-a", "s", 3, None, &sealed).is_ok());
+        // A task's credential opens only as that task's.
+        let lease = seal_to_gateway(&pk, "gw-a", "db", 1, Some("tsk_1"), b"postgres://r:p@h/d").unwrap();
+        assert!(open_for_gateway(&sk, "gw-a", "db", 1, Some("tsk_1"), &lease).is_ok());
+        assert!(open_for_gateway(&sk, "gw-a", "db", 1, Some("tsk_2"), &lease).is_err());
+        assert!(open_for_gateway(&sk, "gw-a", "db", 1, None, &lease).is_err());
+        let plain = seal_to_gateway(&pk, "gw-a", "db", 1, None, b"value").unwrap();
+        assert!(open_for_gateway(&sk, "gw-a", "db", 1, Some(""), &plain).is_err());
     }
 
     #[test]
     fn tampering_is_detected() {
         let (sk, pk) = pair();
-        let sealed = seal_to_gateway(&pk, "gw", "s", 1, b"value").unwrap();
+        let sealed = seal_to_gateway(&pk, "gw", "s", 1, None, b"value").unwrap();
         for i in [0, sealed.ciphertext.len() - 1] {
             let mut t = sealed.clone();
             t.ciphertext[i] ^= 1;
-            assert_eq!(open_for_gateway(&sk, "gw", "s", 1, &t).unwrap_err().code(), "secret_undecryptable");
+            assert_eq!(open_for_gateway(&sk, "gw", "s", 1, None, &t).unwrap_err().code(), "secret_undecryptable");
         }
         let mut t = sealed.clone();
         t.enc[0] ^= 1;
-        assert!(open_for_gateway(&sk, "gw", "s", 1, &t).is_err());
+        assert!(open_for_gateway(&sk, "gw", "s", 1, None, &t).is_err());
         let mut short = sealed.clone();
         short.enc.pop();
-        assert!(open_for_gateway(&sk, "gw", "s", 1, &short).is_err());
+        assert!(open_for_gateway(&sk, "gw", "s", 1, None, &short).is_err());
         let mut cut = sealed.clone();
         cut.ciphertext.truncate(4);
-        assert!(open_for_gateway(&sk, "gw", "s", 1, &cut).is_err());
+        assert!(open_for_gateway(&sk, "gw", "s", 1, None, &cut).is_err());
     }
 
     #[test]
@@ -284,8 +300,8 @@ mod tests {
     #[test]
     fn bad_input() {
         let (_, pk) = pair();
-        assert_eq!(seal_to_gateway(&pk, "Bad Name", "s", 1, b"v").unwrap_err().code(), "invalid_gateway_name");
-        assert_eq!(seal_to_gateway(&pk, "gw", "s", 1, b"").unwrap_err(), SecretError::EmptyValue);
+        assert_eq!(seal_to_gateway(&pk, "Bad Name", "s", 1, None, b"v").unwrap_err().code(), "invalid_gateway_name");
+        assert_eq!(seal_to_gateway(&pk, "gw", "s", 1, None, b"").unwrap_err(), SecretError::EmptyValue);
         assert!(validate_gateway_name("edge-1.eu").is_ok());
         assert!(validate_gateway_name("").is_err());
     }

@@ -20,8 +20,8 @@ use zeroize::{Zeroize, ZeroizeOnDrop, Zeroizing};
 mod gateway;
 
 pub use gateway::{
-    GATEWAY_KEY_BYTES, GatewayPrivateKey, GatewayPublicKey, GatewaySealed, MAX_GATEWAY_NAME_LEN, SUITE, open_for_gateway,
-    seal_to_gateway, validate_gateway_name,
+    GATEWAY_KEY_BYTES, GatewayPrivateKey, GatewayPublicKey, GatewaySealed, MAX_GATEWAY_NAME_LEN, SUITE, open_for_gateway, seal_to_gateway,
+    validate_gateway_name,
 };
 
 /// Length of the master key and of every data key, in bytes.
