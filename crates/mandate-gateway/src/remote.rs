@@ -34,7 +34,7 @@ use serde_json::{Value, json};
 use tokio::sync::{broadcast, mpsc};
 use zeroize::Zeroizing;
 
-use crate::control::{ControlPlane, Refusal, Revoked};
+use crate::control::{ControlPlane, GATEWAY_CODES, Refusal, Revoked};
 
 const DECISION_TIMEOUT: Duration = Duration::from_secs(5);
 const JWKS_MIN_INTERVAL: Duration = Duration::from_secs(5);
@@ -51,10 +51,6 @@ const EVIDENCE_BATCH_BYTES: usize = 48 * 1024;
 
 /// A cached lease: when it was fetched, the secret's version, the sealed credential.
 type CachedLease = (Instant, u32, GatewaySealed);
-
-/// The control plane's codes about this gateway's registration, passed on to the agent as they
-/// are.
-pub const GATEWAY_CODES: [&str; 3] = ["gateway_not_registered", "gateway_revoked", "secret_not_granted"];
 
 pub struct RemoteOptions {
     pub url: String,
