@@ -67,6 +67,15 @@ pub mod kinds {
     /// version, the upstream, the tool, the decision, how many matches and in which
     /// encodings; never the value.
     pub const SECRET_ECHO_REDACTED: &str = "secret.echo_redacted";
+    /// A secret (or a lease's credential) was opened inside the control plane and sealed to
+    /// one registered remote gateway; its name and version, never the value.
+    pub const SECRET_SEALED: &str = "secret.sealed";
+    /// A gateway asked for a secret it may not open (not granted, not registered, revoked).
+    pub const SECRET_SEAL_REFUSED: &str = "secret.seal_refused";
+    /// A remote gateway was registered with its public key and the secrets it may open.
+    pub const GATEWAY_REGISTERED: &str = "gateway.registered";
+    /// A remote gateway was revoked, and its `pep` token with it.
+    pub const GATEWAY_REVOKED: &str = "gateway.revoked";
     /// The control plane started.
     pub const SERVER_STARTED: &str = "server.started";
     /// The control plane stopped.
@@ -93,7 +102,7 @@ pub mod kinds {
     pub const APPROVAL_NOTIFY_FAILED: &str = "approval.notify_failed";
 
     /// Every kind above.
-    pub const ALL: [&str; 39] = [
+    pub const ALL: [&str; 43] = [
         TASK_OPENED,
         TASK_OPEN_DENIED,
         TOKEN_ISSUED,
@@ -122,6 +131,10 @@ pub mod kinds {
         SECRET_LEASE_FAILED,
         SECRET_LEASE_DROPPED,
         SECRET_ECHO_REDACTED,
+        SECRET_SEALED,
+        SECRET_SEAL_REFUSED,
+        GATEWAY_REGISTERED,
+        GATEWAY_REVOKED,
         SERVER_STARTED,
         SERVER_STOPPED,
         APPROVAL_REQUESTED,

@@ -164,6 +164,9 @@ impl Shape {
             kinds::SECRET_LEASE_CREATED => api(CREATE),
             kinds::SECRET_ECHO_REDACTED => api(UPDATE),
             kinds::SECRET_LEASE_FAILED => Shape { failure: true, ..api(CREATE) },
+            kinds::GATEWAY_REGISTERED => api(CREATE),
+            kinds::SECRET_SEALED => api(READ),
+            kinds::SECRET_SEAL_REFUSED => Shape { failure: true, ..api(READ) },
             kinds::TASK_COMPLETED
             | kinds::TASK_REVOKED
             | kinds::TASK_EXPIRED
@@ -179,7 +182,11 @@ impl Shape {
             kinds::APPROVAL_DENIED => Shape { control: Control::Decided(false), ..api(UPDATE) },
             kinds::APPROVAL_USED | kinds::APPROVAL_EXPIRED => api(UPDATE),
             kinds::APPROVAL_NOTIFY_FAILED => Shape { failure: true, ..api(CREATE) },
-            kinds::ISSUER_REMOVED | kinds::SECRET_DELETED | kinds::SECRET_LEASE_DROPPED | kinds::API_TOKEN_REVOKED => api(DELETE),
+            kinds::ISSUER_REMOVED
+            | kinds::SECRET_DELETED
+            | kinds::SECRET_LEASE_DROPPED
+            | kinds::API_TOKEN_REVOKED
+            | kinds::GATEWAY_REVOKED => api(DELETE),
             kinds::ADMIN_AUTH_FAILED | kinds::ATTESTATION_REFUSED | kinds::CONSOLE_CSRF_REFUSED => {
                 Shape { class: Class::Authentication, activity: (1, "Logon"), control: Control::None, failure: true }
             }
@@ -696,6 +703,10 @@ mod tests {
             (kinds::SECRET_LEASE_CREATED, 1),
             (kinds::SECRET_LEASE_FAILED, 1),
             (kinds::SECRET_LEASE_DROPPED, 4),
+            (kinds::GATEWAY_REGISTERED, 1),
+            (kinds::GATEWAY_REVOKED, 4),
+            (kinds::SECRET_SEALED, 2),
+            (kinds::SECRET_SEAL_REFUSED, 2),
             ("something.new", 99),
         ];
         for (kind, activity) in cases {
@@ -710,6 +721,10 @@ mod tests {
         assert_eq!(o["status_id"], 2);
         let o = to_ocsf(&sealed(kinds::SECRET_LEASE_FAILED, "system", None, None, json!({})));
         assert_eq!(o["status_id"], 2);
+        let o = to_ocsf(&sealed(kinds::SECRET_SEAL_REFUSED, "system", None, None, json!({})));
+        assert_eq!(o["status_id"], 2);
+        let o = to_ocsf(&sealed(kinds::SECRET_SEALED, "system", None, None, json!({})));
+        assert_eq!(o["status_id"], 1);
         let o = to_ocsf(&sealed(kinds::SECRET_LEASE_DROPPED, "system", None, None, json!({})));
         assert_eq!(o["status_id"], 1);
         assert_eq!(o["actor"]["user"]["type_id"], 3);

@@ -10,7 +10,10 @@ use mandate_proto::admin::{
     TokenView,
 };
 use mandate_proto::authzen::{EvaluationRequest, EvaluationResponse, EvaluationsRequest, EvaluationsResponse};
-use mandate_proto::gateway::{EvidenceEvent, EvidenceResponse, LeaseGrant, LeaseRequest, SealedSecretView};
+use mandate_proto::gateway::{
+    EvidenceEvent, EvidenceResponse, GatewaySealedView, GatewayView, LeaseGrant, LeaseRequest, RegisterGatewayRequest,
+    RegisterGatewayResponse,
+};
 use mandate_proto::oauth::{
     GRANT_TOKEN_EXCHANGE, IntrospectionResponse, OAuthError, TOKEN_TYPE_ACCESS_TOKEN, TOKEN_TYPE_JWT, TokenExchangeResponse,
 };
@@ -288,14 +291,17 @@ impl Client {
         self.json(self.req(Method::GET, &format!("/v1/secrets/{}", seg(name)))).await
     }
 
-    /// The latest version of a secret, sealed (`pep` tokens only). Open it with
-    /// `mandate_secrets::open` and the master key, after decoding each field as base64url.
-    pub async fn sealed_secret(&self, name: &str) -> Result<SealedSecretView> {
+    /// The latest version of a secret, sealed to the calling gateway (a `pep` token bound to a
+    /// registered gateway that was granted the secret). Open it with
+    /// `mandate_secrets::open_for_gateway` and the gateway's private key, after decoding each
+    /// field as base64url.
+    pub async fn sealed_secret(&self, name: &str) -> Result<GatewaySealedView> {
         self.json(self.req(Method::GET, &format!("/v1/secrets/{}/sealed", seg(name)))).await
     }
 
-    /// The credential of dynamic secret `name` for live task `task` (`pep` or `admin` tokens),
-    /// minted on first use: the lease and its credential sealed (name: the lease id, version 1).
+    /// The credential of dynamic secret `name` for live task `task` (a registered gateway's
+    /// `pep` token), minted on first use: the lease and its credential sealed to the gateway
+    /// (under the secret's name and version, bound to the task).
     pub async fn lease(&self, name: &str, task: &str) -> Result<LeaseGrant> {
         let body = LeaseRequest { task: task.to_owned() };
         self.json(self.req(Method::POST, &format!("/v1/secrets/{}/leases", seg(name))).json(&body)).await
@@ -310,6 +316,29 @@ impl Client {
     /// Deletes every version of a secret.
     pub async fn delete_secret(&self, name: &str) -> Result<()> {
         self.empty(self.req(Method::DELETE, &format!("/v1/secrets/{}", seg(name)))).await
+    }
+
+    // ---- remote gateways ----
+
+    /// Registers a remote gateway with its public key and the secrets it may open; the answer
+    /// holds its new `pep` token, shown this once.
+    pub async fn register_gateway(&self, r: &RegisterGatewayRequest) -> Result<RegisterGatewayResponse> {
+        self.json(self.req(Method::POST, "/v1/gateways").json(r)).await
+    }
+
+    /// Every registered gateway (revoked ones too), by name.
+    pub async fn list_gateways(&self) -> Result<Vec<GatewayView>> {
+        self.json(self.req(Method::GET, "/v1/gateways")).await
+    }
+
+    /// Revokes a gateway and its `pep` token.
+    pub async fn revoke_gateway(&self, name: &str) -> Result<GatewayView> {
+        self.json(self.req(Method::POST, &format!("/v1/gateways/{}/revoke", seg(name)))).await
+    }
+
+    /// The registration of the gateway this client's `pep` token is bound to.
+    pub async fn gateway_self(&self) -> Result<GatewayView> {
+        self.json(self.req(Method::GET, "/v1/gateways/self")).await
     }
 
     // ---- evidence ----

@@ -56,6 +56,10 @@ pub const LEASE_CODES: [&str; 6] = [
     "audit_unavailable",
 ];
 
+/// The codes of a remote gateway's registration a secret may fail with, passed on to the
+/// agent as they are.
+pub const GATEWAY_CODES: [&str; 4] = ["gateway_not_registered", "gateway_revoked", "secret_not_granted", "gateway_key_mismatch"];
+
 /// A task or agent that may no longer act, as the control plane announces it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Revoked {

@@ -11,11 +11,12 @@
 //!   (`control_plane_unavailable`): fail closed.
 //! - Evidence is sent in batches to `/v1/evidence`, retried with backoff while the control
 //!   plane is away (bounded queue).
-//! - Secrets are fetched sealed (`/v1/secrets/{name}/sealed`) and opened here with the master
-//!   key the gateway shares with the control plane; sealed records are cached briefly. A
-//!   dynamic secret's credential for a task is asked for as a lease
-//!   (`POST /v1/secrets/{name}/leases`), also sealed; the admin connection never leaves the
-//!   control plane.
+//! - Secrets are fetched sealed to this gateway (`/v1/secrets/{name}/sealed`: HPKE to the
+//!   gateway's own X25519 public key, registered with its `pep` token) and opened here with the
+//!   gateway's private key, which never leaves it; the control plane's master key is never
+//!   here. Sealed answers are cached briefly. A dynamic secret's credential for a task is asked
+//!   for as a lease (`POST /v1/secrets/{name}/leases`), sealed the same way and bound to the
+//!   task; the admin connection never leaves the control plane.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
@@ -25,15 +26,15 @@ use async_trait::async_trait;
 use base64::Engine;
 use mandate_audit::NewEvent;
 use mandate_proto::authzen::{EvaluationRequest, EvaluationResponse, EvaluationsRequest, EvaluationsResponse};
-use mandate_proto::gateway::{RevocationEntry, RevocationKind};
-use mandate_secrets::{MasterKey, SealedSecret};
+use mandate_proto::gateway::{GatewaySealedView, GatewayView, RevocationEntry, RevocationKind, SEAL_SUITE};
+use mandate_secrets::{GatewayPrivateKey, GatewaySealed};
 use mandate_token::{MandateVerifier, PublicKey, VerifiedMandate};
 use parking_lot::{Mutex, RwLock};
 use serde_json::{Value, json};
 use tokio::sync::{broadcast, mpsc};
 use zeroize::Zeroizing;
 
-use crate::control::{ControlPlane, Refusal, Revoked};
+use crate::control::{ControlPlane, GATEWAY_CODES, Refusal, Revoked};
 
 const DECISION_TIMEOUT: Duration = Duration::from_secs(5);
 const JWKS_MIN_INTERVAL: Duration = Duration::from_secs(5);
@@ -48,22 +49,35 @@ const EVIDENCE_BATCH: usize = 512;
 /// The control plane's default body limit is 64 KiB: batches stay well under it.
 const EVIDENCE_BATCH_BYTES: usize = 48 * 1024;
 
-/// A cached lease: when it was fetched, the secret's version, the lease id, the sealed
-/// credential.
-type CachedLease = (Instant, u32, String, SealedSecret);
+/// A cached lease: when it was fetched, the secret's version, the sealed credential.
+type CachedLease = (Instant, u32, GatewaySealed);
 
 pub struct RemoteOptions {
     pub url: String,
     pub pep_token: String,
-    pub master_key: Option<MasterKey>,
+    /// The gateway's own private key; the control plane seals secrets to its public half.
+    pub key: GatewayPrivateKey,
     pub leeway_secs: i64,
+}
+
+/// What the control plane says of this gateway's registration at start.
+#[derive(Debug)]
+pub enum Registration {
+    /// Registered under this name, with this gateway's public key.
+    Registered(GatewayView),
+    /// The control plane's refusal code (`gateway_not_registered`, `gateway_revoked`, …).
+    Refused(String),
+    /// The control plane could not be asked.
+    Unknown(String),
 }
 
 pub struct Remote {
     base: String,
     token: String,
     http: reqwest::Client,
-    master_key: Option<MasterKey>,
+    key: GatewayPrivateKey,
+    /// The name this gateway is registered under, once the control plane said so.
+    name: RwLock<Option<String>>,
     leeway_secs: i64,
     identity: RwLock<Option<(String, String)>>,
     verifier: RwLock<Option<MandateVerifier>>,
@@ -71,10 +85,10 @@ pub struct Remote {
     verified: Mutex<HashMap<String, Arc<VerifiedMandate>>>,
     revoked_tasks: RwLock<HashSet<String>>,
     disabled_agents: RwLock<HashSet<String>>,
-    sealed: Mutex<HashMap<String, (Instant, u32, SealedSecret)>>,
+    sealed: Mutex<HashMap<String, (Instant, u32, GatewaySealed)>>,
     /// Secrets the control plane said are dynamic, when it said so.
     dynamic: Mutex<HashMap<String, Instant>>,
-    /// Leases by (secret, task): the secret's version, the lease id and the sealed credential.
+    /// Leases by (secret, task): the secret's version and the sealed credential.
     leases: Mutex<HashMap<(String, String), CachedLease>>,
     evidence: mpsc::Sender<NewEvent>,
     /// Evidence events recorded and not yet delivered (queued, or waiting to be retried).
@@ -98,7 +112,8 @@ impl Remote {
             base: opts.url.trim_end_matches('/').to_owned(),
             token: opts.pep_token,
             http,
-            master_key: opts.master_key,
+            key: opts.key,
+            name: RwLock::new(None),
             leeway_secs: opts.leeway_secs,
             identity: RwLock::new(None),
             verifier: RwLock::new(None),
@@ -120,6 +135,72 @@ impl Remote {
         tokio::spawn(send_evidence(Arc::downgrade(&remote), rx));
         tokio::spawn(crate::remote_feed::follow(Arc::downgrade(&remote)));
         Ok(remote)
+    }
+
+    /// Asks the control plane under which name this gateway's token is registered, and checks
+    /// that the registered public key is this gateway's. A registration with another key is an
+    /// error: the control plane would seal to a key this gateway does not hold.
+    pub async fn registration(&self) -> Result<Registration, String> {
+        let resp = match self
+            .http
+            .get(format!("{}/v1/gateways/self", self.base))
+            .bearer_auth(&self.token)
+            .timeout(DECISION_TIMEOUT)
+            .send()
+            .await
+        {
+            Ok(r) => r,
+            Err(e) => return Ok(Registration::Unknown(root_cause(&e))),
+        };
+        let status = resp.status();
+        let body: Value = match resp.json().await {
+            Ok(b) => b,
+            Err(_) => return Ok(Registration::Unknown(format!("the control plane answered {status} without JSON"))),
+        };
+        if !status.is_success() {
+            let code = body.pointer("/error/code").and_then(Value::as_str).unwrap_or("error").to_owned();
+            return Ok(if status.is_client_error() { Registration::Refused(code) } else { Registration::Unknown(code) });
+        }
+        let view: GatewayView =
+            serde_json::from_value(body).map_err(|_| "the control plane's answer is not a gateway registration".to_owned())?;
+        let mine = self.key.public_key().map_err(|e| e.to_string())?.to_base64();
+        if view.public_key != mine {
+            return Err(format!(
+                "gateway `{}` is registered with public key `{}`, not this gateway's `{mine}`: register this key, or start with the key file it was registered with",
+                view.name, view.public_key
+            ));
+        }
+        *self.name.write() = Some(view.name.clone());
+        Ok(Registration::Registered(view))
+    }
+
+    /// The name this gateway is registered under (asked once).
+    async fn my_name(&self) -> Result<String, String> {
+        if let Some(n) = self.name.read().clone() {
+            return Ok(n);
+        }
+        match self.registration().await {
+            Ok(Registration::Registered(v)) => Ok(v.name),
+            Ok(Registration::Refused(code)) if GATEWAY_CODES.contains(&code.as_str()) => Err(code),
+            Ok(Registration::Refused(code)) if code == "unauthenticated" => Err("secret_unavailable".to_owned()),
+            Ok(Registration::Refused(code) | Registration::Unknown(code)) => {
+                tracing::warn!(error = %code, "cannot learn this gateway's registration");
+                Err("secret_unavailable".to_owned())
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "this gateway's key is not the one registered");
+                Err("gateway_key_mismatch".to_owned())
+            }
+        }
+    }
+
+    /// Opens a blob the control plane sealed to this gateway, after checking it says what was
+    /// asked for (the HPKE binding checks it again).
+    fn open(&self, me: &str, name: &str, version: u32, task: Option<&str>, sealed: &GatewaySealed) -> Result<Zeroizing<Vec<u8>>, String> {
+        mandate_secrets::open_for_gateway(&self.key, me, name, version, task, sealed).map_err(|e| {
+            tracing::warn!(secret = %name, version, "a sealed secret does not open with this gateway's key");
+            e.code().to_owned()
+        })
     }
 
     pub(crate) fn base(&self) -> &str {
@@ -196,6 +277,24 @@ impl Remote {
         Ok(body)
     }
 
+    /// GETs JSON; the error is the control plane's stable code (`unreachable` when there was no
+    /// answer).
+    async fn get_coded(&self, path: &str) -> Result<Value, String> {
+        let resp =
+            self.http.get(format!("{}{}", self.base, path)).bearer_auth(&self.token).timeout(DECISION_TIMEOUT).send().await.map_err(
+                |e| {
+                    tracing::warn!(path = %path, error = %root_cause(&e), "cannot reach the control plane");
+                    "unreachable".to_owned()
+                },
+            )?;
+        let status = resp.status();
+        let body: Value = resp.json().await.map_err(|_| "bad_response".to_owned())?;
+        if !status.is_success() {
+            return Err(body.pointer("/error/code").and_then(Value::as_str).unwrap_or("error").to_owned());
+        }
+        Ok(body)
+    }
+
     /// POSTs JSON; the error is the control plane's stable code (`unreachable` when there was no
     /// answer).
     async fn post_json(&self, path: &str, body: &Value) -> Result<Value, String> {
@@ -220,37 +319,28 @@ impl Remote {
     }
 
     /// A dynamic secret's credential for `task`, from the control plane (cached briefly).
-    async fn lease(&self, master: &MasterKey, name: &str, task: Option<&str>) -> Result<(u32, Zeroizing<Vec<u8>>), String> {
+    async fn lease(&self, me: &str, name: &str, task: Option<&str>) -> Result<(u32, Zeroizing<Vec<u8>>), String> {
         let task = task.ok_or_else(|| "secret_needs_task".to_owned())?;
         let key = (name.to_owned(), task.to_owned());
-        let cached =
-            self.leases.lock().get(&key).filter(|(at, ..)| at.elapsed() < LEASE_TTL).map(|(_, v, id, s)| (*v, id.clone(), s.clone()));
-        let (version, id, sealed) = match cached {
+        let cached = self.leases.lock().get(&key).filter(|(at, ..)| at.elapsed() < LEASE_TTL).map(|(_, v, s)| (*v, s.clone()));
+        let (version, sealed) = match cached {
             Some(c) => c,
             None => {
                 let grant = self.post_json(&format!("/v1/secrets/{name}/leases"), &json!({ "task": task })).await.map_err(|code| {
                     tracing::warn!(secret = %name, task = %task, code = %code, "cannot get a dynamic credential");
-                    if crate::control::LEASE_CODES.contains(&code.as_str()) || code == "secret_not_found" {
-                        code
-                    } else {
-                        "secret_unavailable".to_owned()
-                    }
+                    passed_on(code)
                 })?;
-                let version = grant.pointer("/lease/secret_version").and_then(Value::as_u64).and_then(|v| u32::try_from(v).ok());
-                let id = grant.pointer("/credential/name").and_then(Value::as_str).map(str::to_owned);
-                let (Some(version), Some(id), Some(c)) = (version, id, grant.get("credential")) else {
-                    return Err("secret_unavailable".into());
-                };
-                let sealed = sealed_of(c)?;
+                let c = grant.get("credential").cloned().ok_or_else(|| "secret_unavailable".to_owned())?;
+                let (version, sealed) = sealed_of(c, me, name)?;
                 let mut leases = self.leases.lock();
                 if leases.len() >= CACHE_MAX {
                     leases.clear();
                 }
-                leases.insert(key, (Instant::now(), version, id.clone(), sealed.clone()));
-                (version, id, sealed)
+                leases.insert(key, (Instant::now(), version, sealed.clone()));
+                (version, sealed)
             }
         };
-        let value = mandate_secrets::open(master, &id, 1, &sealed).map_err(|e| e.code().to_owned())?;
+        let value = self.open(me, name, version, Some(task), &sealed)?;
         Ok((version, value))
     }
 
@@ -346,7 +436,16 @@ impl ControlPlane for Remote {
             Err(e) => return fail(&root_cause(&e)),
         };
         if !resp.status().is_success() {
-            return fail(&format!("HTTP {}", resp.status()));
+            let status = resp.status();
+            let code = resp.json::<Value>().await.ok().and_then(|b| b.pointer("/error/code").and_then(Value::as_str).map(str::to_owned));
+            if code.as_deref() == Some("gateway_revoked") {
+                // This gateway was revoked: nothing it asks is allowed, and it says why.
+                tracing::error!("this gateway is revoked at the control plane; denying every call");
+                return (0..n)
+                    .map(|_| EvaluationResponse { decision: false, context: Some(json!({ "reason": "gateway_revoked" })) })
+                    .collect();
+            }
+            return fail(&format!("HTTP {status}"));
         }
         match resp.json::<EvaluationsResponse>().await {
             Ok(r) if r.evaluations.len() == n => r.evaluations,
@@ -364,38 +463,35 @@ impl ControlPlane for Remote {
     }
 
     async fn secret(&self, name: &str, task: Option<&str>) -> Result<(u32, Zeroizing<Vec<u8>>), String> {
-        let Some(master) = &self.master_key else {
-            return Err("secret_unavailable".into());
-        };
+        let me = self.my_name().await?;
         if self.dynamic.lock().get(name).is_some_and(|at| at.elapsed() < LEASE_TTL) {
-            return self.lease(master, name, task).await;
+            return self.lease(&me, name, task).await;
         }
         let cached = self.sealed.lock().get(name).filter(|(at, _, _)| at.elapsed() < SEALED_TTL).map(|(_, v, s)| (*v, s.clone()));
         let (version, sealed) = match cached {
             Some(c) => c,
             None => {
-                let v = match self.get_json(&format!("/v1/secrets/{name}/sealed")).await {
+                let v = match self.get_coded(&format!("/v1/secrets/{name}/sealed")).await {
                     Ok(v) => v,
-                    Err(e) if e.contains("secret_is_dynamic") => {
+                    Err(code) if code == "secret_is_dynamic" => {
                         self.dynamic.lock().insert(name.to_owned(), Instant::now());
-                        return self.lease(master, name, task).await;
+                        return self.lease(&me, name, task).await;
                     }
-                    Err(e) => {
-                        tracing::warn!(secret = %name, error = %e, "cannot fetch a sealed secret");
-                        return Err(if e.contains("secret_not_found") {
-                            "secret_not_found".to_owned()
-                        } else {
-                            "secret_unavailable".to_owned()
-                        });
+                    Err(code) => {
+                        tracing::warn!(secret = %name, code = %code, "cannot fetch a sealed secret");
+                        return Err(passed_on(code));
                     }
                 };
-                let sealed = sealed_of(&v)?;
-                let version = v.get("version").and_then(Value::as_u64).and_then(|v| u32::try_from(v).ok()).ok_or("secret_unavailable")?;
-                self.sealed.lock().insert(name.to_owned(), (Instant::now(), version, sealed.clone()));
+                let (version, sealed) = sealed_of(v, &me, name)?;
+                let mut cache = self.sealed.lock();
+                if cache.len() >= CACHE_MAX {
+                    cache.clear();
+                }
+                cache.insert(name.to_owned(), (Instant::now(), version, sealed.clone()));
                 (version, sealed)
             }
         };
-        let value = mandate_secrets::open(master, name, version, &sealed).map_err(|e| e.code().to_owned())?;
+        let value = self.open(&me, name, version, None, &sealed)?;
         Ok((version, value))
     }
 
@@ -524,13 +620,26 @@ fn now_ms() -> i64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
 }
 
-/// The sealed parts of a `SealedSecretView` (base64url, no padding).
-fn sealed_of(v: &Value) -> Result<SealedSecret, String> {
-    let b = |k: &str| {
-        v.get(k)
-            .and_then(Value::as_str)
-            .and_then(|s| base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(s).ok())
-            .ok_or_else(|| "secret_unavailable".to_owned())
-    };
-    Ok(SealedSecret { wrapped_key: b("wrapped_key")?, key_nonce: b("key_nonce")?, nonce: b("nonce")?, ciphertext: b("ciphertext")? })
+/// A control-plane code as the agent sees it: the registration and lease codes as they are,
+/// anything else `secret_unavailable`.
+fn passed_on(code: String) -> String {
+    let c = code.as_str();
+    if GATEWAY_CODES.contains(&c) || crate::control::LEASE_CODES.contains(&c) || c == "secret_not_found" {
+        code
+    } else {
+        "secret_unavailable".to_owned()
+    }
+}
+
+/// The version and sealed parts of a [`GatewaySealedView`] (base64url, no padding), which must
+/// name this gateway, the secret asked for and the suite this gateway speaks.
+fn sealed_of(v: Value, me: &str, name: &str) -> Result<(u32, GatewaySealed), String> {
+    let unavailable = || "secret_unavailable".to_owned();
+    let view: GatewaySealedView = serde_json::from_value(v).map_err(|_| unavailable())?;
+    if view.gateway != me || view.name != name || view.suite != SEAL_SUITE {
+        tracing::warn!(secret = %name, gateway = %view.gateway, suite = %view.suite, "a sealed secret is not for this gateway or this secret");
+        return Err(unavailable());
+    }
+    let b = |s: &str| base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(s).map_err(|_| unavailable());
+    Ok((view.version, GatewaySealed { enc: b(&view.enc)?, ciphertext: b(&view.ciphertext)? }))
 }

@@ -1,6 +1,7 @@
 //! Wire types for enforcement gateways that run apart from the control plane: the revocation
-//! feed (`GET /v1/revocations`), sealed secrets (`GET /v1/secrets/{name}/sealed`) and evidence
-//! intake (`POST /v1/evidence`).
+//! feed (`GET /v1/revocations`), secrets sealed to one gateway (`GET /v1/secrets/{name}/sealed`,
+//! `POST /v1/secrets/{name}/leases`), evidence intake (`POST /v1/evidence`) and the registry of
+//! remote gateways (`/v1/gateways`).
 
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -90,20 +91,27 @@ pub struct FeedPosition {
     pub seq: u64,
 }
 
-/// `GET /v1/secrets/{name}/sealed`: the latest version of a secret, still sealed. Every byte
-/// field is base64url without padding; a gateway holding the same master key opens it with
-/// `mandate_secrets::open(master, name, version, sealed)`.
+/// The HPKE suite every [`GatewaySealedView`] is sealed with (RFC 9180, base mode):
+/// DHKEM(X25519, HKDF-SHA256), HKDF-SHA256, ChaCha20-Poly1305.
+pub const SEAL_SUITE: &str = "hpke-x25519-hkdfsha256-chacha20poly1305";
+
+/// `GET /v1/secrets/{name}/sealed`: the latest version of a secret, opened inside the control
+/// plane and sealed with HPKE to the calling gateway's public key only. Byte fields are
+/// base64url without padding; the gateway opens it with
+/// `mandate_secrets::open_for_gateway(private_key, gateway, name, version, task, sealed)`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct SealedSecretView {
+pub struct GatewaySealedView {
+    /// The secret's name.
     pub name: String,
+    /// The secret's version.
     pub version: u32,
-    /// The data key, wrapped by the master key.
-    pub wrapped_key: String,
-    /// The nonce the data key was wrapped with.
-    pub key_nonce: String,
-    /// The nonce the value was encrypted with.
-    pub nonce: String,
-    /// The value, encrypted under the data key.
+    /// The gateway it is sealed to (bound in the HPKE `info`).
+    pub gateway: String,
+    /// Always [`SEAL_SUITE`].
+    pub suite: String,
+    /// The HPKE encapsulated key.
+    pub enc: String,
+    /// The value, encrypted (with its tag).
     pub ciphertext: String,
 }
 
@@ -115,12 +123,50 @@ pub struct LeaseRequest {
     pub task: String,
 }
 
-/// The answer to [`LeaseRequest`]: the lease, and its credential (a connection URL) still
-/// sealed under the master key, with the lease id as the name and version 1.
+/// The answer to [`LeaseRequest`]: the lease, and its credential (a connection URL) sealed to
+/// the calling gateway, under the dynamic secret's name and version and bound to the task.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct LeaseGrant {
     pub lease: crate::admin::LeaseView,
-    pub credential: SealedSecretView,
+    pub credential: GatewaySealedView,
+}
+
+/// `POST /v1/gateways`: register a remote gateway with its public key and the secrets it may
+/// open.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RegisterGatewayRequest {
+    /// 1 to 64 of `a-z0-9-_.`.
+    pub name: String,
+    /// The gateway's X25519 public key, base64url (as `mandate gateway keygen` prints it).
+    pub public_key: String,
+    /// The secrets (by name) it may open; each may be stored later.
+    #[serde(default)]
+    pub secrets: Vec<String>,
+}
+
+/// The answer to [`RegisterGatewayRequest`]: the gateway and its `pep` token, whose secret is
+/// shown in this answer only.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RegisterGatewayResponse {
+    pub gateway: GatewayView,
+    /// The `pep` token bound to the gateway.
+    pub token: String,
+}
+
+/// A registered remote gateway (`GET /v1/gateways`, `GET /v1/gateways/self`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GatewayView {
+    pub name: String,
+    pub public_key: String,
+    /// The secrets it may open, sorted.
+    pub secrets: Vec<String>,
+    /// The id of its `pep` token.
+    pub token_id: String,
+    pub created_at_ms: i64,
+    pub created_by: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub revoked_at_ms: Option<i64>,
 }
 
 /// `POST /v1/evidence`: audit events a remote gateway recorded.

@@ -3,7 +3,9 @@
 //! Each version of a secret is encrypted with AES-256-GCM under its own fresh random 32-byte
 //! data key; the data key is itself encrypted (wrapped) with AES-256-GCM under the server's
 //! [`MasterKey`]. The secret's name and version are bound as associated data on both layers, so
-//! a sealed value copied onto another name or version does not open. Nothing here does I/O.
+//! a sealed value copied onto another name or version does not open. A value handed to a remote
+//! gateway is sealed again to that gateway alone with HPKE (see [`seal_to_gateway`]). Nothing
+//! here does I/O.
 
 use std::fmt;
 
@@ -14,6 +16,13 @@ use base64::engine::general_purpose::{STANDARD, STANDARD_NO_PAD, URL_SAFE, URL_S
 use rand::RngCore;
 use rand::rngs::OsRng;
 use zeroize::{Zeroize, ZeroizeOnDrop, Zeroizing};
+
+mod gateway;
+
+pub use gateway::{
+    GATEWAY_KEY_BYTES, GatewayPrivateKey, GatewayPublicKey, GatewaySealed, MAX_GATEWAY_NAME_LEN, SUITE, open_for_gateway, seal_to_gateway,
+    validate_gateway_name,
+};
 
 /// Length of the master key and of every data key, in bytes.
 pub const KEY_BYTES: usize = 32;
@@ -48,6 +57,12 @@ pub enum SecretError {
     /// The master key text is not base64 of 32 bytes.
     #[error("the master key must be base64 of {KEY_BYTES} bytes")]
     InvalidMasterKey,
+    /// A gateway key is not base64 of 32 bytes of an X25519 key.
+    #[error("a gateway key must be base64 of {GATEWAY_KEY_BYTES} bytes")]
+    InvalidGatewayKey,
+    /// The gateway name is not 1 to 64 of `a-z0-9-_.`.
+    #[error("gateway name `{0}` is not valid: use 1 to 64 of `a-z`, `0-9`, `-`, `_` and `.`")]
+    InvalidGatewayName(String),
     /// Encryption failed.
     #[error("secret `{0}` could not be encrypted")]
     Encrypt(String),
@@ -70,6 +85,8 @@ impl SecretError {
             SecretError::TooLarge { .. } => "secret_too_large",
             SecretError::InvalidName(_) => "invalid_secret_name",
             SecretError::InvalidMasterKey => "invalid_master_key",
+            SecretError::InvalidGatewayKey => "invalid_gateway_key",
+            SecretError::InvalidGatewayName(_) => "invalid_gateway_name",
             SecretError::Encrypt(_) => "secret_encrypt_failed",
             SecretError::Decrypt { .. } => "secret_undecryptable",
         }

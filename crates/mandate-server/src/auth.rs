@@ -52,7 +52,15 @@ async fn authorize(state: &AppState, headers: &HeaderMap, roles: &[Role], admin:
     };
     let token = match lookup(state, secret).await? {
         Some(t) => t,
-        None => return Err(refuse(state, "unknown_token", what, None).await),
+        None => {
+            if let Some(gateway) = revoked_gateway(state, secret).await {
+                let err = refuse(state, "gateway_revoked", what, None).await;
+                return Err(err
+                    .with_code("gateway_revoked")
+                    .with_message(format!("gateway `{}` is revoked", mandate_core::clip(&gateway))));
+            }
+            return Err(refuse(state, "unknown_token", what, None).await);
+        }
     };
     let allowed = roles.contains(&token.role) || (admin && token.role == Role::Admin);
     if !allowed {
@@ -79,6 +87,18 @@ pub async fn lookup(state: &AppState, secret: &str) -> Result<Option<ApiToken>, 
         }
         _ => Ok(None),
     }
+}
+
+/// The name of the revoked gateway whose (revoked) token `secret` is, if it is one: so that
+/// gateway learns why it gets nothing (`gateway_revoked`) rather than a bare 401.
+async fn revoked_gateway(state: &AppState, secret: &str) -> Option<String> {
+    if secret.len() > 512 {
+        return None;
+    }
+    let token = state.store.api_token_by_hash(&hash_secret(secret)).await.ok()??;
+    token.revoked_at_ms?;
+    let gateway = state.gateway_of_token(&token.id).await.ok()??;
+    gateway.revoked_at_ms.map(|_| gateway.name)
 }
 
 async fn refuse(state: &AppState, why: &str, what: &str, token: Option<&ApiToken>) -> ApiError {

@@ -10,6 +10,7 @@ mod console;
 pub mod dyncreds;
 mod error;
 mod extract;
+mod gateways;
 mod jwks_fetch;
 mod keys;
 mod metrics;

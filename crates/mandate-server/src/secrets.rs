@@ -1,7 +1,7 @@
 //! The secrets broker's server side: sealing new versions and revealing values in-process.
 //! No endpoint ever returns a value; [`AppState::reveal_secret`] is for an embedded gateway
-//! only, and a remote gateway gets the sealed record ([`AppState::sealed_secret`]) and opens it
-//! with the master key it holds itself.
+//! only. A remote gateway never gets the stored record: `routes::secrets` opens the value here
+//! and seals it with HPKE to that gateway's own key (`mandate_secrets::seal_to_gateway`).
 
 use mandate_secrets::{SealedSecret, SecretError};
 use mandate_store::{SealedSecretBlob, SecretRecord, StoreError};

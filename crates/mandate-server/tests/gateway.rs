@@ -16,7 +16,7 @@ use mandate_audit::kinds;
 use mandate_core::{Clock, Role, SystemClock, TrustDomain};
 use mandate_proto::authzen::EvaluationRequest;
 use mandate_proto::gateway::{RevocationKind, RevocationStatus};
-use mandate_secrets::{MasterKey, SealedSecret};
+use mandate_secrets::{GatewayPrivateKey, GatewaySealed, MasterKey};
 use mandate_server::{AppState, Background, FeedItem, Settings, app, pipeline};
 use mandate_store::Store;
 use mandate_store_sqlite::SqliteStore;
@@ -485,44 +485,51 @@ async fn enqueued_events_become_durable_without_waiting() {
 // ---- sealed secrets ----
 
 #[tokio::test]
-async fn a_sealed_secret_is_for_enforcement_points_and_opens_with_the_master_key() {
+async fn a_sealed_secret_is_for_its_registered_gateway_only_and_opens_with_its_key() {
     let tmp = tempfile::tempdir().unwrap();
     let master = MasterKey::generate();
     let (state, _bg) = start(tmp.path(), |s| s.master_key = Some(master.clone())).await;
     let admin = token(&state, Role::Admin).await;
-    let pep = token(&state, Role::Pep).await;
     let value = "sk-live-7f3a9c2e5b8d1f0a";
     let body = json!({ "value": value, "description": "crm api key" });
     assert_eq!(call(&state, "PUT", "/v1/secrets/crm-key", Some(&admin), Some(body)).await.0, StatusCode::CREATED);
     assert_eq!(call(&state, "POST", "/v1/secrets/crm-key/rotate", Some(&admin), Some(json!({ "value": value }))).await.0, StatusCode::OK);
+    assert_eq!(call(&state, "PUT", "/v1/secrets/other", Some(&admin), Some(json!({ "value": "o" }))).await.0, StatusCode::CREATED);
+
+    let key = GatewayPrivateKey::generate();
+    let public = key.public_key().unwrap().to_base64();
+    let reg = json!({ "name": "edge", "public_key": public, "secrets": ["crm-key", "missing"] });
+    let (status, registered) = call(&state, "POST", "/v1/gateways", Some(&admin), Some(reg.clone())).await;
+    assert_eq!(status, StatusCode::CREATED, "{registered}");
+    let pep = registered["token"].as_str().unwrap().to_owned();
+    assert_eq!(registered["gateway"]["secrets"], json!(["crm-key", "missing"]));
+    let (status, body) = call(&state, "POST", "/v1/gateways", Some(&admin), Some(reg)).await;
+    assert_eq!((status, body["error"]["code"].as_str()), (StatusCode::CONFLICT, Some("gateway_exists")));
 
     let resp = app(state.clone()).oneshot(request("GET", "/v1/secrets/crm-key/sealed", Some(&pep), None)).await.unwrap();
     assert_eq!(resp.status(), StatusCode::OK);
     assert_eq!(resp.headers()["cache-control"], "no-store");
     let text = String::from_utf8(axum::body::to_bytes(resp.into_body(), 1 << 20).await.unwrap().to_vec()).unwrap();
     assert!(!text.contains(value) && !text.contains(&URL_SAFE_NO_PAD.encode(value)), "{text}");
-    let view: mandate_proto::gateway::SealedSecretView = serde_json::from_str(&text).unwrap();
+    let view: mandate_proto::gateway::GatewaySealedView = serde_json::from_str(&text).unwrap();
     let fields: Value = serde_json::from_str(&text).unwrap();
     let mut keys: Vec<&str> = fields.as_object().unwrap().keys().map(String::as_str).collect();
     keys.sort_unstable();
-    assert_eq!(keys, ["ciphertext", "key_nonce", "name", "nonce", "version", "wrapped_key"]);
-    assert_eq!((view.name.as_str(), view.version), ("crm-key", 2));
+    // No master-key form (`wrapped_key`, `key_nonce`) any more.
+    assert_eq!(keys, ["ciphertext", "enc", "gateway", "name", "suite", "version"]);
+    assert_eq!((view.name.as_str(), view.version, view.gateway.as_str()), ("crm-key", 2, "edge"));
+    assert_eq!(view.suite, mandate_secrets::SUITE);
     let b64 = |s: &str| URL_SAFE_NO_PAD.decode(s).unwrap();
-    let sealed = SealedSecret {
-        wrapped_key: b64(&view.wrapped_key),
-        key_nonce: b64(&view.key_nonce),
-        nonce: b64(&view.nonce),
-        ciphertext: b64(&view.ciphertext),
-    };
-    let opened = mandate_secrets::open(&master, &view.name, view.version, &sealed).unwrap();
+    let sealed = GatewaySealed { enc: b64(&view.enc), ciphertext: b64(&view.ciphertext) };
+    let opened = mandate_secrets::open_for_gateway(&key, "edge", &view.name, view.version, None, &sealed).unwrap();
     assert_eq!(opened.as_slice(), value.as_bytes());
-    assert!(mandate_secrets::open(&MasterKey::generate(), &view.name, view.version, &sealed).is_err());
-
-    // In-process: the same record, and the reveal still works.
+    assert!(mandate_secrets::open_for_gateway(&GatewayPrivateKey::generate(), "edge", "crm-key", 2, None, &sealed).is_err());
     let record = state.sealed_secret("crm-key").await.unwrap().unwrap();
-    assert_eq!((record.version, URL_SAFE_NO_PAD.encode(&record.sealed.ciphertext)), (2, view.ciphertext.clone()));
-    assert!(state.sealed_secret("missing").await.unwrap().is_none());
+    assert_ne!(URL_SAFE_NO_PAD.encode(&record.sealed.ciphertext), view.ciphertext, "not the stored record");
     assert_eq!(state.reveal_secret("crm-key").await.unwrap().1.as_slice(), value.as_bytes());
+    let sealed_events = events_of_kind(&state, &admin, kinds::SECRET_SEALED).await;
+    assert_eq!(sealed_events.len(), 1);
+    assert_eq!(sealed_events[0]["details"], json!({ "name": "crm-key", "version": 2, "gateway": "edge" }));
 
     for role in [Role::Admin, Role::Auditor, Role::Approver] {
         let t = token(&state, role).await;
@@ -530,10 +537,30 @@ async fn a_sealed_secret_is_for_enforcement_points_and_opens_with_the_master_key
         assert_eq!((status, body["error"]["code"].as_str()), (StatusCode::FORBIDDEN, Some("forbidden")), "{role:?}");
     }
     assert_eq!(call(&state, "GET", "/v1/secrets/crm-key/sealed", None, None).await.0, StatusCode::UNAUTHORIZED);
+    let plain = token(&state, Role::Pep).await;
+    let (status, body) = call(&state, "GET", "/v1/secrets/crm-key/sealed", Some(&plain), None).await;
+    assert_eq!((status, body["error"]["code"].as_str()), (StatusCode::FORBIDDEN, Some("gateway_not_registered")));
+    let (status, body) = call(&state, "GET", "/v1/secrets/other/sealed", Some(&pep), None).await;
+    assert_eq!((status, body["error"]["code"].as_str()), (StatusCode::FORBIDDEN, Some("secret_not_granted")));
     let (status, body) = call(&state, "GET", "/v1/secrets/missing/sealed", Some(&pep), None).await;
     assert_eq!((status, body["error"]["code"].as_str()), (StatusCode::NOT_FOUND, Some("secret_not_found")));
     let (status, _) = call(&state, "GET", "/v1/secrets/Bad%20Name/sealed", Some(&pep), None).await;
     assert_eq!(status, StatusCode::BAD_REQUEST);
+    let refused = events_of_kind(&state, &admin, kinds::SECRET_SEAL_REFUSED).await;
+    assert_eq!(refused.len(), 2);
+
+    // Revoked: the gateway and its token; the refusal says why.
+    let (status, body) = call(&state, "POST", "/v1/gateways/edge/revoke", Some(&admin), None).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let (status, body) = call(&state, "GET", "/v1/secrets/crm-key/sealed", Some(&pep), None).await;
+    assert_eq!((status, body["error"]["code"].as_str()), (StatusCode::UNAUTHORIZED, Some("gateway_revoked")), "{body}");
+    let (status, body) = call(&state, "GET", "/v1/gateways", Some(&admin), None).await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(body[0]["revoked_at_ms"].as_i64().is_some(), "{body}");
+    let (status, body) = call(&state, "POST", "/v1/gateways/nope/revoke", Some(&admin), None).await;
+    assert_eq!((status, body["error"]["code"].as_str()), (StatusCode::NOT_FOUND, Some("gateway_not_found")));
+    let (status, _) = call(&state, "POST", "/v1/gateways", Some(&plain), Some(json!({ "name": "x", "public_key": public }))).await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
 }
 
 // ---- evidence ----

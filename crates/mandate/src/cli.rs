@@ -76,8 +76,54 @@ pub enum Command {
     /// Bring the store's schema up to date and exit (`mandate serve` also does it on start).
     Migrate(MigrateArgs),
     /// Run the enforcement gateway in front of MCP servers and HTTP APIs, apart from the
-    /// control plane (or mount it in `mandate serve` with a `[gateway]` section).
-    Gateway(GatewayArgs),
+    /// control plane (or mount it in `mandate serve` with a `[gateway]` section); make a remote
+    /// gateway's key, register, list and revoke remote gateways.
+    Gateway(GatewayCmd),
+}
+
+/// `mandate gateway [--config F …]` runs a gateway; `mandate gateway ACTION` manages them.
+#[derive(Debug, Args)]
+#[command(subcommand_negates_reqs = true)]
+pub struct GatewayCmd {
+    #[command(subcommand)]
+    pub action: Option<GatewayAction>,
+    #[command(flatten)]
+    pub run: GatewayArgs,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum GatewayAction {
+    /// Make a remote gateway's X25519 key pair: the private key goes to FILE (mode 0600, never
+    /// overwritten), the public key is printed, to register with `mandate gateway register`.
+    Keygen {
+        #[arg(long, default_value = "gateway.key")]
+        out: PathBuf,
+    },
+    /// Register a remote gateway with its public key and the secrets it may open; prints the
+    /// `pep` token bound to it, once.
+    Register {
+        /// 1 to 64 of `a-z0-9-_.`.
+        name: String,
+        /// The gateway's public key, as `mandate gateway keygen` printed it.
+        #[arg(long)]
+        public_key: String,
+        /// A secret the gateway may open (repeat for more).
+        #[arg(long = "secret")]
+        secrets: Vec<String>,
+        #[command(flatten)]
+        remote: Remote,
+    },
+    /// Registered gateways and the secrets each may open.
+    List {
+        #[command(flatten)]
+        remote: Remote,
+    },
+    /// Revoke a gateway: it may open nothing more, and its `pep` token is revoked.
+    Revoke {
+        name: String,
+        #[command(flatten)]
+        remote: Remote,
+    },
 }
 
 #[derive(Debug, Args)]
@@ -97,7 +143,7 @@ pub struct MigrateArgs {
 pub struct GatewayArgs {
     /// The gateway's TOML config: `[[upstream]]` tables at the top level, or under `[gateway]`.
     #[arg(long, env = "MANDATE_GATEWAY_CONFIG")]
-    pub config: PathBuf,
+    pub config: Option<PathBuf>,
     /// Address to listen on [default: the config's `listen`, else 127.0.0.1:8481].
     #[arg(long, env = "MANDATE_GATEWAY_LISTEN")]
     pub listen: Option<String>,
@@ -107,9 +153,13 @@ pub struct GatewayArgs {
     /// The gateway's `pep` API token.
     #[arg(long, env = "MANDATE_TOKEN", hide_env_values = true)]
     pub token: Option<String>,
-    /// A file holding the master key (base64) that opens brokered secrets; or set
-    /// `MANDATE_MASTER_KEY`. Without one, upstreams that need a secret are refused.
-    #[arg(long, env = "MANDATE_MASTER_KEY_FILE")]
+    /// The gateway's own private key (made by `mandate gateway keygen`, or on first start if
+    /// the file does not exist) [default: `gateway.key` beside the config file].
+    #[arg(long, env = "MANDATE_GATEWAY_KEY_FILE")]
+    pub key_file: Option<PathBuf>,
+    /// No longer taken: a remote gateway never holds the control plane's master key. Given
+    /// (or `MANDATE_MASTER_KEY` set), the gateway refuses to start and says how to migrate.
+    #[arg(long, env = "MANDATE_MASTER_KEY_FILE", hide = true)]
     pub master_key_file: Option<PathBuf>,
     /// Serve plain HTTP on a non-loopback address (not recommended).
     #[arg(long, env = "MANDATE_ALLOW_INSECURE_HTTP")]
@@ -539,10 +589,11 @@ pub fn main() -> ExitCode {
     let cli = Cli::parse();
     let log_format = match &cli.command {
         Command::Serve(a) => a.log_format,
-        Command::Gateway(a) => a.log_format,
+        Command::Gateway(a) => a.run.log_format,
         _ => LogFormat::Text,
     };
-    init_tracing(log_format, matches!(cli.command, Command::Serve(_) | Command::Gateway(_)));
+    let service = matches!(&cli.command, Command::Serve(_)) || matches!(&cli.command, Command::Gateway(g) if g.action.is_none());
+    init_tracing(log_format, service);
     let rt = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {

@@ -16,8 +16,8 @@ use serde_json::Value;
 use zeroize::Zeroizing;
 
 use crate::cli::{
-    AgentCmd, ApprovalCmd, AuditCmd, Command, EntitiesCmd, ExportFormat, IssuerCmd, KeyAlg, KeyCmd, LeaseCmd, PolicyCmd, Remote, SecretCmd,
-    TaskCmd, TokenCmd,
+    AgentCmd, ApprovalCmd, AuditCmd, Command, EntitiesCmd, ExportFormat, GatewayAction, IssuerCmd, KeyAlg, KeyCmd, LeaseCmd, PolicyCmd,
+    Remote, SecretCmd, TaskCmd, TokenCmd,
 };
 
 pub async fn run(command: Command) -> anyhow::Result<ExitCode> {
@@ -102,7 +102,10 @@ pub async fn run(command: Command) -> anyhow::Result<ExitCode> {
             println!("{}", crate::storage::migrate(&data_dir, &db).await?);
             Ok(ExitCode::SUCCESS)
         }
-        Command::Gateway(args) => crate::gateway::run(args).await,
+        Command::Gateway(cmd) => match cmd.action {
+            None => crate::gateway::run(cmd.run).await,
+            Some(action) => gateway(action).await,
+        },
     }
 }
 
@@ -281,6 +284,46 @@ async fn token(cmd: TokenCmd) -> anyhow::Result<ExitCode> {
         TokenCmd::Revoke { id, remote } => {
             client(&remote)?.revoke_api_token(&id).await?;
             println!("token {id} revoked");
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn gateway(cmd: GatewayAction) -> anyhow::Result<ExitCode> {
+    match cmd {
+        GatewayAction::Keygen { out } => {
+            let public = crate::gateway::make_key(&out)?;
+            println!("{public}");
+            eprintln!(
+                "wrote the private key to `{}` (mode 0600; it never leaves this gateway); register the public key with `mandate gateway register NAME --public-key {public} --secret SECRET`",
+                out.display()
+            );
+        }
+        GatewayAction::Register { name, public_key, secrets, remote } => {
+            let req = mandate_proto::gateway::RegisterGatewayRequest { name, public_key, secrets };
+            let r = client(&remote)?.register_gateway(&req).await?;
+            print(&remote, &r, || r.token.clone());
+            if !remote.json {
+                eprintln!(
+                    "gateway `{}` registered (token {}); start it with this token as `MANDATE_TOKEN`: it is shown only now",
+                    r.gateway.name, r.gateway.token_id
+                );
+            }
+        }
+        GatewayAction::List { remote } => {
+            let list = client(&remote)?.list_gateways().await?;
+            print(&remote, &list, || {
+                let mut out = format!("{:<24} {:<8} {:<22} {:<44} {}", "NAME", "STATE", "TOKEN", "PUBLIC KEY", "SECRETS");
+                for g in &list {
+                    let state = if g.revoked_at_ms.is_some() { "revoked" } else { "active" };
+                    out.push_str(&format!("\n{:<24} {:<8} {:<22} {:<44} {}", g.name, state, g.token_id, g.public_key, g.secrets.join(",")));
+                }
+                out
+            });
+        }
+        GatewayAction::Revoke { name, remote } => {
+            let g = client(&remote)?.revoke_gateway(&name).await?;
+            print(&remote, &g, || format!("gateway {} revoked, and its token {}", g.name, g.token_id));
         }
     }
     Ok(ExitCode::SUCCESS)

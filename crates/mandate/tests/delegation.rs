@@ -12,7 +12,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::gateway::{GatewayProcess, bounded, call, eventually, reason as call_reason, rmcp_connect, stateless_request};
+use common::gateway::{GatewayIdentity, GatewayProcess, bounded, call, eventually, reason as call_reason, rmcp_connect, stateless_request};
 use common::{Options, Server, TestAgent, attestation, evaluation, open_task, pep, reason, register_agent};
 use mandate_client::Client;
 use mandate_demo_tools::DemoToolsOptions;
@@ -634,16 +634,20 @@ async fn revoking_the_root_stops_a_grandchild_at_the_gateway() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn revoking_the_root_stops_a_grandchild_at_a_remote_gateway() {
     let master = mandate_secrets::MasterKey::generate().to_base64().to_string();
-    let server = Server::start_with(Options { envs: vec![("MANDATE_MASTER_KEY".into(), master.clone())], ..Default::default() });
+    let server = Server::start_with(Options { envs: vec![("MANDATE_MASTER_KEY".into(), master)], ..Default::default() });
     let admin = server.admin();
     admin.put_secret("demo-tools-token", TOOL_SECRET, "demo tool server bearer").await.unwrap();
-    let pep_token = admin.create_token("pep", "remote gateway").await.unwrap();
+    let identity = GatewayIdentity::register(&admin, "edge", &["demo-tools-token"]).await;
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let tools =
         mandate_demo_tools::spawn(listener, DemoToolsOptions { require_bearer: Some(TOOL_SECRET.into()), ..Default::default() }).unwrap();
     let gw = GatewayProcess::start(
         &gateway_tables("", &tools.mcp_url()),
-        &[("MANDATE_URL", server.url.as_str()), ("MANDATE_TOKEN", pep_token.token.as_str()), ("MANDATE_MASTER_KEY", master.as_str())],
+        &[
+            ("MANDATE_URL", server.url.as_str()),
+            ("MANDATE_TOKEN", identity.token.as_str()),
+            ("MANDATE_GATEWAY_KEY_FILE", identity.key_path().as_str()),
+        ],
     );
     let (_, root_task, _, grandchild) = tree(&server).await;
     let url = format!("{}/mcp/demo", gw.url);

@@ -17,7 +17,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use base64::Engine as _;
-use common::gateway::{GatewayProcess, Recorder, bounded, eventually, intent};
+use common::gateway::{GatewayIdentity, GatewayProcess, Recorder, bounded, eventually, intent};
 use common::{Options, Server, TestAgent, open_task, register_agent};
 use hmac::{Hmac, Mac};
 use mandate_client::Client;
@@ -249,19 +249,21 @@ fn injected(upstream: &Recorder) -> String {
     v[0].to_owned()
 }
 
-/// The API's path: lease, then open the sealed credential with the master key.
-async fn lease_via_api(pep: &Client, master: &str, task: &str) -> (mandate_proto::admin::LeaseView, String) {
-    let grant = pep.lease(SECRET, task).await.unwrap();
+/// The API's path: lease with a registered gateway's token, then open the credential sealed to
+/// that gateway with its own key.
+async fn lease_via_api(gw: &GatewayIdentity, url: &str, task: &str) -> (mandate_proto::admin::LeaseView, String) {
+    let grant = gw.client(url).lease(SECRET, task).await.unwrap();
     let b = |s: &str| base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(s).unwrap();
-    let sealed = mandate_secrets::SealedSecret {
-        wrapped_key: b(&grant.credential.wrapped_key),
-        key_nonce: b(&grant.credential.key_nonce),
-        nonce: b(&grant.credential.nonce),
-        ciphertext: b(&grant.credential.ciphertext),
-    };
-    assert_eq!((grant.credential.name.as_str(), grant.credential.version), (grant.lease.id.as_str(), 1));
-    let key = mandate_secrets::MasterKey::from_base64(master).unwrap();
-    let url = mandate_secrets::open(&key, &grant.credential.name, 1, &sealed).unwrap();
+    let sealed = mandate_secrets::GatewaySealed { enc: b(&grant.credential.enc), ciphertext: b(&grant.credential.ciphertext) };
+    assert_eq!(
+        (grant.credential.name.as_str(), grant.credential.version, grant.credential.gateway.as_str()),
+        (SECRET, grant.lease.secret_version, gw.name.as_str())
+    );
+    let key = gw.private_key();
+    let url = mandate_secrets::open_for_gateway(&key, &gw.name, SECRET, grant.credential.version, Some(task), &sealed).unwrap();
+    // Bound to the task: it does not open as another task's, nor as the secret's static value.
+    assert!(mandate_secrets::open_for_gateway(&key, &gw.name, SECRET, grant.credential.version, Some("tsk_other"), &sealed).is_err());
+    assert!(mandate_secrets::open_for_gateway(&key, &gw.name, SECRET, grant.credential.version, None, &sealed).is_err());
     (grant.lease, String::from_utf8(url.to_vec()).unwrap())
 }
 
@@ -387,8 +389,9 @@ async fn each_task_gets_a_role_with_exactly_the_template_and_it_dies_with_the_ta
     assert!(fx.role_exists(&role_a).await);
 
     // Through the API: the same lease for the same task (also on a second gateway call).
-    let pep = common::pep(server).await;
-    let (lease_a, via_api) = lease_via_api(&pep, &plane.master, &task_a).await;
+    let gw = GatewayIdentity::register(&server.admin(), "reports-gw", &[SECRET]).await;
+    let pep = gw.client(&server.url);
+    let (lease_a, via_api) = lease_via_api(&gw, &server.url, &task_a).await;
     assert_eq!(via_api, credential_a, "one role per task, whichever way it is asked for");
     assert_eq!((lease_a.role.as_str(), lease_a.task_id.as_str(), lease_a.status.as_str()), (role_a.as_str(), task_a.as_str(), "live"));
     let (status, _) = report(&server.url, &mandate_a).await;
@@ -502,7 +505,8 @@ async fn expiry_and_restart(url: &str, store_args: Vec<String>) {
 
     // Minted, then the control plane is killed; the task expires while nobody runs.
     let (_, task) = open_task(&plane.server, &bot, &reports_intent(3)).await;
-    let (lease, credential) = lease_via_api(&common::pep(&plane.server).await, &plane.master, &task).await;
+    let gw = GatewayIdentity::register(&plane.server.admin(), "reports-gw", &[SECRET]).await;
+    let (lease, credential) = lease_via_api(&gw, &plane.server.url, &task).await;
     assert!(fx.role_exists(&lease.role).await);
     plane.server.kill9();
     let wait = u64::try_from(lease.expires_at_ms - mandate_now_ms()).unwrap_or(0) + 1500;
@@ -532,14 +536,19 @@ async fn a_remote_gateway_injects_the_task_credential_without_the_admin_connecti
     let plane = Plane::start("http://127.0.0.1:9");
     let admin = plane.server.admin();
     admin.put_secret_of_kind(SECRET, &fx.config(), "", Some("postgres-dynamic")).await.unwrap();
-    let pep = admin.create_token("pep", "remote gateway").await.unwrap();
-    // The sealed admin configuration is not for gateways.
-    let pep_client = Client::new(&plane.server.url, Some(pep.token.clone())).unwrap();
+    let identity = GatewayIdentity::register(&admin, "reports-gw", &[SECRET]).await;
+    // The sealed admin configuration is not for gateways, not even one granted the secret.
+    let pep_client = identity.client(&plane.server.url);
     assert_eq!(pep_client.sealed_secret(SECRET).await.unwrap_err().code(), Some("secret_is_dynamic"));
 
+    // The gateway holds its own key only, never the master key.
     let gw = GatewayProcess::start(
         &gateway_config(&upstream.url, SECRET),
-        &[("MANDATE_URL", plane.server.url.as_str()), ("MANDATE_TOKEN", pep.token.as_str()), ("MANDATE_MASTER_KEY", plane.master.as_str())],
+        &[
+            ("MANDATE_URL", plane.server.url.as_str()),
+            ("MANDATE_TOKEN", identity.token.as_str()),
+            ("MANDATE_GATEWAY_KEY_FILE", identity.key_path().as_str()),
+        ],
     );
     let bot = register_agent(&admin, "report-bot", &[]).await;
     let (mandate, task) = open_task(&plane.server, &bot, &reports_intent(600)).await;
@@ -550,6 +559,12 @@ async fn a_remote_gateway_injects_the_task_credential_without_the_admin_connecti
     let leases = lease_of(&admin, &task).await;
     assert_eq!(leases.len(), 1);
     assert_eq!(leases[0].role, role_of(&credential));
+    let sealed = admin.audit_trail(&task).await.unwrap().events.into_iter().filter(|e| e["kind"] == "secret.sealed").collect::<Vec<_>>();
+    assert!(
+        !sealed.is_empty()
+            && sealed.iter().all(|e| e["details"]["gateway"] == "reports-gw" && e["details"]["lease"] == leases[0].id.as_str())
+    );
+    assert!(!gw.log().contains(&plane.master) && !gw.log().contains(&credential));
     admin.revoke_task(&task, None).await.unwrap();
     assert_eq!(reaped(&fx, &admin, &task, &leases[0].role).await, "task_revoked");
     drop(gw);
@@ -599,7 +614,12 @@ async fn bad_input_is_refused_clearly_and_leaves_nothing_behind() {
 
     let bot: TestAgent = register_agent(&admin, "report-bot", &[]).await;
     let (_, task) = open_task(server, &bot, &reports_intent(600)).await;
-    let pep = common::pep(server).await;
+    let gw = GatewayIdentity::register(&admin, "reports-gw", &["no-such-db", "static-key", SECRET, "down-db", "broken-db"]).await;
+    let pep = gw.client(&server.url);
+    // Not granted, or not a registered gateway at all: refused before anything else.
+    assert_eq!(pep.lease("other-db", &task).await.unwrap_err().code(), Some("secret_not_granted"));
+    assert_eq!(common::pep(server).await.lease(SECRET, &task).await.unwrap_err().code(), Some("gateway_not_registered"));
+    assert_eq!(admin.lease(SECRET, &task).await.unwrap_err().code(), Some("forbidden"));
 
     // Unknown secret, wrong kind, unknown or ended task.
     assert_eq!(pep.lease("no-such-db", &task).await.unwrap_err().code(), Some("secret_not_found"));

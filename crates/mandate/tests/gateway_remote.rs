@@ -1,19 +1,21 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::indexing_slicing)] // test code
 
 //! `mandate gateway` as its own process, apart from `mandate serve`: it verifies mandates
-//! with the control plane's keys, asks it for every decision with a `pep` token, opens
-//! brokered secrets with the master key they share, sends its evidence back, follows the
-//! revocation feed, and fails closed when the control plane is gone.
+//! with the control plane's keys, asks it for every decision with a `pep` token, opens the
+//! brokered secrets it was granted with its own key (sealed to it alone; it never holds the
+//! master key), sends its evidence back, follows the revocation feed, and fails closed when the
+//! control plane is gone or its registration is revoked.
 
 mod common;
 
 use std::time::Duration;
 
 use common::gateway::{
-    GatewayProcess, McpClient, Proxy, Recorder, Seen, TcpRelay, bounded, call, eventually, intent, reason, rmcp_connect, stateless_request,
-    summary, tool_calls, tool_names,
+    GatewayIdentity, GatewayProcess, McpClient, Proxy, Recorder, Seen, TcpRelay, bounded, call, eventually, intent, reason, rmcp_connect,
+    stateless_request, summary, tool_calls, tool_names,
 };
 use common::{Options, Server, TestAgent, open_task, register_agent};
+use mandate_client::Client;
 use mandate_demo_tools::{DemoToolsHandle, DemoToolsOptions};
 use mandate_secrets::MasterKey;
 use serde_json::{Value, json};
@@ -60,8 +62,10 @@ resource = "invoice:{{id}}"
 
 struct Setup {
     server: Server,
+    /// The control plane's master key: never given to the gateway.
     master: String,
-    pep: mandate_proto::admin::CreateTokenResponse,
+    /// The gateway's registration: its key and `pep` token.
+    gw: GatewayIdentity,
     demo: DemoToolsHandle,
     /// In front of the demo server: what reached it.
     demo_seen: Proxy,
@@ -76,29 +80,38 @@ impl Setup {
         let admin = server.admin();
         admin.put_secret("demo-tools-token", DEMO_SECRET, "demo tool server bearer").await.unwrap();
         admin.put_secret("billing-key", API_KEY, "billing API key").await.unwrap();
-        let pep = admin.create_token("pep", "remote gateway").await.unwrap();
+        let gw = GatewayIdentity::register(&admin, "edge", &["demo-tools-token", "billing-key"]).await;
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let demo = mandate_demo_tools::spawn(listener, DemoToolsOptions { require_bearer: Some(DEMO_SECRET.into()), ..Default::default() })
             .unwrap();
         let demo_seen = Proxy::start(&format!("http://{}", demo.addr()), None).await;
         let api = Recorder::start().await;
         let agent = register_agent(&admin, "support-bot", &[]).await;
-        Setup { server, master, pep, demo, demo_seen, api, agent }
+        Setup { server, master, gw, demo, demo_seen, api, agent }
     }
 
-    /// The gateway process, with the control plane's URL, the `pep` token and `master_key`.
-    fn gateway(&self, master_key: Option<&str>) -> GatewayProcess {
-        self.gateway_via(&self.server.url, master_key)
+    fn config(&self) -> String {
+        gateway_toml(&format!("{}/mcp", self.demo_seen.url), &self.api.url)
+    }
+
+    /// The gateway process, with the control plane's URL, its `pep` token and its own key.
+    fn gateway(&self) -> GatewayProcess {
+        self.gateway_via(&self.server.url)
     }
 
     /// The gateway process, reaching the control plane at `url`.
-    fn gateway_via(&self, url: &str, master_key: Option<&str>) -> GatewayProcess {
-        let config = gateway_toml(&format!("{}/mcp", self.demo_seen.url), &self.api.url);
-        let mut envs = vec![("MANDATE_URL", url), ("MANDATE_TOKEN", self.pep.token.as_str())];
-        if let Some(k) = master_key {
-            envs.push(("MANDATE_MASTER_KEY", k));
+    fn gateway_via(&self, url: &str) -> GatewayProcess {
+        self.gateway_as(url, &self.gw.token, Some(&self.gw.key_path()))
+    }
+
+    /// The gateway process with `token` and key file `key` (`None`: the default, beside its
+    /// config, made on first start).
+    fn gateway_as(&self, url: &str, token: &str, key: Option<&str>) -> GatewayProcess {
+        let mut envs = vec![("MANDATE_URL", url), ("MANDATE_TOKEN", token)];
+        if let Some(k) = key {
+            envs.push(("MANDATE_GATEWAY_KEY_FILE", k));
         }
-        GatewayProcess::start(&config, &envs)
+        GatewayProcess::start(&self.config(), &envs)
     }
 
     async fn task(&self) -> (String, String) {
@@ -154,7 +167,7 @@ fn assert_clean(seen: &[Seen], header: &str, value: &str, mandate: &str) {
 
 async fn remote_gateway_decides_injects_and_reports(protocol: &str) {
     let s = Setup::start().await;
-    let gw = s.gateway(Some(&s.master));
+    let gw = s.gateway();
     let admin = s.server.admin();
     let (mandate, task) = s.task().await;
     let client = connect(&gw, &mandate, protocol).await;
@@ -190,7 +203,7 @@ async fn remote_gateway_decides_injects_and_reports(protocol: &str) {
     assert_eq!(calls[0]["secret"], json!({"name": "demo-tools-token", "version": 1}));
     let events = admin.audit_trail(&task).await.unwrap().events;
     for e in events.iter().filter(|e| e["kind"] == "tool.call") {
-        assert_eq!(e["actor"], format!("token:{}", s.pep.id), "{e}");
+        assert_eq!(e["actor"], format!("token:{}", s.gw.token_id), "{e}");
         let id = e["details"]["decision_id"].as_str().unwrap();
         assert!(events.iter().any(|d| d["kind"] == "decision" && d["details"]["decision_id"] == id), "decision {id} is in the trail");
     }
@@ -219,7 +232,20 @@ async fn remote_gateway_decides_injects_and_reports(protocol: &str) {
         assert!(!export.contains(secret) && !gw.log().contains(secret) && !s.server.log().contains(secret));
     }
     assert!(!gw.log().contains(&mandate) && !export.contains(&mandate));
-    assert!(!gw.log().contains(&s.master) && !gw.log().contains(&s.pep.token));
+    assert!(!gw.log().contains(&s.master) && !gw.log().contains(&s.gw.token));
+    let key = std::fs::read_to_string(&s.gw.key_file).unwrap();
+    assert!(!gw.log().contains(key.trim()) && !s.server.log().contains(key.trim()) && !export.contains(key.trim()));
+    // Every secret it got was sealed to it, and recorded by name and version.
+    let sealed = admin.audit_events(&[("kind", "secret.sealed".to_owned())]).await.unwrap().events;
+    assert!(!sealed.is_empty());
+    for e in &sealed {
+        assert_eq!(
+            (e["details"]["gateway"].as_str(), e["actor"].as_str()),
+            (Some("edge"), Some(format!("token:{}", s.gw.token_id).as_str()))
+        );
+        assert!(["demo-tools-token", "billing-key"].contains(&e["details"]["name"].as_str().unwrap()), "{e}");
+        assert_eq!(e["details"]["version"], 1);
+    }
     s.demo.shutdown().await.unwrap();
 }
 
@@ -237,7 +263,7 @@ async fn remote_gateway_2026_07_28_decides_injects_and_reports() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn disabling_the_agent_stops_it_at_a_remote_gateway() {
     let s = Setup::start().await;
-    let gw = s.gateway(Some(&s.master));
+    let gw = s.gateway();
     let (mandate, task) = s.task().await;
     let client = connect(&gw, &mandate, "2026-07-28").await;
     call(&client, "tickets.search", json!({"query": "checkout"})).await.unwrap();
@@ -270,7 +296,7 @@ async fn disabling_the_agent_stops_it_at_a_remote_gateway() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_remote_gateway_fails_closed_without_its_control_plane() {
     let mut s = Setup::start().await;
-    let gw = s.gateway(Some(&s.master));
+    let gw = s.gateway();
     let (mandate, _task) = s.task().await;
     let legacy = connect(&gw, &mandate, "2025-11-25").await;
     let modern = connect(&gw, &mandate, "2026-07-28").await;
@@ -318,37 +344,240 @@ async fn a_remote_gateway_fails_closed_without_its_control_plane() {
     s.demo.shutdown().await.unwrap();
 }
 
-/// The gateway opens sealed secrets only with the control plane's master key: without one,
-/// or with another, an allowed request is refused before anything is forwarded.
+/// Through `gw`, an allowed call to either upstream fails with `code` (MCP `-32002`, HTTP 502)
+/// and is recorded as allowed and not forwarded (the `round`-th pair of this task's calls).
+async fn allowed_but_refused(s: &Setup, gw: &GatewayProcess, mandate: &str, task: &str, round: usize, code: &str) {
+    let got = api_get(gw, "/invoices/42", mandate).await;
+    assert_eq!((got.0, got.1["error"]["code"].as_str()), (502, Some(code)), "{got:?}\n{}", gw.log());
+    let (status, body) = stateless_request(
+        &format!("{}/mcp/demo", gw.url),
+        mandate,
+        "tools/call",
+        Some("tickets.search"),
+        json!({"name": "tickets.search", "arguments": {"query": "x"}}),
+    )
+    .await;
+    assert_eq!((status, body["error"]["code"].as_i64(), reason(&body["error"]["data"])), (200, Some(-32002), code), "{body}");
+    assert!(!gw.log().contains(DEMO_SECRET) && !gw.log().contains(API_KEY));
+    // Allowed, and recorded as not forwarded (before this gateway stops: its evidence queue
+    // lives in its memory).
+    let calls = tool_calls(&s.server.admin(), task, 2 * (round + 1)).await;
+    let ours = &calls[2 * round..];
+    assert!(ours.iter().all(|d| d["decision"] == true && d["forwarded"] == false), "{calls:#?}");
+    assert!(ours.iter().all(|d| d["result"] == code), "{calls:#?}");
+}
+
+/// A gateway opens only what it was registered for: a `pep` token bound to no gateway gets
+/// `gateway_not_registered`, a gateway not granted the secret `secret_not_granted`, and an
+/// allowed request is refused before anything is forwarded.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_remote_gateway_without_the_master_key_forwards_nothing() {
+async fn a_remote_gateway_opens_only_the_secrets_it_was_granted() {
     let s = Setup::start().await;
+    let admin = s.server.admin();
     let (mandate, task) = s.task().await;
-    let other = MasterKey::generate().to_base64().to_string();
-    for (round, (key, code)) in [(None, "secret_unavailable"), (Some(other.as_str()), "secret_undecryptable")].into_iter().enumerate() {
-        let gw = s.gateway(key);
-        let got = api_get(&gw, "/invoices/42", &mandate).await;
-        assert_eq!((got.0, got.1["error"]["code"].as_str()), (502, Some(code)), "{got:?}");
-        let (status, body) = stateless_request(
-            &format!("{}/mcp/demo", gw.url),
-            &mandate,
-            "tools/call",
-            Some("tickets.search"),
-            json!({"name": "tickets.search", "arguments": {"query": "x"}}),
-        )
-        .await;
-        assert_eq!((status, body["error"]["code"].as_i64(), reason(&body["error"]["data"])), (200, Some(-32002), code), "{body}");
-        assert!(!gw.log().contains(DEMO_SECRET) && !gw.log().contains(API_KEY));
-        // Allowed, and recorded as not forwarded (before this gateway stops: its evidence
-        // queue lives in its memory).
-        let calls = tool_calls(&s.server.admin(), &task, 2 * (round + 1)).await;
-        let ours = &calls[2 * round..];
-        assert!(ours.iter().all(|d| d["decision"] == true && d["forwarded"] == false), "{calls:#?}");
-        assert!(ours.iter().all(|d| d["result"] == code), "{calls:#?}");
-    }
+
+    // A plain `pep` token, with a key made on first start (beside the config).
+    let plain = admin.create_token("pep", "not a registered gateway").await.unwrap();
+    let gw = s.gateway_as(&s.server.url, &plain.token, None);
+    allowed_but_refused(&s, &gw, &mandate, &task, 0, "gateway_not_registered").await;
+    drop(gw);
+
+    // A registered gateway granted another secret only.
+    let other = GatewayIdentity::register(&admin, "edge-other", &["unrelated"]).await;
+    let gw = s.gateway_as(&s.server.url, &other.token, Some(&other.key_path()));
+    allowed_but_refused(&s, &gw, &mandate, &task, 1, "secret_not_granted").await;
+    drop(gw);
+    let direct = other.client(&s.server.url).sealed_secret("billing-key").await.unwrap_err();
+    assert_eq!(direct.code(), Some("secret_not_granted"));
+    let direct = Client::new(&s.server.url, Some(plain.token.clone())).unwrap().sealed_secret("billing-key").await.unwrap_err();
+    assert_eq!(direct.code(), Some("gateway_not_registered"));
+    assert!(direct.to_string().contains("mandate gateway register"), "{direct}");
+
     assert!(s.api.seen().is_empty());
     assert!(s.demo_seen.seen().is_empty(), "{:?}", s.demo_seen.seen());
+    let refused = admin.audit_events(&[("kind", "secret.seal_refused".to_owned())]).await.unwrap().events;
+    let reasons: Vec<&str> = refused.iter().filter_map(|e| e["details"]["reason"].as_str()).collect();
+    assert!(reasons.contains(&"gateway_not_registered") && reasons.contains(&"secret_not_granted"), "{refused:#?}");
+    assert!(refused.iter().any(|e| e["details"]["gateway"] == "edge-other" && e["details"]["name"] == "billing-key"), "{refused:#?}");
     s.demo.shutdown().await.unwrap();
+}
+
+/// What the control plane seals for gateway A opens with A's key only: not with gateway B's
+/// key, not under B's name, not as another secret or version.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_blob_sealed_for_one_gateway_does_not_open_at_another() {
+    let s = Setup::start().await;
+    let admin = s.server.admin();
+    let b = GatewayIdentity::register(&admin, "edge-b", &["billing-key"]).await;
+    let view = s.gw.client(&s.server.url).sealed_secret("billing-key").await.unwrap();
+    assert_eq!((view.name.as_str(), view.version, view.gateway.as_str()), ("billing-key", 1, "edge"));
+    assert_eq!(view.suite, mandate_proto::gateway::SEAL_SUITE);
+    let text = serde_json::to_string(&view).unwrap();
+    assert!(!text.contains(API_KEY), "{text}");
+    let mut keys: Vec<String> = serde_json::to_value(&view).unwrap().as_object().unwrap().keys().cloned().collect();
+    keys.sort();
+    assert_eq!(keys, ["ciphertext", "enc", "gateway", "name", "suite", "version"]);
+    use base64::Engine;
+    let b64 = |t: &str| base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(t).unwrap();
+    let sealed = mandate_secrets::GatewaySealed { enc: b64(&view.enc), ciphertext: b64(&view.ciphertext) };
+    let open = |key: &mandate_secrets::GatewayPrivateKey, gw: &str, name: &str, version: u32| {
+        mandate_secrets::open_for_gateway(key, gw, name, version, None, &sealed)
+    };
+    assert_eq!(open(&s.gw.private_key(), "edge", "billing-key", 1).unwrap().as_slice(), API_KEY.as_bytes());
+    for (key, gw, name, version) in [
+        (b.private_key(), "edge", "billing-key", 1),
+        (b.private_key(), "edge-b", "billing-key", 1),
+        (s.gw.private_key(), "edge-b", "billing-key", 1),
+        (s.gw.private_key(), "edge", "demo-tools-token", 1),
+        (s.gw.private_key(), "edge", "billing-key", 2),
+    ] {
+        assert_eq!(open(&key, gw, name, version).unwrap_err().code(), "secret_undecryptable", "{gw} {name} {version}");
+    }
+    // B's own blob opens with B's key; no role but a registered gateway's `pep` token gets one.
+    let mine = b.client(&s.server.url).sealed_secret("billing-key").await.unwrap();
+    let sealed_b = mandate_secrets::GatewaySealed { enc: b64(&mine.enc), ciphertext: b64(&mine.ciphertext) };
+    assert_eq!(
+        mandate_secrets::open_for_gateway(&b.private_key(), "edge-b", "billing-key", 1, None, &sealed_b).unwrap().as_slice(),
+        API_KEY.as_bytes()
+    );
+    assert!(mandate_secrets::open_for_gateway(&s.gw.private_key(), "edge", "billing-key", 1, None, &sealed_b).is_err());
+    assert_eq!(admin.sealed_secret("billing-key").await.unwrap_err().code(), Some("forbidden"));
+    assert_eq!(s.gw.client(&s.server.url).sealed_secret("missing").await.unwrap_err().code(), Some("secret_not_granted"));
+
+    // A gateway started with another key than the one registered refuses to start.
+    let (status, out) = GatewayProcess::refused(
+        &s.config(),
+        &[("MANDATE_URL", s.server.url.as_str()), ("MANDATE_TOKEN", s.gw.token.as_str()), ("MANDATE_GATEWAY_KEY_FILE", &b.key_path())],
+    );
+    assert!(!status.success());
+    assert!(out.contains("is registered with public key") && out.contains(&s.gw.public_key) && out.contains(&b.public_key), "{out}");
+    s.demo.shutdown().await.unwrap();
+}
+
+/// A gateway given the control plane's master key refuses to start and says how to migrate.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_remote_gateway_refuses_the_master_key() {
+    let s = Setup::start().await;
+    let master_file = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(master_file.path(), &s.master).unwrap();
+    let path = master_file.path().display().to_string();
+    let base =
+        [("MANDATE_URL", s.server.url.as_str()), ("MANDATE_TOKEN", s.gw.token.as_str()), ("MANDATE_GATEWAY_KEY_FILE", &s.gw.key_path())];
+    for extra in [("MANDATE_MASTER_KEY", s.master.as_str()), ("MANDATE_MASTER_KEY_FILE", path.as_str())] {
+        let mut envs = base.to_vec();
+        envs.push(extra);
+        let (status, out) = GatewayProcess::refused(&s.config(), &envs);
+        assert!(!status.success(), "{out}");
+        assert!(out.contains("no longer takes the control plane's master key") && out.contains("mandate gateway register"), "{out}");
+        assert!(!out.contains(&s.master), "{out}");
+    }
+    s.demo.shutdown().await.unwrap();
+}
+
+/// Revoking a gateway: it gets nothing more. Its calls are refused with `gateway_revoked` and
+/// nothing is forwarded; its token opens nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_revoked_gateway_gets_nothing() {
+    let s = Setup::start().await;
+    let admin = s.server.admin();
+    let gw = s.gateway();
+    let (mandate, _task) = s.task().await;
+    assert_eq!(api_get(&gw, "/invoices/42", &mandate).await.0, 200);
+    let client = connect(&gw, &mandate, "2026-07-28").await;
+    call(&client, "tickets.search", json!({"query": "checkout"})).await.unwrap();
+    let (calls, api) = (s.upstream_calls(), s.api.seen().len());
+
+    let revoked = admin.revoke_gateway("edge").await.unwrap();
+    assert!(revoked.revoked_at_ms.is_some());
+    let (code, data) = call(&client, "tickets.search", json!({"query": "after"})).await.unwrap_err();
+    assert_eq!((code, reason(&data)), (-32001, "gateway_revoked"), "{data}");
+    let got = api_get(&gw, "/invoices/42", &mandate).await;
+    assert_eq!((got.0, got.1["error"]["code"].as_str()), (403, Some("gateway_revoked")), "{got:?}");
+    assert_eq!((s.upstream_calls(), s.api.seen().len()), (calls, api), "nothing forwarded after the revocation");
+
+    let direct = s.gw.client(&s.server.url);
+    assert_eq!(direct.sealed_secret("billing-key").await.unwrap_err().code(), Some("gateway_revoked"));
+    assert_eq!(direct.gateway_self().await.unwrap_err().code(), Some("gateway_revoked"));
+    let tokens = admin.list_tokens().await.unwrap();
+    assert!(tokens.iter().any(|t| t.id == s.gw.token_id && t.revoked_at_ms.is_some()), "{tokens:?}");
+    assert_eq!(admin.revoke_gateway("edge").await.unwrap_err().code(), Some("gateway_revoked"));
+    let events = admin.audit_events(&[("kind", "gateway.revoked".to_owned())]).await.unwrap().events;
+    assert_eq!(events.len(), 1);
+    assert_eq!(events[0]["details"]["name"], "edge");
+    let _ = bounded("cancel", client.cancel()).await;
+    s.demo.shutdown().await.unwrap();
+}
+
+/// Registration, list and revoke through the CLI.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn gateways_are_registered_listed_and_revoked_with_the_cli() {
+    let server = Server::start();
+    let (dir, key_file, public) = GatewayIdentity::keygen();
+    assert_eq!(public.len(), 43, "{public}");
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        assert_eq!(std::fs::metadata(&key_file).unwrap().permissions().mode() & 0o777, 0o600);
+    }
+    // An existing key file is never overwritten.
+    let again =
+        std::process::Command::new(env!("CARGO_BIN_EXE_mandate")).args(["gateway", "keygen", "--out"]).arg(&key_file).output().unwrap();
+    assert!(!again.status.success());
+    assert!(String::from_utf8_lossy(&again.stderr).contains("never overwritten"));
+    let private = std::fs::read_to_string(&key_file).unwrap();
+    assert!(!String::from_utf8_lossy(&again.stdout).contains(private.trim()));
+
+    let out = server
+        .cli()
+        .args(["gateway", "register", "edge-cli", "--public-key", &public, "--secret", "github-token", "--secret", "billing-key"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let token = String::from_utf8(out.stdout).unwrap().trim().to_owned();
+    assert!(token.starts_with("mdt_"), "{token}");
+    let me = Client::new(&server.url, Some(token.clone())).unwrap().gateway_self().await.unwrap();
+    assert_eq!((me.name.as_str(), me.secrets.clone()), ("edge-cli", vec!["billing-key".to_owned(), "github-token".to_owned()]));
+
+    let dup = server.cli().args(["gateway", "register", "edge-cli", "--public-key", &public]).output().unwrap();
+    assert!(!dup.status.success());
+    assert!(String::from_utf8_lossy(&dup.stderr).contains("gateway_exists"), "{}", String::from_utf8_lossy(&dup.stderr));
+    let bad = server.cli().args(["gateway", "register", "edge-bad", "--public-key", "not-a-key"]).output().unwrap();
+    assert!(!bad.status.success());
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("invalid_request"));
+
+    let list = server.cli().args(["gateway", "list"]).output().unwrap();
+    let text = String::from_utf8(list.stdout).unwrap();
+    let line = text.lines().find(|l| l.starts_with("edge-cli")).unwrap_or_else(|| panic!("{text}"));
+    assert!(
+        line.contains("active") && line.contains(&public) && line.contains("billing-key,github-token") && line.contains(&me.token_id),
+        "{line}"
+    );
+    let json = server.cli().args(["gateway", "list", "--json"]).output().unwrap();
+    let views: Vec<mandate_proto::gateway::GatewayView> = serde_json::from_slice(&json.stdout).unwrap();
+    assert_eq!(views.len(), 1);
+
+    let out = server.cli().args(["gateway", "revoke", "edge-cli"]).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("revoked"));
+    let text = String::from_utf8(server.cli().args(["gateway", "list"]).output().unwrap().stdout).unwrap();
+    assert!(text.lines().any(|l| l.starts_with("edge-cli") && l.contains("revoked")), "{text}");
+    let gone = Client::new(&server.url, Some(token.clone())).unwrap().gateway_self().await.unwrap_err();
+    assert_eq!(gone.code(), Some("gateway_revoked"));
+    // A revoked name may be registered again, with a new token.
+    let out = server.cli().args(["gateway", "register", "edge-cli", "--public-key", &public, "--json"]).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let r: mandate_proto::gateway::RegisterGatewayResponse = serde_json::from_slice(&out.stdout).unwrap();
+    assert_ne!(r.token, token);
+    assert!(r.gateway.secrets.is_empty());
+
+    for (kind, n) in [("gateway.registered", 2), ("gateway.revoked", 1)] {
+        let events = server.admin().audit_events(&[("kind", kind.to_owned())]).await.unwrap().events;
+        assert_eq!(events.len(), n, "{kind}: {events:#?}");
+        assert!(events.iter().all(|e| e["details"]["name"] == "edge-cli"), "{events:#?}");
+    }
+    // The private key is in no log and no answer.
+    assert!(!server.log().contains(private.trim()));
+    drop(dir);
 }
 
 /// Cut off from its control plane, a gateway denies everything and keeps the evidence; once
@@ -358,7 +587,7 @@ async fn a_remote_gateway_without_the_master_key_forwards_nothing() {
 async fn a_partitioned_gateway_catches_up_when_the_control_plane_is_back() {
     let s = Setup::start().await;
     let relay = TcpRelay::start(&s.server.url).await;
-    let gw = s.gateway_via(&relay.url, Some(&s.master));
+    let gw = s.gateway_via(&relay.url);
     let admin = s.server.admin();
     let (mandate, task) = s.task().await;
     let (other_mandate, other_task) = s.task().await;
@@ -404,7 +633,7 @@ async fn a_partitioned_gateway_catches_up_when_the_control_plane_is_back() {
 async fn a_stopping_gateway_delivers_the_evidence_it_holds() {
     let s = Setup::start().await;
     let relay = TcpRelay::start(&s.server.url).await;
-    let mut gw = s.gateway_via(&relay.url, Some(&s.master));
+    let mut gw = s.gateway_via(&relay.url);
     let admin = s.server.admin();
     let (mandate, task) = s.task().await;
     let client = connect(&gw, &mandate, "2026-07-28").await;

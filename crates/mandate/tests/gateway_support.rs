@@ -11,11 +11,12 @@ use std::time::Duration;
 
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use common::gateway::GatewayIdentity;
 use common::*;
 use mandate_client::Client;
 use mandate_client::revocations::{FeedEvent, Subscriber, subscribe};
 use mandate_proto::gateway::{EvidenceEvent, RevocationKind, RevocationStatus};
-use mandate_secrets::{MasterKey, SealedSecret};
+use mandate_secrets::{GatewaySealed, MasterKey};
 use serde_json::{Value, json};
 use tokio::net::{TcpListener, TcpStream};
 
@@ -196,8 +197,8 @@ async fn a_remote_gateway_opens_sealed_secrets_and_submits_evidence() {
     let server =
         Server::start_with(Options { envs: vec![("MANDATE_MASTER_KEY".into(), master.to_base64().to_string())], ..Default::default() });
     let admin = server.admin();
-    let pep = admin.create_token("pep", "gateway").await.unwrap();
-    let gateway = Client::new(&server.url, Some(pep.token.clone())).unwrap();
+    let identity = GatewayIdentity::register(&admin, "edge", &["slack-token", "missing"]).await;
+    let gateway = identity.client(&server.url);
     let auditor = Client::new(&server.url, Some(admin.create_token("auditor", "a").await.unwrap().token)).unwrap();
 
     let value = "xoxb-2f9c7a1e4d";
@@ -206,13 +207,9 @@ async fn a_remote_gateway_opens_sealed_secrets_and_submits_evidence() {
     assert_eq!((sealed.name.as_str(), sealed.version), ("slack-token", 1));
     assert!(!serde_json::to_string(&sealed).unwrap().contains(value));
     let b64 = |s: &str| URL_SAFE_NO_PAD.decode(s).unwrap();
-    let blob = SealedSecret {
-        wrapped_key: b64(&sealed.wrapped_key),
-        key_nonce: b64(&sealed.key_nonce),
-        nonce: b64(&sealed.nonce),
-        ciphertext: b64(&sealed.ciphertext),
-    };
-    assert_eq!(mandate_secrets::open(&master, &sealed.name, sealed.version, &blob).unwrap().as_slice(), value.as_bytes());
+    let blob = GatewaySealed { enc: b64(&sealed.enc), ciphertext: b64(&sealed.ciphertext) };
+    let opened = mandate_secrets::open_for_gateway(&identity.private_key(), "edge", &sealed.name, sealed.version, None, &blob).unwrap();
+    assert_eq!(opened.as_slice(), value.as_bytes());
     assert_eq!(admin.sealed_secret("slack-token").await.unwrap_err().code(), Some("forbidden"));
     assert_eq!(auditor.sealed_secret("slack-token").await.unwrap_err().code(), Some("forbidden"));
     assert_eq!(gateway.sealed_secret("missing").await.unwrap_err().code(), Some("secret_not_found"));
@@ -229,7 +226,7 @@ async fn a_remote_gateway_opens_sealed_secrets_and_submits_evidence() {
     let recorded = auditor.audit_events(&[("kind", "tool.call".to_owned())]).await.unwrap().events;
     assert_eq!(recorded.len(), 1);
     assert_eq!(recorded[0]["seq"], answer.seqs[0]);
-    assert_eq!(recorded[0]["actor"], format!("token:{}", pep.id));
+    assert_eq!(recorded[0]["actor"], format!("token:{}", identity.token_id));
     let ocsf: Value = auditor
         .audit_export("ocsf")
         .await

@@ -14,7 +14,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use common::gateway::{GatewayProcess, Recorder, TcpRelay, bounded, eventually, intent};
+use common::gateway::{GatewayIdentity, GatewayProcess, Recorder, TcpRelay, bounded, eventually, intent};
 use common::{Options, Server, TestAgent, evaluation, reason, register_agent};
 use mandate_client::Client;
 use mandate_secrets::MasterKey;
@@ -411,6 +411,45 @@ async fn a_replica_without_its_database_fails_closed_and_recovers() {
     let (m2, _) = open_task_via(&a, &agent, &intent(&["tickets.read"])).await;
     eventually("B decides again", PROPAGATION, || async { decide(&pep_b, &agent, &m2).await.0.then_some(()) }).await;
     assert!(b.admin().audit_verify().await.unwrap().ok);
+}
+
+/// The gateway registry is one compare-and-set value in the shared store: a gateway registered
+/// through one replica gets secrets sealed to it by the other, racing registrations of one name
+/// have one winner, and a revocation through either holds on the next request at both.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn remote_gateways_are_one_registry_across_replicas() {
+    let admin_url = require_postgres!();
+    let db = Database::create(&admin_url).await;
+    let master = master_key();
+    let a = replica(&db.url, &master);
+    let b = replica(&db.url, &master);
+    a.admin().put_secret("billing-key", "bk-7731-s3cret", "").await.unwrap();
+
+    let gw = GatewayIdentity::register(&a.admin(), "edge", &["billing-key"]).await;
+    let via_b = gw.client(&b.url).sealed_secret("billing-key").await.unwrap();
+    assert_eq!((via_b.gateway.as_str(), via_b.version), ("edge", 1));
+    let names: Vec<String> = b.admin().list_gateways().await.unwrap().into_iter().map(|g| g.name).collect();
+    assert_eq!(names, ["edge"]);
+
+    // Two registrations of one name at once, one through each replica: exactly one wins.
+    let (_d1, _k1, pk1) = GatewayIdentity::keygen();
+    let (_d2, _k2, pk2) = GatewayIdentity::keygen();
+    let req = |pk: String| mandate_proto::gateway::RegisterGatewayRequest { name: "edge-race".into(), public_key: pk, secrets: vec![] };
+    let (admin_a, admin_b, req_a, req_b) = (a.admin(), b.admin(), req(pk1), req(pk2));
+    let (ra, rb) = tokio::join!(admin_a.register_gateway(&req_a), admin_b.register_gateway(&req_b));
+    assert_eq!(usize::from(ra.is_ok()) + usize::from(rb.is_ok()), 1, "{ra:?} {rb:?}");
+    let loser = ra.err().or(rb.err()).unwrap();
+    assert_eq!(loser.code(), Some("gateway_exists"), "{loser}");
+    let listed = a.admin().list_gateways().await.unwrap();
+    assert_eq!(listed.iter().filter(|g| g.name == "edge-race").count(), 1, "{listed:?}");
+    // The loser's token was revoked again: only the two winners' tokens are live pep tokens.
+    let live = a.admin().list_tokens().await.unwrap().into_iter().filter(|t| t.role == "pep" && t.revoked_at_ms.is_none()).count();
+    assert_eq!(live, 2);
+
+    // Revoked through B: A refuses at once.
+    b.admin().revoke_gateway("edge").await.unwrap();
+    let refused = gw.client(&a.url).sealed_secret("billing-key").await.unwrap_err();
+    assert_eq!(refused.code(), Some("gateway_revoked"), "{refused}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -86,7 +86,14 @@ impl UpstreamError {
     pub fn credential(code: &str) -> Self {
         const CODES: [&str; 6] =
             ["secret_not_found", "secret_unavailable", "secret_undecryptable", "secret_unusable", "secret_empty", "invalid_master_key"];
-        UpstreamError::Credential(CODES.into_iter().chain(crate::control::LEASE_CODES).find(|c| *c == code).unwrap_or("secret_unavailable"))
+        UpstreamError::Credential(
+            CODES
+                .into_iter()
+                .chain(crate::control::LEASE_CODES)
+                .chain(crate::control::GATEWAY_CODES)
+                .find(|c| *c == code)
+                .unwrap_or("secret_unavailable"),
+        )
     }
 }
 

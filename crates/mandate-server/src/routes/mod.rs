@@ -17,6 +17,7 @@ mod approvals;
 mod audit;
 mod authzen;
 mod gateway;
+mod gateways;
 mod oauth;
 mod ops;
 mod secrets;
@@ -65,6 +66,9 @@ pub fn app(state: Arc<AppState>) -> Router {
         .route("/v1/approvals/{id}", get(approvals::get))
         .route("/v1/approvals/{id}/approve", post(approvals::approve))
         .route("/v1/approvals/{id}/deny", post(approvals::deny))
+        .route("/v1/gateways", post(gateways::register).get(gateways::list))
+        .route("/v1/gateways/self", get(gateways::whoami))
+        .route("/v1/gateways/{name}/revoke", post(gateways::revoke))
         .route("/v1/revocations", get(gateway::revocations))
         .route("/v1/evidence", post(gateway::evidence))
         .route("/v1/audit/verify", get(audit::verify))

@@ -1,7 +1,8 @@
 //! The secrets admin API. Every answer carries metadata only: no endpoint returns a value, and
-//! no value reaches a log or the audit trail. The one exception to metadata is for enforcement
-//! points only (`pep` tokens, not even `admin`): the sealed record, which only a holder of the
-//! master key can open.
+//! no value reaches a log or the audit trail. The one exception to metadata is for registered
+//! remote gateways only (a `pep` token bound to a gateway, not even `admin`): a secret it was
+//! granted, opened here with the master key and sealed with HPKE to that gateway's public key,
+//! which only that gateway's private key opens. The master key never leaves this process.
 
 use std::sync::Arc;
 
@@ -14,8 +15,8 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use mandate_audit::kinds;
 use mandate_core::Role;
 use mandate_proto::admin::{LeaseView, PutSecretRequest, RotateSecretRequest, SecretView};
-use mandate_proto::gateway::{LeaseGrant, LeaseRequest, SealedSecretView};
-use mandate_secrets::SecretError;
+use mandate_proto::gateway::{GatewaySealedView, LeaseGrant, LeaseRequest, SEAL_SUITE};
+use mandate_secrets::{GatewaySealed, SecretError};
 use mandate_store::{Lease, LeaseFilter, SecretKind, SecretRecord, StoreError};
 use serde::Deserialize;
 use serde_json::json;
@@ -121,11 +122,12 @@ pub async fn get_secret(
     }
 }
 
-/// `GET /v1/secrets/{name}/sealed`: the latest version as stored, for a gateway that holds the
-/// master key. Never a value.
+/// `GET /v1/secrets/{name}/sealed`: the latest version, opened here and sealed to the calling
+/// gateway only, if it was granted the secret. Never a value, never the master-key form.
 pub async fn sealed_secret(State(state): State<Arc<AppState>>, headers: HeaderMap, Path(name): Path<String>) -> Result<Response, ApiError> {
-    auth::require_only(&state, &headers, &[Role::Pep], "read sealed secrets").await?;
+    let caller = auth::require_only(&state, &headers, &[Role::Pep], "read sealed secrets").await?;
     mandate_secrets::validate_name(&name).map_err(secret_error)?;
+    let gateway = super::gateways::may_open(&state, &caller, &name).await?;
     let Some(record) = state.sealed_secret(&name).await? else {
         return Err(ApiError::not_found("secret", &name));
     };
@@ -133,10 +135,19 @@ pub async fn sealed_secret(State(state): State<Arc<AppState>>, headers: HeaderMa
     if record.kind.is_dynamic() {
         return Err(is_dynamic(&name));
     }
-    let view = sealed_view(record.name, record.version, &record.sealed);
-    let mut resp = Json(view).into_response();
-    resp.headers_mut().insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
-    Ok(resp)
+    let (version, value) = state.reveal_secret(&name).await.map_err(|e| ApiError::internal(e.code()))?;
+    let public = gateway.public_key().map_err(|e| ApiError::internal(e.code()))?;
+    let sealed = mandate_secrets::seal_to_gateway(&public, &gateway.name, &name, version, None, &value).map_err(secret_error)?;
+    drop(value);
+    let ev = state.event(
+        kinds::SECRET_SEALED,
+        &caller.actor(),
+        None,
+        None,
+        json!({ "name": name, "version": version, "gateway": gateway.name }),
+    );
+    state.record(ev).await.map_err(ApiError::internal)?;
+    no_store(Json(gateway_view(name, version, &gateway.name, &sealed)).into_response())
 }
 
 pub async fn delete_secret(
@@ -164,19 +175,41 @@ pub async fn delete_secret(
     Ok(StatusCode::NO_CONTENT)
 }
 
-/// `POST /v1/secrets/{name}/leases` (`pep`, `admin`): the credential of a dynamic secret for
-/// one live task, minted on first use, still sealed (name: the lease id, version 1).
+/// `POST /v1/secrets/{name}/leases` (a registered gateway's `pep` token): the credential of a
+/// dynamic secret for one live task, minted on first use, sealed to the calling gateway under
+/// the secret's name and version and bound to the task.
 pub async fn create_lease(
     State(state): State<Arc<AppState>>,
     headers: HeaderMap,
     Path(name): Path<String>,
     ApiJson(req): ApiJson<LeaseRequest>,
 ) -> Result<Response, ApiError> {
-    let caller = auth::require(&state, &headers, &[Role::Pep], "lease dynamic credentials").await?;
+    let caller = auth::require_only(&state, &headers, &[Role::Pep], "lease dynamic credentials").await?;
     mandate_secrets::validate_name(&name).map_err(secret_error)?;
+    let gateway = super::gateways::may_open(&state, &caller, &name).await?;
     let lease = state.lease(&name, &req.task, &caller.actor()).await.map_err(lease_error)?;
-    let grant = LeaseGrant { credential: sealed_view(lease.id.clone(), 1, &lease.credential), lease: lease_view(&lease) };
-    let mut resp = Json(grant).into_response();
+    let value = state.open_lease(&lease).map_err(|e| ApiError::internal(e.code()))?;
+    let public = gateway.public_key().map_err(|e| ApiError::internal(e.code()))?;
+    let sealed =
+        mandate_secrets::seal_to_gateway(&public, &gateway.name, &lease.secret, lease.secret_version, Some(&lease.task_id), &value)
+            .map_err(secret_error)?;
+    drop(value);
+    let ev = state.event(
+        kinds::SECRET_SEALED,
+        &caller.actor(),
+        None,
+        Some(&lease.task_id),
+        json!({ "name": lease.secret, "version": lease.secret_version, "gateway": gateway.name, "lease": lease.id }),
+    );
+    state.record(ev).await.map_err(ApiError::internal)?;
+    let grant = LeaseGrant {
+        credential: gateway_view(lease.secret.clone(), lease.secret_version, &gateway.name, &sealed),
+        lease: lease_view(&lease),
+    };
+    no_store(Json(grant).into_response())
+}
+
+fn no_store(mut resp: Response) -> Result<Response, ApiError> {
     resp.headers_mut().insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
     Ok(resp)
 }
@@ -216,15 +249,14 @@ fn lease_view(l: &Lease) -> LeaseView {
     }
 }
 
-fn sealed_view(name: String, version: u32, b: &mandate_store::SealedSecretBlob) -> SealedSecretView {
-    let b64 = |bytes: &[u8]| URL_SAFE_NO_PAD.encode(bytes);
-    SealedSecretView {
-        wrapped_key: b64(&b.wrapped_key),
-        key_nonce: b64(&b.key_nonce),
-        nonce: b64(&b.nonce),
-        ciphertext: b64(&b.ciphertext),
+fn gateway_view(name: String, version: u32, gateway: &str, sealed: &GatewaySealed) -> GatewaySealedView {
+    GatewaySealedView {
         name,
         version,
+        gateway: gateway.to_owned(),
+        suite: SEAL_SUITE.to_owned(),
+        enc: URL_SAFE_NO_PAD.encode(&sealed.enc),
+        ciphertext: URL_SAFE_NO_PAD.encode(&sealed.ciphertext),
     }
 }
 

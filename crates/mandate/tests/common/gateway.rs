@@ -3,6 +3,8 @@
 //!
 //! - [`serve_with_gateway`]: the real `mandate serve` with a `[gateway]` section;
 //! - [`GatewayProcess`]: the real `mandate gateway` as its own process, asking a control plane;
+//! - [`GatewayIdentity`]: a remote gateway's own key (`mandate gateway keygen`) and the `pep`
+//!   token of its registration;
 //! - [`rmcp_connect`], [`call`], [`tool_names`]: the Rust SDK's client in either revision;
 //! - [`Proxy`]: an HTTP proxy that records every request it forwards (in front of an upstream,
 //!   to see exactly what the gateway sent it) and can run a hook before forwarding one;
@@ -92,6 +94,59 @@ pub fn serve_with_gateway(config: &str, envs: Vec<(String, String)>) -> (Server,
 // The gateway as its own process
 // ---------------------------------------------------------------------------------------------
 
+/// A remote gateway's identity: its private key file, made by the real `mandate gateway
+/// keygen`, and its registration (the secrets it may open and its `pep` token).
+pub struct GatewayIdentity {
+    pub name: String,
+    pub key_file: std::path::PathBuf,
+    pub public_key: String,
+    /// The `pep` token bound to the gateway.
+    pub token: String,
+    pub token_id: String,
+    _dir: tempfile::TempDir,
+}
+
+impl GatewayIdentity {
+    /// A key pair made by `mandate gateway keygen --out FILE`: the key file and the printed
+    /// public key.
+    pub fn keygen() -> (tempfile::TempDir, std::path::PathBuf, String) {
+        let dir = tempfile::tempdir().unwrap();
+        let key_file = dir.path().join("gateway.key");
+        let out = Command::new(env!("CARGO_BIN_EXE_mandate")).args(["gateway", "keygen", "--out"]).arg(&key_file).output().unwrap();
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        let public = String::from_utf8(out.stdout).unwrap().trim().to_owned();
+        (dir, key_file, public)
+    }
+
+    /// A new key pair, registered as `name` with `secrets` through `admin`.
+    pub async fn register(admin: &Client, name: &str, secrets: &[&str]) -> GatewayIdentity {
+        let (dir, key_file, public_key) = Self::keygen();
+        let req = mandate_proto::gateway::RegisterGatewayRequest {
+            name: name.to_owned(),
+            public_key: public_key.clone(),
+            secrets: secrets.iter().map(|s| (*s).to_owned()).collect(),
+        };
+        let r = admin.register_gateway(&req).await.unwrap();
+        assert_eq!(r.gateway.public_key, public_key);
+        GatewayIdentity { name: name.to_owned(), key_file, public_key, token: r.token, token_id: r.gateway.token_id, _dir: dir }
+    }
+
+    /// The gateway's private key, as its key file holds it.
+    pub fn private_key(&self) -> mandate_secrets::GatewayPrivateKey {
+        mandate_secrets::GatewayPrivateKey::from_base64(&std::fs::read_to_string(&self.key_file).unwrap()).unwrap()
+    }
+
+    /// The key file, as a string for `MANDATE_GATEWAY_KEY_FILE`.
+    pub fn key_path(&self) -> String {
+        self.key_file.display().to_string()
+    }
+
+    /// A client with the gateway's `pep` token.
+    pub fn client(&self, url: &str) -> Client {
+        Client::new(url, Some(self.token.clone())).unwrap()
+    }
+}
+
 /// `mandate gateway --config FILE --listen 127.0.0.1:0`; killed on drop.
 pub struct GatewayProcess {
     /// `http://127.0.0.1:PORT`
@@ -147,6 +202,36 @@ impl GatewayProcess {
             }
         };
         GatewayProcess { url, child: Some(child), dir }
+    }
+
+    /// Starts the gateway as [`GatewayProcess::start`] does, expecting it to refuse to start:
+    /// answers its exit status and what it wrote (stdout and stderr).
+    pub fn refused(config: &str, envs: &[(&str, &str)]) -> (std::process::ExitStatus, String) {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("gateway.toml");
+        std::fs::write(&path, config).unwrap();
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_mandate"));
+        cmd.arg("gateway").arg("--config").arg(&path).args(["--listen", "127.0.0.1:0"]);
+        for (k, _) in std::env::vars() {
+            if k.starts_with("MANDATE_") {
+                cmd.env_remove(k);
+            }
+        }
+        cmd.stdin(Stdio::null());
+        for (k, v) in envs {
+            cmd.env(k, v);
+        }
+        let mut child = cmd.stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while child.try_wait().unwrap().is_none() {
+            if Instant::now() > deadline {
+                let _ = child.kill();
+                panic!("mandate gateway started although it should have refused to");
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let out = child.wait_with_output().unwrap();
+        (out.status, format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr)))
     }
 
     /// What the gateway wrote to stderr so far (its application log).
