@@ -6,7 +6,9 @@
 //!    2026-07-28 in `MCP-Protocol-Version` or `_meta` is stateless (its routing headers must
 //!    agree with the body); anything else needs a session of the same task;
 //! 4. the method: lists are filtered by one batch decision; calls, reads and prompt fetches
-//!    are decided one by one; pings and notifications pass; any other method is refused.
+//!    are decided one by one; pings pass, and the notifications MCP defines for clients (a
+//!    cancel under the upstream's id of the request); any other method or notification is
+//!    refused.
 //!
 //! Nothing reaches the upstream that was not allowed, and the agent's mandate never does.
 
@@ -221,6 +223,7 @@ impl Call<'_> {
             described: described.clone(),
             last_used_ms: AtomicI64::new(now_ms()),
             ended: CancellationToken::new(),
+            in_flight: Default::default(),
         });
         self.gw.sessions.insert(session.clone());
         let result = as_initialize_result(&described, &protocol);
@@ -235,18 +238,7 @@ impl Call<'_> {
     async fn in_session(&self, session: &Arc<Session>, message: Message) -> Response {
         match message {
             Message::Request { id, method, params } => self.request(session, &id, &method, params).await,
-            Message::Notification { method, params } => {
-                if method == "notifications/initialized" {
-                    // The gateway completed the upstream's handshake itself when it opened
-                    // the link; a second `initialized` would be a protocol error upstream.
-                    return StatusCode::ACCEPTED.into_response();
-                }
-                if method.starts_with("notifications/") {
-                    let inject = self.injection().await.ok().flatten();
-                    let _ = self.upstream.notify(&session.link, &method, params.as_ref(), inject.as_ref().map(|i| &i.header)).await;
-                }
-                StatusCode::ACCEPTED.into_response()
-            }
+            Message::Notification { method, params } => self.notification(session, &method, params).await,
             Message::Response(v) => {
                 if matches!(session.link, Link::Legacy { .. }) {
                     let inject = self.injection().await.ok().flatten();
@@ -261,8 +253,14 @@ impl Call<'_> {
     async fn stateless(&self, message: Message) -> Response {
         let (id, method, params) = match message {
             Message::Request { id, method, params } => (id, method, params),
-            // Stateless notifications and responses have nothing to attach to upstream.
-            _ => return StatusCode::ACCEPTED.into_response(),
+            // 2026-07-28 defines one client notification, `notifications/cancelled`, and not
+            // over HTTP (closing the request's stream cancels it): nothing is relayed.
+            Message::Notification { method, .. } if client_notification(STATELESS, &method) => {
+                return StatusCode::ACCEPTED.into_response();
+            }
+            Message::Notification { method, .. } => return notification_not_allowed(&method),
+            // Stateless responses have nothing to attach to upstream.
+            Message::Response(_) => return StatusCode::ACCEPTED.into_response(),
         };
         let client = ClientIdentity {
             info: params
@@ -324,6 +322,7 @@ impl Call<'_> {
             described,
             last_used_ms: AtomicI64::new(now_ms()),
             ended: CancellationToken::new(),
+            in_flight: Default::default(),
         });
         self.gw.sessions.insert(s.clone());
         Ok(s)
@@ -340,7 +339,7 @@ impl Call<'_> {
             "resources/list" => self.list(session, id, method, params, "resources", "uri").await,
             "resources/templates/list" => self.list(session, id, method, params, "resourceTemplates", "uriTemplate").await,
             "tools/call" | "prompts/get" | "resources/read" => self.decided(CallLink::Open(session.clone()), id, method, params).await,
-            m if PASS.contains(&m) => match self.forward(session, method, params.as_ref()).await {
+            m if PASS.contains(&m) => match self.forward(session, id, method, params.as_ref()).await {
                 Ok((reply, _)) => self.answer(with_id(reply.message, id, self.stateless)),
                 Err(e) => self.answer(upstream_error(id, &e)),
             },
@@ -353,11 +352,13 @@ impl Call<'_> {
         }
     }
 
-    /// Forwards a request upstream with the brokered secret. Returns the reply and the secret
-    /// that went with it (name, version) for the evidence.
+    /// Forwards the client's request `client_id` upstream with the brokered secret. Returns
+    /// the reply and the secret that went with it (name, version) for the evidence. While it is
+    /// on its way, a session's request is in [`Session::in_flight`] (a client may cancel it).
     async fn forward(
         &self,
         session: &Session,
+        client_id: &Value,
         method: &str,
         params: Option<&Map<String, Value>>,
     ) -> Result<(Reply, Option<(String, u32)>), UpstreamError> {
@@ -369,8 +370,46 @@ impl Call<'_> {
             _ => params.map(without_stateless_meta),
         };
         let used = inject.as_ref().map(|i| (i.secret.clone(), i.version));
-        let reply = self.upstream.send(&session.link, method, params.as_ref(), inject.as_ref().map(|i| &i.header)).await?;
+        let upstream_id = self.upstream.next_id();
+        // Stateless clients cannot cancel (their notification is not relayed), and the ids of
+        // several clients sharing a task's link could collide: only sessions keep the map.
+        let _in_flight = (!self.stateless).then(|| InFlight::new(session, client_id, &upstream_id));
+        let reply =
+            self.upstream.send_as(&upstream_id, &session.link, method, params.as_ref(), inject.as_ref().map(|i| &i.header)).await?;
         Ok((reply, used))
+    }
+
+    /// A client notification inside a session: relayed only if MCP defines it for a client of
+    /// the session's revision; a cancel only for a request of this session still on its way,
+    /// under the id the upstream knows it by.
+    async fn notification(&self, session: &Session, method: &str, params: Option<Map<String, Value>>) -> Response {
+        if method == "notifications/initialized" {
+            // The gateway completed the upstream's handshake itself when it opened the link; a
+            // second `initialized` would be a protocol error upstream.
+            return StatusCode::ACCEPTED.into_response();
+        }
+        if !client_notification(&session.client_protocol, method) {
+            return notification_not_allowed(method);
+        }
+        // A 2026-07-28 upstream over HTTP takes no client notifications (a cancel there is the
+        // closing of the request's stream).
+        if matches!(session.link, Link::Stateless) {
+            return StatusCode::ACCEPTED.into_response();
+        }
+        let mut params = params;
+        if method == "notifications/cancelled" {
+            let target = params.as_ref().and_then(|p| p.get("requestId")).and_then(|id| session.upstream_id_of(id));
+            // A request this session did not send, or that has its answer: the upstream never
+            // hears of it.
+            let (Some(upstream_id), Some(p)) = (target, params.as_mut()) else {
+                return StatusCode::ACCEPTED.into_response();
+            };
+            p.insert("requestId".into(), upstream_id);
+        }
+        let params = params.as_ref().map(without_stateless_meta);
+        let inject = self.injection().await.ok().flatten();
+        let _ = self.upstream.notify(&session.link, method, params.as_ref(), inject.as_ref().map(|i| &i.header)).await;
+        StatusCode::ACCEPTED.into_response()
     }
 
     async fn injection(&self) -> Result<Option<Injected>, String> {
@@ -388,7 +427,7 @@ impl Call<'_> {
         field: &str,
         key: &str,
     ) -> Response {
-        let (reply, _) = match self.forward(session, method, params.as_ref()).await {
+        let (reply, _) = match self.forward(session, id, method, params.as_ref()).await {
             Ok(r) => r,
             Err(e) => return self.answer(upstream_error(id, &e)),
         };
@@ -460,7 +499,7 @@ impl Call<'_> {
             },
         };
         let session = &session;
-        match self.forward(session, method, params.as_ref()).await {
+        match self.forward(session, id, method, params.as_ref()).await {
             Ok((reply, secret)) => {
                 let (result, status) = match (reply.message.get("error"), reply.message.get("result")) {
                     (Some(e), _) => ("jsonrpc_error", e.get("code").and_then(Value::as_i64)),
@@ -663,6 +702,56 @@ impl Target {
 /// (`[upstream.tools."resources.read"]`, `[upstream.tools."prompts.get"]`).
 fn read_default() -> ToolPolicy {
     ToolPolicy { kind: ActionKind::Read, classification: Classification::Restricted, ..ToolPolicy::unknown() }
+}
+
+/// The notifications MCP defines from client to server (besides `notifications/initialized`,
+/// which the gateway answers itself): 2024-11-05 to 2025-11-25 cancel, report progress on a
+/// server's request and announce changed roots; 2025-11-25 also reports the status of a task the
+/// client runs; 2026-07-28 only cancels.
+fn client_notification(protocol: &str, method: &str) -> bool {
+    const SESSIONS: [&str; 3] = ["notifications/cancelled", "notifications/progress", "notifications/roots/list_changed"];
+    match protocol {
+        STATELESS => method == "notifications/cancelled",
+        LEGACY => SESSIONS.contains(&method) || method == "notifications/tasks/status",
+        _ => SESSIONS.contains(&method),
+    }
+}
+
+/// A notification MCP does not define for a client: refused, never relayed.
+fn notification_not_allowed(method: &str) -> Response {
+    http_error(
+        StatusCode::BAD_REQUEST,
+        &Value::Null,
+        code::METHOD_NOT_FOUND,
+        &format!("notification `{}` is not one a client may send", mandate_core::clip(method)),
+        Some(json!({"reason": "notification_not_allowed"})),
+    )
+}
+
+/// A session's request on its way upstream, in [`Session::in_flight`] until dropped (answered,
+/// failed, or abandoned by a client that went away).
+struct InFlight<'a> {
+    session: &'a Session,
+    key: String,
+    upstream_id: Value,
+}
+
+impl<'a> InFlight<'a> {
+    fn new(session: &'a Session, client_id: &Value, upstream_id: &Value) -> Self {
+        let key = client_id.to_string();
+        session.in_flight.lock().insert(key.clone(), upstream_id.clone());
+        InFlight { session, key, upstream_id: upstream_id.clone() }
+    }
+}
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        let mut map = self.session.in_flight.lock();
+        // A client reusing an id while the first is on its way: the later one owns the entry.
+        if map.get(&self.key) == Some(&self.upstream_id) {
+            map.remove(&self.key);
+        }
+    }
 }
 
 fn method_for_list(list: &str) -> &'static str {
@@ -935,4 +1024,26 @@ fn random_id() -> String {
     let mut b = [0u8; 16];
     rand::RngCore::fill_bytes(&mut rand::rngs::OsRng, &mut b);
     hex::encode(b)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_the_client_notifications_of_the_revision_pass() {
+        for p in ["2024-11-05", "2025-03-26", "2025-06-18", LEGACY] {
+            for m in ["notifications/cancelled", "notifications/progress", "notifications/roots/list_changed"] {
+                assert!(client_notification(p, m), "{p} {m}");
+            }
+            for m in ["notifications/message", "notifications/tools/list_changed", "notifications/resources/updated", "custom/thing", ""] {
+                assert!(!client_notification(p, m), "{p} {m}");
+            }
+        }
+        assert!(client_notification(LEGACY, "notifications/tasks/status"));
+        assert!(!client_notification("2025-06-18", "notifications/tasks/status"));
+        assert!(client_notification(STATELESS, "notifications/cancelled"));
+        assert!(!client_notification(STATELESS, "notifications/progress"));
+        assert!(!client_notification(STATELESS, "notifications/roots/list_changed"));
+    }
 }
