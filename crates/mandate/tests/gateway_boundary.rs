@@ -12,8 +12,10 @@ mod common;
 
 use std::time::Duration;
 
-use common::gateway::{Hook, Proxy, Seen, bounded, eventually, intent, serve_with_gateway};
+use common::gateway::{Hook, Proxy, Seen, bounded, call, eventually, intent, reason, rmcp_connect, serve_with_gateway, tool_calls, tool_names};
+use common::python::{PROTOCOLS, PyServer, PyServerOptions};
 use common::{open_task, register_agent};
+use rmcp::model::ReadResourceRequestParams;
 use mandate_demo_tools::DemoToolsOptions;
 use serde_json::{Value, json};
 
@@ -183,4 +185,103 @@ async fn only_client_notifications_are_relayed_and_a_cancel_names_the_upstreams_
         assert_eq!(s.header("authorization"), [format!("Bearer {SECRET}").as_str()]);
     }
     tools.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tools_named_like_methods_are_neither_listed_nor_called() {
+    const PY_SECRET: &str = "py-boundary-s3cret-0917";
+    let py = PyServer::start_with_args(
+        PyServerOptions { require_bearer: Some(PY_SECRET.into()), record_headers: true },
+        &["--reserved-name-tools"],
+    );
+    let config = format!(
+        r#"
+[gateway]
+[[gateway.upstream]]
+name = "py"
+type = "mcp"
+url = "{}"
+[gateway.upstream.inject]
+secret = "py-token"
+[gateway.upstream.tools."notes.read"]
+kind = "read"
+classification = "internal"
+[gateway.upstream.tools."resources.read"]
+classification = "internal"
+"#,
+        py.url
+    );
+    let (server, _cfg) = serve_with_gateway(&config, Vec::new());
+    let admin = server.admin();
+    admin.put_secret("py-token", PY_SECRET, "python server bearer").await.unwrap();
+    let agent = register_agent(&admin, "notes-bot", &[]).await;
+    // The intent even names the reserved actions: the names are refused before any decision.
+    let (mandate, task) = open_task(&server, &agent, &intent(&["py.notes.read", "py.resources.read", "py.tools.call"])).await;
+    for protocol in PROTOCOLS {
+        let client = rmcp_connect(&format!("{}/mcp/py", server.url), &mandate, protocol, &[]).await.unwrap();
+        assert_eq!(tool_names(&client).await, ["notes.read"], "{protocol}");
+        for name in ["resources.read", "tools.call"] {
+            let (code, data) = call(&client, name, json!({"text": "x"})).await.unwrap_err();
+            assert_eq!((code, reason(&data)), (-32001, "tool_name_reserved"), "{protocol} {name}: {data}");
+            assert!(data.get("decision_id").is_none(), "refused before any decision: {data}");
+        }
+        // The method itself is still decided as `py.resources.read` and answered.
+        let read = bounded("read", client.read_resource(ReadResourceRequestParams::new("notes://1"))).await.unwrap();
+        let text = serde_json::to_value(&read).unwrap().to_string();
+        assert!(text.contains("refund on order 1001"), "note 1 is untouched: {text}");
+        call(&client, "notes.read", json!({"id": "1"})).await.unwrap();
+        let _ = bounded("cancel", client.cancel()).await;
+    }
+    // Only the allowed calls reached the upstream.
+    let calls = py.recorded().iter().filter(|r| r["rpc_method"] == "tools/call").count();
+    assert_eq!(calls, PROTOCOLS.len(), "{:#?}", py.recorded());
+    // Recorded like other refusals: not forwarded, the reason, no decision.
+    // Per revision: two refusals, the resource read and the allowed call.
+    let events = tool_calls(&admin, &task, 4 * PROTOCOLS.len()).await;
+    let reserved: Vec<&Value> = events.iter().filter(|d| d["reason"] == "tool_name_reserved").collect();
+    assert_eq!(reserved.len(), 2 * PROTOCOLS.len(), "{events:#?}");
+    for d in reserved {
+        assert_eq!((d["forwarded"].as_bool(), d["decision"].as_bool()), (Some(false), Some(false)), "{d}");
+        assert!(d.get("decision_id").is_none(), "{d}");
+        assert!(d["action"] == "py.resources.read" || d["action"] == "py.tools.call", "{d}");
+    }
+    // No decision was asked for a reserved name: the only `py.resources.read` decisions are
+    // of the method, on the resource.
+    let trail = admin.audit_trail(&task).await.unwrap();
+    let decisions: Vec<&Value> = trail.events.iter().filter(|e| e["kind"] == "decision").map(|e| &e["details"]).collect();
+    assert!(!decisions.iter().any(|d| d["action"] == "py.tools.call"), "{decisions:#?}");
+    for d in decisions.iter().filter(|d| d["action"] == "py.resources.read") {
+        assert_eq!(d["resource"]["type"], "mcp_resource", "{d}");
+    }
+}
+
+#[test]
+fn a_config_naming_a_reserved_tool_or_route_action_does_not_start() {
+    let dir = tempfile::tempdir().unwrap();
+    let cases = [
+        (
+            "[[upstream]]\nname = \"gh\"\ntype = \"mcp\"\nurl = \"http://127.0.0.1:9/mcp\"\n[upstream.tools.\"tools.list\"]\nkind = \"read\"\n",
+            "upstream `gh`: tool `tools.list`",
+        ),
+        (
+            "[[upstream]]\nname = \"billing\"\ntype = \"http\"\nurl = \"http://127.0.0.1:9\"\n[[upstream.routes]]\nmethod = \"GET\"\npath = \"/x\"\naction = \"gh.prompts.get\"\nkind = \"read\"\nclassification = \"public\"\n",
+            "upstream `billing`: route `GET /x`: `action` `gh.prompts.get`",
+        ),
+    ];
+    for (i, (text, expected)) in cases.into_iter().enumerate() {
+        let path = dir.path().join(format!("gateway-{i}.toml"));
+        std::fs::write(&path, text).unwrap();
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_mandate"))
+            .arg("gateway")
+            .arg("--config")
+            .arg(&path)
+            .args(["--listen", "127.0.0.1:0"])
+            .env("MANDATE_URL", "http://127.0.0.1:9")
+            .env("MANDATE_TOKEN", "mnd_unused")
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{text}");
+        assert!(stderr.contains(expected), "{expected}\n{stderr}");
+    }
 }

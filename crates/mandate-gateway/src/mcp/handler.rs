@@ -30,7 +30,7 @@ use tokio_util::sync::CancellationToken;
 use super::jsonrpc::{self, LEGACY, META_CLIENT_CAPS, META_CLIENT_INFO, META_SERVER_INFO, Message, STATELESS, SUPPORTED, code};
 use super::upstream::{ClientIdentity, Link, McpUpstream, Reply, UpstreamError, stateless_meta};
 use crate::authz::{self, Ask, CallRecord, Outcome};
-use crate::config::ToolPolicy;
+use crate::config::{ToolPolicy, is_reserved_tool_name};
 use crate::control::Refusal;
 use crate::gateway::{Gateway, Injected, Session, now_ms, shared_key};
 
@@ -443,6 +443,10 @@ impl Call<'_> {
         let mut keep = Vec::with_capacity(taken.len());
         for item in taken {
             let Some(name) = item.get(key).and_then(Value::as_str).map(str::to_owned) else { continue };
+            if field == "tools" && is_reserved_tool_name(&name) {
+                // Its action would be a method's: never offered.
+                continue;
+            }
             if field == "tools" {
                 let ann = item.get("annotations");
                 let hint = |k: &str| ann.and_then(|a| a.get(k)).and_then(Value::as_bool);
@@ -477,6 +481,9 @@ impl Call<'_> {
     /// `tools/call`, `prompts/get`, `resources/read`: decided, then forwarded or refused, and
     /// recorded either way.
     async fn decided(&self, link: CallLink, id: &Value, method: &str, params: Option<Map<String, Value>>) -> Response {
+        if let Some(resp) = self.reserved_tool(id, method, params.as_ref()) {
+            return resp;
+        }
         let d = match self.decide_call(id, method, params.as_ref()).await {
             Ok(d) => d,
             Err(resp) => return resp,
@@ -530,6 +537,9 @@ impl Call<'_> {
     /// A call made with a mandate whose task or agent may no longer act: decided (the
     /// control plane records why it is refused) and never forwarded.
     async fn refused_call(&self, id: &Value, method: &str, params: Option<Map<String, Value>>, gate: &Refusal) -> Response {
+        if let Some(resp) = self.reserved_tool(id, method, params.as_ref()) {
+            return resp;
+        }
         let mut d = match self.decide_call(id, method, params.as_ref()).await {
             Ok(d) => d,
             Err(resp) => return resp,
@@ -557,6 +567,43 @@ impl Call<'_> {
         let request = self.ask(&target, Some(&arguments)).request(self.environment().as_deref());
         let outcome = self.gw.decide_one(request, self.request_id.as_deref(), target.policy.approval).await;
         Ok(Decided { started, method: target.method, name, arguments, target, outcome })
+    }
+
+    /// A `tools/call` of a name the gateway keeps for a method (`resources.read`, …): it would
+    /// be decided as that method's action, so it is refused before any decision, and recorded.
+    fn reserved_tool(&self, id: &Value, method: &str, params: Option<&Map<String, Value>>) -> Option<Response> {
+        let name = params.and_then(|p| p.get("name")).and_then(Value::as_str).filter(|n| is_reserved_tool_name(n))?;
+        if method != "tools/call" {
+            return None;
+        }
+        let started = Instant::now();
+        let outcome = Outcome::refused("tool_name_reserved");
+        let arguments = params.and_then(|p| p.get("arguments")).filter(|a| a.is_object());
+        let action = format!("{}.{name}", self.upstream.cfg.name);
+        let event = CallRecord {
+            mandate: Some(&self.mandate),
+            upstream: &self.upstream.cfg.name,
+            protocol: "mcp",
+            method: "tools/call",
+            tool: name,
+            action: &action,
+            kind: ActionKind::Execute,
+            outcome: &outcome,
+            forwarded: false,
+            result: "denied",
+            status: None,
+            arguments,
+            log_arguments: false,
+            redact: &[],
+            latency_us: started.elapsed().as_micros() as u64,
+            response_bytes: 0,
+            secret: None,
+            request_id: self.request_id.as_deref(),
+        }
+        .event(now_ms());
+        self.gw.control.record(event);
+        let message = format!("tool `{}` has a name the gateway keeps for an MCP method: refused", mandate_core::clip(name));
+        Some(self.answer(jsonrpc::error(id, code::DENIED, &message, Some(outcome.error_data()))))
     }
 
     fn environment(&self) -> Option<String> {
