@@ -41,8 +41,8 @@ impl Receipts {
 
     fn mac(&self, token_id: &str, decision_id: &str, task: Option<&str>, agent: Option<&str>) -> Hmac<Sha256> {
         // HMAC takes a key of any length.
-        let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(self.key.as_slice())
-            .unwrap_or_else(|_| <Hmac<Sha256> as Mac>::new(&Default::default()));
+        let mut mac =
+            <Hmac<Sha256> as Mac>::new_from_slice(self.key.as_slice()).unwrap_or_else(|_| <Hmac<Sha256> as Mac>::new(&Default::default()));
         // Each field with its presence and length, so no two tuples share an input.
         for field in [Some(token_id), Some(decision_id), task, agent] {
             match field {

@@ -28,7 +28,13 @@ async fn open_creates_the_schema_and_reopen_keeps_it() {
     }
     assert_eq!(
         migrations(&path),
-        [(1, "initial".to_owned()), (2, "secrets".to_owned()), (3, "approvals".to_owned()), (4, "leases".to_owned()), (5, "issuer_limits".to_owned())]
+        [
+            (1, "initial".to_owned()),
+            (2, "secrets".to_owned()),
+            (3, "approvals".to_owned()),
+            (4, "leases".to_owned()),
+            (5, "issuer_limits".to_owned())
+        ]
     );
 
     let store = SqliteStore::open(&path).unwrap();
@@ -122,16 +128,15 @@ async fn an_issuer_stored_before_token_rules_gets_the_defaults() {
         ];
         for (version, name, sql) in files {
             conn.execute_batch(sql).unwrap();
-            conn.execute("INSERT INTO schema_migrations (version, name, applied_at_ms) VALUES (?1, ?2, 0)", rusqlite::params![version, name])
-                .unwrap();
+            conn.execute(
+                "INSERT INTO schema_migrations (version, name, applied_at_ms) VALUES (?1, ?2, 0)",
+                rusqlite::params![version, name],
+            )
+            .unwrap();
         }
         conn.execute(
             "INSERT INTO issuers (issuer, audience, jwks, jwks_url, rules, created_at_ms) VALUES (?1, 'mandate', ?2, NULL, ?3, 7)",
-            [
-                "https://old.example.com",
-                r#"{"keys":[]}"#,
-                r#"[{"claim":"sub","pattern":"{agent}"}]"#,
-            ],
+            ["https://old.example.com", r#"{"keys":[]}"#, r#"[{"claim":"sub","pattern":"{agent}"}]"#],
         )
         .unwrap();
     }

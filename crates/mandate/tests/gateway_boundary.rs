@@ -12,11 +12,13 @@ mod common;
 
 use std::time::Duration;
 
-use common::gateway::{Hook, Proxy, Seen, bounded, call, eventually, intent, reason, rmcp_connect, serve_with_gateway, tool_calls, tool_names};
+use common::gateway::{
+    Hook, Proxy, Seen, bounded, call, eventually, intent, reason, rmcp_connect, serve_with_gateway, tool_calls, tool_names,
+};
 use common::python::{PROTOCOLS, PyServer, PyServerOptions};
 use common::{open_task, register_agent};
-use rmcp::model::ReadResourceRequestParams;
 use mandate_demo_tools::DemoToolsOptions;
+use rmcp::model::ReadResourceRequestParams;
 use serde_json::{Value, json};
 
 const SECRET: &str = "boundary-upstream-s3cret-4410";

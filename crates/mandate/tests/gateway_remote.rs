@@ -10,8 +10,8 @@ mod common;
 use std::time::Duration;
 
 use common::gateway::{
-    GatewayProcess, McpClient, Proxy, Recorder, Seen, TcpRelay, bounded, call, eventually, intent, reason, rmcp_connect, stateless_request,
-    claimed_tool_calls, summary, tool_calls, tool_names,
+    GatewayProcess, McpClient, Proxy, Recorder, Seen, TcpRelay, bounded, call, claimed_tool_calls, eventually, intent, reason,
+    rmcp_connect, stateless_request, summary, tool_calls, tool_names,
 };
 use common::{Options, Server, TestAgent, open_task, register_agent};
 use mandate_demo_tools::{DemoToolsHandle, DemoToolsOptions};

@@ -257,7 +257,7 @@ async fn a_remote_gateway_opens_sealed_secrets_and_submits_evidence() {
     let mut forged = event.clone();
     forged.kind = "task.revoked".into();
     assert_eq!(gateway.submit_evidence(&[forged]).await.unwrap_err().code(), Some("invalid_request"));
-    assert_eq!(admin.submit_evidence(&[event.clone()]).await.unwrap_err().code(), Some("forbidden"));
+    assert_eq!(admin.submit_evidence(std::slice::from_ref(&event)).await.unwrap_err().code(), Some("forbidden"));
 
     // Not bound: the whole batch is refused and nothing of it is written.
     let other_pep = admin.create_token("pep", "another gateway").await.unwrap();

@@ -374,8 +374,7 @@ impl Call<'_> {
         // Stateless clients cannot cancel (their notification is not relayed), and the ids of
         // several clients sharing a task's link could collide: only sessions keep the map.
         let _in_flight = (!self.stateless).then(|| InFlight::new(session, client_id, &upstream_id));
-        let reply =
-            self.upstream.send_as(&upstream_id, &session.link, method, params.as_ref(), inject.as_ref().map(|i| &i.header)).await?;
+        let reply = self.upstream.send_as(&upstream_id, &session.link, method, params.as_ref(), inject.as_ref().map(|i| &i.header)).await?;
         Ok((reply, used))
     }
 

@@ -378,11 +378,7 @@ async fn attest_inner(state: &AppState, token: &str) -> Result<(Agent, bool), Re
             .public_jwk
             .as_ref()
             .ok_or_else(|| refuse("no_registered_key", Some(name.as_str()), format!("agent `{name}` has no registered key")))?;
-        let rules = AttestationRules {
-            audience: state.settings.issuer.clone(),
-            max_lifetime_secs: max_lifetime,
-            leeway_secs: leeway,
-        };
+        let rules = AttestationRules { audience: state.settings.issuer.clone(), max_lifetime_secs: max_lifetime, leeway_secs: leeway };
         let att = mandate_token::verify_agent_attestation(token, jwk, agent.spiffe_id.as_str(), &rules, now)
             .map_err(|e| refuse(e.code(), Some(name.as_str()), format!("the attestation is not valid: {e}")))?;
         (name, Use::Once(att.jti), att.exp, iss.clone())
@@ -416,9 +412,11 @@ async fn attest_inner(state: &AppState, token: &str) -> Result<(Agent, bool), Re
         Use::Once(jti) => jti.clone(),
         Use::Reusable(digest) => format!("sha256:{digest}"),
     };
-    let first = state.store.consume_jti(&issuer_key, &key, (exp + leeway) * 1000, state.clock.now_ms()).await.map_err(|e| {
-        refuse("store_unavailable", Some(agent_name.as_str()), format!("cannot check the attestation for replay: {e}"))
-    })?;
+    let first = state
+        .store
+        .consume_jti(&issuer_key, &key, (exp + leeway) * 1000, state.clock.now_ms())
+        .await
+        .map_err(|e| refuse("store_unavailable", Some(agent_name.as_str()), format!("cannot check the attestation for replay: {e}")))?;
     if !first && matches!(jti, Use::Once(_)) {
         return Err(refuse(
             "replayed_jti",

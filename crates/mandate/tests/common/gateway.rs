@@ -274,11 +274,8 @@ pub async fn tool_calls(admin: &Client, task: &str, n: usize) -> Vec<Value> {
 pub async fn claimed_tool_calls(admin: &Client, task: &str, n: usize) -> Vec<Value> {
     let calls = eventually(&format!("{n} tool.call events claiming {task}"), Duration::from_secs(10), || async {
         let all = admin.audit_events(&[("kind", "tool.call".to_owned()), ("limit", "10000".to_owned())]).await.unwrap().events;
-        let calls: Vec<Value> = all
-            .iter()
-            .filter(|e| e["task"] == task || e["details"]["claimed_task"] == task)
-            .map(|e| e["details"].clone())
-            .collect();
+        let calls: Vec<Value> =
+            all.iter().filter(|e| e["task"] == task || e["details"]["claimed_task"] == task).map(|e| e["details"].clone()).collect();
         (calls.len() >= n).then_some(calls)
     })
     .await;
