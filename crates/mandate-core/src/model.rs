@@ -199,6 +199,14 @@ pub struct Issuer {
     pub jwks_url: Option<String>,
     pub rules: Vec<ClaimRule>,
     pub created_at_ms: i64,
+    /// The longest a token of this issuer may live (`exp - iat`, or `exp - now` without
+    /// `iat`); none: the server's attestation limit (`attestation_max_lifetime_secs`, 300 s).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_token_lifetime_secs: Option<u64>,
+    /// Whether a token without `jti` is accepted (and then again while it is valid, each
+    /// reuse audited); otherwise such a token is refused. A token with a `jti` is accepted once.
+    #[serde(default)]
+    pub allow_token_reuse: bool,
 }
 
 #[cfg(test)]

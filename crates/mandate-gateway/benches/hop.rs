@@ -253,6 +253,7 @@ fn bench(c: &mut Criterion, rt: &tokio::runtime::Runtime, f: &Fixture) {
         error_code: None,
         policies: vec![],
         approval_id: None,
+        receipt: None,
     };
     group.bench_function("part/evidence_event", |b| b.iter(|| f.evidence(&mandate, &outcome, Instant::now())));
     // Not part of the hop, but on every forwarded call of the embedded gateway: the brokered

@@ -76,12 +76,23 @@ pub struct Outcome {
     pub policies: Vec<String>,
     /// The approval asked for (held calls) or used (allowed after approval).
     pub approval_id: Option<String>,
+    /// The evidence receipt a control plane gives a `pep` token with the decision: sent back
+    /// with the call's `tool.call` event, never to the agent.
+    pub receipt: Option<String>,
 }
 
 impl Outcome {
     /// A refusal that no decision point gave (the gateway's own, or a failure).
     pub fn refused(reason: &str) -> Self {
-        Outcome { allowed: false, reason: reason.to_owned(), decision_id: None, error_code: None, policies: Vec::new(), approval_id: None }
+        Outcome {
+            allowed: false,
+            reason: reason.to_owned(),
+            decision_id: None,
+            error_code: None,
+            policies: Vec::new(),
+            approval_id: None,
+            receipt: None,
+        }
     }
 
     pub fn from_response(r: &EvaluationResponse) -> Self {
@@ -95,6 +106,7 @@ impl Outcome {
             decision_id: s("decision_id"),
             error_code: s("error_code"),
             approval_id: s("approval_id"),
+            receipt: s("receipt"),
             policies: ctx
                 .and_then(|c| c.get("policies"))
                 .and_then(Value::as_array)
@@ -190,6 +202,9 @@ pub fn redacted(args: &Value, fields: &[String]) -> Value {
 }
 
 /// One `tool.call` evidence event.
+/// Where [`CallRecord::event`] puts the decision's evidence receipt.
+pub const RECEIPT: &str = "receipt";
+
 pub struct CallRecord<'a> {
     pub mandate: Option<&'a VerifiedMandate>,
     pub upstream: &'a str,
@@ -234,6 +249,10 @@ impl CallRecord<'_> {
         if let Value::Object(m) = &mut d {
             if let Some(id) = &self.outcome.decision_id {
                 m.insert("decision_id".into(), json!(id));
+            }
+            // Only a remote gateway has one; it sends it apart from the details.
+            if let Some(r) = &self.outcome.receipt {
+                m.insert(RECEIPT.into(), json!(r));
             }
             if let Some(s) = self.status {
                 m.insert("status".into(), json!(s));

@@ -328,6 +328,12 @@ fn check_upstream(u: &UpstreamFile) -> Result<Upstream, ConfigError> {
         if tool.is_empty() || tool.len() > 128 {
             return err(format!("upstream `{name}`: tool names must be 1-128 characters"));
         }
+        if is_reserved_tool_name(tool) && !READ_ENTRIES.contains(&tool.as_str()) {
+            return err(format!(
+                "upstream `{name}`: tool `{tool}` is a name the gateway keeps for the `{}` method: such a tool is never listed nor called",
+                tool.replace('.', "/")
+            ));
+        }
         tools.insert(tool.clone(), check_tool(&name, tool, t)?);
     }
     let is_http = matches!(target, Target::Http { .. });
@@ -405,6 +411,43 @@ fn parse_classification(name: &str, what: &str, s: &str) -> Result<Classificatio
 /// unless they say otherwise (a tool the config names without a kind is an execute).
 pub const READ_ENTRIES: [&str; 2] = ["prompts.get", "resources.read"];
 
+/// Tool names the gateway keeps for methods: every request MCP defines from client to server
+/// (2025-11-25 and 2026-07-28) whose name has a `/`, written with dots. The gateway decides
+/// `prompts/get` as `UPSTREAM.prompts.get` and `resources/read` as `UPSTREAM.resources.read`,
+/// and may come to decide any of the others the same way: a tool of one of these names would
+/// share that method's action (and its settings), so it is never listed nor called.
+/// One-word methods (`ping`, `initialize`) are not reserved: tools of those names are common
+/// and their actions are not method actions.
+pub const RESERVED_TOOL_NAMES: [&str; 17] = [
+    "tools.call",
+    "tools.list",
+    "prompts.get",
+    "prompts.list",
+    "resources.read",
+    "resources.list",
+    "resources.templates.list",
+    "resources.subscribe",
+    "resources.unsubscribe",
+    "completion.complete",
+    "logging.setLevel",
+    "tasks.get",
+    "tasks.result",
+    "tasks.list",
+    "tasks.cancel",
+    "server.discover",
+    "subscriptions.listen",
+];
+
+/// Whether a tool of this name would take a method's action name.
+pub fn is_reserved_tool_name(tool: &str) -> bool {
+    RESERVED_TOOL_NAMES.contains(&tool)
+}
+
+/// Whether an action is a method's action of some upstream: `NAME.` and a reserved name.
+pub fn is_reserved_action(action: &str) -> bool {
+    action.split_once('.').is_some_and(|(upstream, rest)| !upstream.is_empty() && is_reserved_tool_name(rest))
+}
+
 fn check_tool(name: &str, tool: &str, t: &ToolFile) -> Result<ToolPolicy, ConfigError> {
     let what = format!("tool `{}`", mandate_core::clip(tool));
     let mut unknown = ToolPolicy::unknown();
@@ -434,6 +477,12 @@ fn check_route(name: &str, r: &RouteFile) -> Result<Route, ConfigError> {
     let segments = parse_pattern(&r.path).map_err(|e| ConfigError(format!("upstream `{name}`: {what}: {e}")))?;
     if r.action.is_empty() || r.action.len() > 256 || r.action.chars().any(char::is_whitespace) {
         return err(format!("upstream `{name}`: {what}: `action` must be a non-empty name without spaces"));
+    }
+    if is_reserved_action(&r.action) {
+        return err(format!(
+            "upstream `{name}`: {what}: `action` `{}` is the action name of an MCP method; name the route's action otherwise",
+            mandate_core::clip(&r.action)
+        ));
     }
     let params: Vec<&str> = segments
         .iter()
@@ -837,6 +886,34 @@ colour = "red""#,
             "[[upstream]]\nname = \"api\"\ntype = \"http\"\nurl = \"http://x\"\n[[upstream.routes]]\nmethod = \"GET\"\npath = \"/x\"\naction = \"api.x\"\nkind = \"read\"\nclassification = \"public\"\ndecode_slashes = true",
         );
         assert!(literal.unwrap_err().0.contains("`decode_slashes` needs a path parameter"));
+    }
+
+    #[test]
+    fn method_names_are_reserved() {
+        assert!(is_reserved_tool_name("resources.read") && is_reserved_tool_name("tools.call"));
+        assert!(!is_reserved_tool_name("issues.list") && !is_reserved_tool_name("ping") && !is_reserved_tool_name("tools"));
+        assert!(is_reserved_action("github.prompts.get") && is_reserved_action("billing.resources.templates.list"));
+        assert!(!is_reserved_action("prompts.get") && !is_reserved_action("github.issues.list") && !is_reserved_action(".tools.call"));
+        let mcp = |tool: &str| {
+            check(&format!(
+                "[[upstream]]\nname = \"gh\"\ntype = \"mcp\"\nurl = \"http://x/mcp\"\n[upstream.tools.\"{tool}\"]\nkind = \"read\"\n"
+            ))
+        };
+        for tool in ["tools.call", "tools.list", "resources.templates.list", "logging.setLevel", "server.discover"] {
+            let e = mcp(tool).unwrap_err();
+            assert!(e.0.contains("upstream `gh`") && e.0.contains(&format!("tool `{tool}`")), "{e}");
+        }
+        // The two method-setting entries stay what they were.
+        assert!(mcp("prompts.get").is_ok() && mcp("resources.read").is_ok() && mcp("tools.search").is_ok());
+        let route = |action: &str| {
+            check(&format!(
+                "[[upstream]]\nname = \"billing\"\ntype = \"http\"\nurl = \"http://x\"\n[[upstream.routes]]\nmethod = \"GET\"\npath = \"/x\"\naction = \"{action}\"\nkind = \"read\"\nclassification = \"public\"\n"
+            ))
+        };
+        let e = route("github.resources.read").unwrap_err();
+        assert!(e.0.contains("upstream `billing`") && e.0.contains("`github.resources.read`"), "{e}");
+        assert!(route("billing.tools.call").is_err());
+        assert!(route("billing.invoices.read").is_ok());
     }
 
     #[test]

@@ -54,11 +54,20 @@ pub struct Session {
     pub last_used_ms: AtomicI64,
     /// Cancelled when the session ends: open streams stop.
     pub ended: CancellationToken,
+    /// The client's requests on their way upstream: the client's id (as JSON text) → the
+    /// upstream id the gateway sent it with, so a client's `notifications/cancelled` can name
+    /// the request the upstream knows. An entry lives as long as its request.
+    pub in_flight: Mutex<HashMap<String, Value>>,
 }
 
 impl Session {
     pub fn touch(&self) {
         self.last_used_ms.store(now_ms(), Ordering::Relaxed);
+    }
+
+    /// The upstream id of the client's request `client_id`, while it is on its way.
+    pub fn upstream_id_of(&self, client_id: &Value) -> Option<Value> {
+        self.in_flight.lock().get(&client_id.to_string()).cloned()
     }
 }
 

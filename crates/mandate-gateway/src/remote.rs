@@ -598,7 +598,13 @@ async fn send_evidence(remote: std::sync::Weak<Remote>, mut rx: mpsc::Receiver<N
 
 /// An event as `/v1/evidence` takes it, with its encoded size.
 fn wire(e: NewEvent) -> (Value, usize) {
-    let v = json!({ "kind": e.kind, "ts_ms": e.ts_ms, "agent": e.agent, "task": e.task, "details": e.details });
+    let mut details = e.details;
+    // The decision's receipt binds the event to it; it is not part of what is recorded.
+    let receipt = details.as_object_mut().and_then(|m| m.remove(crate::authz::RECEIPT));
+    let mut v = json!({ "kind": e.kind, "ts_ms": e.ts_ms, "agent": e.agent, "task": e.task, "details": details });
+    if let (Some(r), Value::Object(m)) = (receipt, &mut v) {
+        m.insert("receipt".into(), r);
+    }
     let n = v.to_string().len() + 1;
     (v, n)
 }

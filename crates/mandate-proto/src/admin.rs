@@ -127,6 +127,14 @@ pub struct AddIssuerRequest {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub jwks_url: Option<String>,
     pub rules: Vec<ClaimRuleView>,
+    /// The longest a token may live (`exp - iat`, or `exp - now` without `iat`), 1 to 86400;
+    /// absent: the server's attestation limit (`attestation_max_lifetime_secs`, 300 s).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_token_lifetime_secs: Option<u64>,
+    /// Accept tokens without `jti` (each use after the first is audited as a reuse); without
+    /// it, such tokens are refused (`jti_required`).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub allow_token_reuse: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -145,6 +153,11 @@ pub struct IssuerView {
     pub keys: usize,
     pub rules: Vec<ClaimRuleView>,
     pub created_at_ms: i64,
+    /// Absent: the server's attestation limit.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_token_lifetime_secs: Option<u64>,
+    #[serde(default)]
+    pub allow_token_reuse: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

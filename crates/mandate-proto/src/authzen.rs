@@ -73,6 +73,10 @@ pub struct DecisionContext {
     /// approval this call used.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub approval_id: Option<String>,
+    /// For a `pep` token: the evidence receipt of this decision, to send back with the
+    /// `tool.call` event that records what came of it (`POST /v1/evidence`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub receipt: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -189,8 +189,13 @@ pub struct EvidenceEvent {
     pub agent: Option<String>,
     #[serde(default)]
     pub task: Option<String>,
-    /// A JSON object.
+    /// A JSON object. With `decision_id`, the event records what came of that decision, and
+    /// `receipt` must be the one the decision was answered with.
     pub details: Value,
+    /// The receipt of the decision the event records (`context.receipt` of the answer the
+    /// submitting token got for it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub receipt: Option<String>,
 }
 
 /// The answer to `POST /v1/evidence`, sent once every event is durable.

@@ -123,6 +123,20 @@ impl MasterKey {
         Zeroizing::new(STANDARD.encode(self.0))
     }
 
+    /// A key for another purpose, derived from this one: HMAC-SHA256 under the master key of
+    /// `label`. Every process holding the master key derives the same key; the derived key tells
+    /// nothing of the master key, nor of a key derived for another label.
+    pub fn derive(&self, label: &str) -> Zeroizing<[u8; 32]> {
+        use hmac::Mac;
+        let mut out = Zeroizing::new([0u8; 32]);
+        // HMAC takes a key of any length: this cannot fail.
+        if let Ok(mut mac) = <hmac::Hmac<sha2::Sha256> as Mac>::new_from_slice(&self.0) {
+            mac.update(label.as_bytes());
+            out.copy_from_slice(&mac.finalize().into_bytes());
+        }
+        out
+    }
+
     fn cipher(&self) -> Aes256Gcm {
         Aes256Gcm::new(&self.0.into())
     }

@@ -16,6 +16,7 @@ mod keys;
 mod metrics;
 pub mod pipeline;
 mod policy_reload;
+mod receipts;
 mod registry;
 mod revocations;
 mod routes;

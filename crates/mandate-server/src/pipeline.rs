@@ -173,6 +173,7 @@ impl Verdict {
             error: None,
             task_id: self.task_id.clone(),
             approval_id: self.approval_id.clone(),
+            receipt: None,
         };
         EvaluationResponse { decision: self.allowed, context: serde_json::to_value(ctx).ok() }
     }

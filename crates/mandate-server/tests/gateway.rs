@@ -565,9 +565,11 @@ async fn a_sealed_secret_is_for_its_registered_gateway_only_and_opens_with_its_k
 
 // ---- evidence ----
 
+/// An event naming no decision (one naming a decision needs its receipt; the end-to-end tests
+/// cover those).
 fn tool_call(tool: &str, forwarded: bool) -> Value {
     json!({ "kind": "tool.call", "ts_ms": 1_750_000_000_000_i64, "agent": "bot", "task": "tsk_1",
-            "details": { "tool": tool, "kind": "read", "upstream": "crm", "forwarded": forwarded, "decision_id": "dec_1" } })
+            "details": { "tool": tool, "kind": "read", "upstream": "crm", "forwarded": forwarded } })
 }
 
 #[tokio::test]
@@ -587,7 +589,17 @@ async fn evidence_is_recorded_durably_with_the_enforcement_point_as_actor() {
     assert_eq!(recorded.len(), 2);
     assert_eq!(recorded[0]["seq"], seqs[0]);
     assert_eq!(recorded[0]["actor"], format!("token:{}", pep_token.id));
-    assert_eq!((recorded[0]["agent"].as_str(), recorded[0]["task"].as_str()), (Some("bot"), Some("tsk_1")));
+    // Without a decision, the event stays out of the task's trail; what it claimed is kept.
+    assert!(recorded[0]["agent"].is_null() && recorded[0]["task"].is_null(), "{}", recorded[0]);
+    assert_eq!(
+        (recorded[0]["details"]["claimed_agent"].as_str(), recorded[0]["details"]["claimed_task"].as_str()),
+        (Some("bot"), Some("tsk_1"))
+    );
+    // A decision named without its receipt refuses the batch.
+    let mut bound = tool_call("tickets.read", true);
+    bound["details"]["decision_id"] = json!("dec_1");
+    let (status, body) = call(&state, "POST", "/v1/evidence", Some(&pep), Some(json!({ "events": [bound] }))).await;
+    assert_eq!((status, body["error"]["code"].as_str()), (StatusCode::FORBIDDEN, Some("evidence_not_bound")), "{body}");
     assert_eq!(recorded[0]["ts_ms"], 1_750_000_000_000_i64);
     assert_eq!(recorded[1]["details"]["tool"], "tickets.close");
     let (_, verify) = call(&state, "GET", "/v1/audit/verify", Some(&auditor), None).await;

@@ -25,10 +25,11 @@ struct Migration {
 const MIGRATIONS: &[Migration] = &[
     Migration { version: 1, name: "initial", sql: include_str!("../migrations/0001_initial.sql") },
     Migration { version: 2, name: "leases", sql: include_str!("../migrations/0002_leases.sql") },
+    Migration { version: 3, name: "issuer_limits", sql: include_str!("../migrations/0003_issuer_limits.sql") },
 ];
 
 /// The schema version this code writes and reads.
-pub(crate) const LATEST_VERSION: i64 = 2;
+pub(crate) const LATEST_VERSION: i64 = 3;
 
 /// The advisory lock (one 64-bit key, database-wide) held while migrating.
 const MIGRATION_LOCK: i64 = 0x4d41_4e44_4154_4531;

@@ -76,6 +76,8 @@ async fn changes_reach_the_other_store_in_commit_order_and_not_the_writer() {
         jwks_url: None,
         rules: vec![],
         created_at_ms: T0,
+        max_token_lifetime_secs: None,
+        allow_token_reuse: false,
     };
     a.upsert_issuer(&issuer).await.unwrap();
     assert!(a.delete_issuer(&issuer.issuer).await.unwrap());

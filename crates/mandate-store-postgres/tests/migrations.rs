@@ -22,7 +22,7 @@ async fn connecting_creates_the_schema_and_migrates_once() {
     assert_eq!(store.schema(), schema.name, "the tables live in the schema asked for");
     store.put_meta("trust_domain", "example.org").await.unwrap();
     let first = recorded(&schema).await;
-    assert_eq!(first, [(1, "initial".to_owned()), (2, "leases".to_owned())]);
+    assert_eq!(first, [(1, "initial".to_owned()), (2, "leases".to_owned()), (3, "issuer_limits".to_owned())]);
     assert_eq!(first.len() as i64, SCHEMA_VERSION);
 
     let again = schema.connect().await;

@@ -24,10 +24,11 @@ const MIGRATIONS: &[Migration] = &[
     Migration { version: 2, name: "secrets", sql: include_str!("../migrations/0002_secrets.sql") },
     Migration { version: 3, name: "approvals", sql: include_str!("../migrations/0003_approvals.sql") },
     Migration { version: 4, name: "leases", sql: include_str!("../migrations/0004_leases.sql") },
+    Migration { version: 5, name: "issuer_limits", sql: include_str!("../migrations/0005_issuer_limits.sql") },
 ];
 
 /// The schema version this code writes and reads.
-pub(crate) const LATEST_VERSION: i64 = 4;
+pub(crate) const LATEST_VERSION: i64 = 5;
 
 /// What [`migrate`] found and did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -28,7 +28,13 @@ async fn open_creates_the_schema_and_reopen_keeps_it() {
     }
     assert_eq!(
         migrations(&path),
-        [(1, "initial".to_owned()), (2, "secrets".to_owned()), (3, "approvals".to_owned()), (4, "leases".to_owned())]
+        [
+            (1, "initial".to_owned()),
+            (2, "secrets".to_owned()),
+            (3, "approvals".to_owned()),
+            (4, "leases".to_owned()),
+            (5, "issuer_limits".to_owned())
+        ]
     );
 
     let store = SqliteStore::open(&path).unwrap();
@@ -100,4 +106,43 @@ async fn secrets_stored_before_kinds_existed_are_static() {
     let s = store.latest_secret("github-token").await.unwrap().unwrap();
     assert_eq!((s.version, s.kind), (1, mandate_store::SecretKind::Static));
     assert!(store.list_leases(&mandate_store::LeaseFilter::default()).await.unwrap().is_empty());
+}
+
+/// An issuer stored before per-issuer token rules existed reads with the defaults: the server's
+/// lifetime limit and no reuse.
+#[tokio::test]
+async fn an_issuer_stored_before_token_rules_gets_the_defaults() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("mandate.db");
+    {
+        let conn = Connection::open(&path).unwrap();
+        conn.execute_batch(
+            "CREATE TABLE schema_migrations (version INTEGER PRIMARY KEY, name TEXT NOT NULL, applied_at_ms INTEGER NOT NULL)",
+        )
+        .unwrap();
+        let files = [
+            (1, "initial", include_str!("../migrations/0001_initial.sql")),
+            (2, "secrets", include_str!("../migrations/0002_secrets.sql")),
+            (3, "approvals", include_str!("../migrations/0003_approvals.sql")),
+            (4, "leases", include_str!("../migrations/0004_leases.sql")),
+        ];
+        for (version, name, sql) in files {
+            conn.execute_batch(sql).unwrap();
+            conn.execute(
+                "INSERT INTO schema_migrations (version, name, applied_at_ms) VALUES (?1, ?2, 0)",
+                rusqlite::params![version, name],
+            )
+            .unwrap();
+        }
+        conn.execute(
+            "INSERT INTO issuers (issuer, audience, jwks, jwks_url, rules, created_at_ms) VALUES (?1, 'mandate', ?2, NULL, ?3, 7)",
+            ["https://old.example.com", r#"{"keys":[]}"#, r#"[{"claim":"sub","pattern":"{agent}"}]"#],
+        )
+        .unwrap();
+    }
+    let store = SqliteStore::open(&path).unwrap();
+    let issuer = store.get_issuer("https://old.example.com").await.unwrap().unwrap();
+    assert_eq!((issuer.max_token_lifetime_secs, issuer.allow_token_reuse), (None, false));
+    assert_eq!(issuer.created_at_ms, 7);
+    assert_eq!(migrations(&path).len() as i64, SCHEMA_VERSION);
 }

@@ -57,6 +57,10 @@ pub enum TokenError {
     /// A required claim is absent.
     #[error("required claim `{0}` is missing")]
     MissingClaim(&'static str),
+    /// A trusted issuer's token has no `jti`, and the issuer is not configured to allow a
+    /// token to be used more than once.
+    #[error("the token has no `jti`, so it could be replayed; the issuer does not allow token reuse")]
+    JtiRequired,
     /// A claim has the wrong type or an unacceptable value.
     #[error("claim `{claim}` is invalid: {reason}")]
     InvalidClaim { claim: &'static str, reason: String },
@@ -107,6 +111,7 @@ impl TokenError {
             TokenError::IssuedInFuture(_) => "issued_in_future",
             TokenError::LifetimeTooLong { .. } => "lifetime_too_long",
             TokenError::MissingClaim(_) => "missing_claim",
+            TokenError::JtiRequired => "jti_required",
             TokenError::InvalidClaim { .. } => "invalid_claim",
             TokenError::InvalidIntent(_) => "invalid_intent",
             TokenError::IntentMismatch => "intent_mismatch",

@@ -25,6 +25,8 @@ pub struct ExternalVerifier {
     audience: String,
     keys: Vec<ParsedJwk>,
     rules: Vec<ClaimRule>,
+    max_lifetime_secs: Option<u64>,
+    allow_reuse: bool,
 }
 
 /// A verified external token, mapped to an agent.
@@ -38,6 +40,8 @@ pub struct ExternalAttestation {
     pub jti: Option<String>,
     /// Expiry (seconds since the epoch).
     pub exp: i64,
+    /// Issued at (seconds since the epoch), if the token says.
+    pub iat: Option<i64>,
 }
 
 impl ExternalVerifier {
@@ -81,7 +85,14 @@ impl ExternalVerifier {
         if keys.is_empty() {
             return Err(TokenError::InvalidJwks("it holds no signing key".into()));
         }
-        Ok(ExternalVerifier { issuer: issuer.issuer.clone(), audience: issuer.audience.clone(), keys, rules: issuer.rules.clone() })
+        Ok(ExternalVerifier {
+            issuer: issuer.issuer.clone(),
+            audience: issuer.audience.clone(),
+            keys,
+            rules: issuer.rules.clone(),
+            max_lifetime_secs: issuer.max_token_lifetime_secs,
+            allow_reuse: issuer.allow_token_reuse,
+        })
     }
 
     /// Verifies a token of this issuer at `now_secs` and maps it to an agent.
@@ -130,7 +141,40 @@ impl ExternalVerifier {
             .iter()
             .find_map(|rule| claims.get(&rule.claim).and_then(Value::as_str).and_then(|v| rule.map(v)))
             .ok_or(TokenError::NoRuleMatched)?;
-        Ok(ExternalAttestation { agent, subject: subject.to_owned(), jti: jti.map(str::to_owned), exp })
+        Ok(ExternalAttestation { agent, subject: subject.to_owned(), jti: jti.map(str::to_owned), exp, iat })
+    }
+
+    /// [`Self::verify`], then the issuer's rules for using a token to attest: it lives at most
+    /// the issuer's `max_token_lifetime_secs` (`default_max_lifetime_secs` when it sets none),
+    /// measured as `exp - iat`, or `exp - now` without `iat`; and it has a `jti` unless the
+    /// issuer allows token reuse. (Seeing a `jti` only once is the caller's part.)
+    pub fn verify_for_attestation(
+        &self,
+        token: &str,
+        now_secs: i64,
+        leeway_secs: i64,
+        default_max_lifetime_secs: i64,
+    ) -> Result<ExternalAttestation, TokenError> {
+        let att = self.verify(token, now_secs, leeway_secs)?;
+        self.check_use(&att, now_secs, default_max_lifetime_secs)?;
+        Ok(att)
+    }
+
+    fn check_use(&self, att: &ExternalAttestation, now_secs: i64, default_max_lifetime_secs: i64) -> Result<(), TokenError> {
+        let max = self.max_lifetime_secs.map_or(default_max_lifetime_secs, |m| i64::try_from(m).unwrap_or(i64::MAX));
+        let lifetime = att.exp.saturating_sub(att.iat.unwrap_or(now_secs));
+        if lifetime > max {
+            return Err(TokenError::LifetimeTooLong { lifetime, max });
+        }
+        if att.jti.is_none() && !self.allow_reuse {
+            return Err(TokenError::JtiRequired);
+        }
+        Ok(())
+    }
+
+    /// Whether a token without `jti` is accepted (each use after the first is a reuse).
+    pub fn allows_reuse(&self) -> bool {
+        self.allow_reuse
     }
 
     /// Does the issuer's JWKS hold a signing key with this id? (A miss may mean the JWKS needs
@@ -152,6 +196,8 @@ impl fmt::Debug for ExternalVerifier {
             .field("audience", &self.audience)
             .field("kids", &self.keys.iter().map(|k| k.kid.as_deref()).collect::<Vec<_>>())
             .field("rules", &self.rules)
+            .field("max_lifetime_secs", &self.max_lifetime_secs)
+            .field("allow_reuse", &self.allow_reuse)
             .finish()
     }
 }
@@ -188,6 +234,8 @@ mod tests {
             jwks_url: None,
             rules: rules.iter().map(|(c, p)| ClaimRule::new(c, p).unwrap()).collect(),
             created_at_ms: 0,
+            max_token_lifetime_secs: None,
+            allow_token_reuse: false,
         }
     }
 
@@ -221,6 +269,51 @@ mod tests {
 
     fn code(result: Result<ExternalAttestation, TokenError>) -> &'static str {
         result.expect_err("the token should be refused").code()
+    }
+
+    #[test]
+    fn an_issuer_bounds_token_lifetime_and_requires_a_jti_unless_reuse_is_allowed() {
+        let jwks = json!({"keys": [rsa_jwk("k8s-1")]});
+        let rules = [("sub", "system:serviceaccount:prod:{agent}")];
+        let default = ExternalVerifier::new(&issuer(jwks.clone(), &rules)).unwrap();
+        let token = |edit: &dyn Fn(&mut Value)| {
+            let mut c = k8s_claims();
+            edit(&mut c);
+            rs256(json!({"alg":"RS256","kid":"k8s-1"}), &c)
+        };
+        // The k8s token lives an hour: above the default (the attestation limit), within 3600.
+        let hour = token(&|_| {});
+        assert_eq!(
+            default.verify_for_attestation(&hour, NOW, 60, 300).unwrap_err(),
+            TokenError::LifetimeTooLong { lifetime: 3600, max: 300 }
+        );
+        let mut configured = issuer(jwks.clone(), &rules);
+        configured.max_token_lifetime_secs = Some(3600);
+        let configured = ExternalVerifier::new(&configured).unwrap();
+        assert!(configured.verify_for_attestation(&hour, NOW, 60, 300).is_ok());
+        let longer = token(&|c| c["exp"] = json!(NOW + 3601));
+        assert_eq!(code(configured.verify_for_attestation(&longer, NOW, 60, 300)), "lifetime_too_long");
+        // Without `iat`, what is left of it counts.
+        let no_iat = token(&|c| {
+            c.as_object_mut().unwrap().remove("iat");
+            c["exp"] = json!(NOW + 400);
+        });
+        assert_eq!(code(default.verify_for_attestation(&no_iat, NOW, 60, 300)), "lifetime_too_long");
+        assert!(default.verify_for_attestation(&no_iat, NOW + 100, 60, 300).is_ok());
+        // No `jti`: refused unless the issuer allows reuse.
+        let no_jti = token(&|c| {
+            c.as_object_mut().unwrap().remove("jti");
+            c["exp"] = json!(NOW + 300);
+        });
+        assert_eq!(default.verify_for_attestation(&no_jti, NOW, 60, 300).unwrap_err(), TokenError::JtiRequired);
+        assert_eq!(TokenError::JtiRequired.code(), "jti_required");
+        assert!(!default.allows_reuse());
+        let mut reusable = issuer(jwks, &rules);
+        reusable.allow_token_reuse = true;
+        let reusable = ExternalVerifier::new(&reusable).unwrap();
+        assert!(reusable.allows_reuse());
+        let att = reusable.verify_for_attestation(&no_jti, NOW, 60, 300).unwrap();
+        assert_eq!((att.jti, att.iat), (None, Some(NOW)));
     }
 
     #[test]

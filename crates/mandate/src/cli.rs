@@ -420,6 +420,13 @@ pub enum IssuerCmd {
         /// `CLAIM=PATTERN` with one `{agent}` placeholder, e.g. `sub=system:serviceaccount:prod:{agent}` (repeatable).
         #[arg(long = "rule", required = true)]
         rules: Vec<String>,
+        /// The longest a token may live, in seconds (`exp - iat`; default: the server's
+        /// attestation limit, 300).
+        #[arg(long, value_name = "SECS")]
+        max_token_lifetime: Option<u64>,
+        /// Accept tokens without `jti`, also more than once (each reuse is audited).
+        #[arg(long)]
+        allow_token_reuse: bool,
         #[command(flatten)]
         remote: Remote,
     },

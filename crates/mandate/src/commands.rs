@@ -401,7 +401,7 @@ async fn task(cmd: TaskCmd) -> anyhow::Result<ExitCode> {
 
 async fn issuer(cmd: IssuerCmd) -> anyhow::Result<ExitCode> {
     match cmd {
-        IssuerCmd::Add { issuer, audience, jwks_file, jwks_url, rules, remote } => {
+        IssuerCmd::Add { issuer, audience, jwks_file, jwks_url, rules, max_token_lifetime, allow_token_reuse, remote } => {
             let jwks = jwks_file.as_deref().map(read_json).transpose()?;
             let rules = rules
                 .iter()
@@ -411,13 +411,29 @@ async fn issuer(cmd: IssuerCmd) -> anyhow::Result<ExitCode> {
                         .with_context(|| format!("`--rule {r}` must be CLAIM=PATTERN"))
                 })
                 .collect::<anyhow::Result<Vec<_>>>()?;
-            let r = client(&remote)?.add_issuer(&AddIssuerRequest { issuer, audience, jwks, jwks_url, rules }).await?;
+            let request = AddIssuerRequest {
+                issuer,
+                audience,
+                jwks,
+                jwks_url,
+                rules,
+                max_token_lifetime_secs: max_token_lifetime,
+                allow_token_reuse,
+            };
+            let r = client(&remote)?.add_issuer(&request).await?;
             print(&remote, &r, || format!("trusting {} ({} key(s))", r.issuer, r.keys));
         }
         IssuerCmd::List { remote } => {
             let list = client(&remote)?.list_issuers().await?;
             print(&remote, &list, || {
-                list.iter().map(|i| format!("{}  aud={}  keys={}", i.issuer, i.audience, i.keys)).collect::<Vec<_>>().join("\n")
+                list.iter()
+                    .map(|i| {
+                        let lifetime = i.max_token_lifetime_secs.map_or_else(|| "default".to_owned(), |s| format!("{s}s"));
+                        let reuse = if i.allow_token_reuse { "  reuse=allowed" } else { "" };
+                        format!("{}  aud={}  keys={}  max_lifetime={lifetime}{reuse}", i.issuer, i.audience, i.keys)
+                    })
+                    .collect::<Vec<_>>()
+                    .join("\n")
             });
         }
         IssuerCmd::Remove { issuer, remote } => {

@@ -181,6 +181,11 @@ async fn a_person_runs_the_console_in_a_browser() {
     let (m_support, t_support) = open_task(&server, &support, &read_intent()).await;
     let r = pep.evaluate(&evaluation(&support, &m_support, "tickets.read", "ticket", "4411", "internal")).await.unwrap();
     assert!(r.decision);
+    let bound = |r: &mandate_proto::authzen::EvaluationResponse| {
+        let ctx = r.context.as_ref().unwrap();
+        (ctx["decision_id"].as_str().unwrap().to_owned(), ctx["receipt"].as_str().map(str::to_owned))
+    };
+    let (read_decision, read_receipt) = bound(&r);
     let r = pep.evaluate(&evaluation(&support, &m_support, "tickets.delete", "ticket", "4411", "internal")).await.unwrap();
     assert_eq!(reason(&r), "action_outside_intent");
     // A gateway reports the tool call it forwarded (the evidence intake a remote gateway uses).
@@ -190,7 +195,9 @@ async fn a_person_runs_the_console_in_a_browser() {
         agent: Some(support.name.clone()),
         task: Some(t_support.clone()),
         details: json!({"upstream": "helpdesk", "tool": "tickets.read", "action": "helpdesk.tickets.read", "kind": "read",
-                        "decision": true, "reason": "allowed", "forwarded": true, "result": "ok", "latency_us": 1800}),
+                        "decision": true, "reason": "allowed", "forwarded": true, "result": "ok", "latency_us": 1800,
+                        "decision_id": read_decision}),
+        receipt: read_receipt,
     };
     pep.submit_evidence(&[call]).await.unwrap();
     // support-bot hands the reading part of its task to research-bot: a chain of two agents.
@@ -203,13 +210,16 @@ async fn a_person_runs_the_console_in_a_browser() {
     let (m_child, t_child) = (child.access_token, child.task_id);
     let r = pep.evaluate(&evaluation(&research, &m_child, "tickets.search", "ticket", "4411", "internal")).await.unwrap();
     assert!(r.decision, "{r:?}");
+    let (search_decision, search_receipt) = bound(&r);
     let call = mandate_proto::gateway::EvidenceEvent {
         kind: "tool.call".into(),
         ts_ms: now() * 1000,
         agent: Some(research.name.clone()),
         task: Some(t_child.clone()),
         details: json!({"upstream": "helpdesk", "tool": "tickets.search", "action": "helpdesk.tickets.search", "kind": "read",
-                        "decision": true, "reason": "allowed", "forwarded": true, "result": "ok", "latency_us": 2400}),
+                        "decision": true, "reason": "allowed", "forwarded": true, "result": "ok", "latency_us": 2400,
+                        "decision_id": search_decision}),
+        receipt: search_receipt,
     };
     pep.submit_evidence(&[call]).await.unwrap();
     let refund_intent = json!({

@@ -15,7 +15,7 @@ use std::time::Duration;
 
 use base64::Engine;
 use base64::engine::general_purpose::{STANDARD, STANDARD_NO_PAD, URL_SAFE, URL_SAFE_NO_PAD};
-use common::gateway::{GatewayProcess, bounded, eventually, intent, serve_with_gateway};
+use common::gateway::{GatewayIdentity, GatewayProcess, bounded, eventually, intent, serve_with_gateway};
 use common::python::{python_mcp, script};
 use common::{Options, Server, open_task, register_agent};
 use mandate_secrets::MasterKey;
@@ -341,10 +341,12 @@ async fn echoed_secrets_never_reach_the_agent_through_the_remote_gateway() {
     let admin = server.admin();
     admin.put_secret("echo-token", MCP_SECRET, "echo server bearer").await.unwrap();
     admin.put_secret("api-key", API_SECRET, "echo api password").await.unwrap();
-    let pep = admin.create_token("pep", "remote gateway").await.unwrap();
+    // The gateway's own key, granted the two secrets it injects.
+    let id = GatewayIdentity::register(&admin, "edge", &["echo-token", "api-key"]).await;
+    let key_file = id.key_path();
     let gw = GatewayProcess::start(
         &config(&mcp.url, &api.url),
-        &[("MANDATE_URL", server.url.as_str()), ("MANDATE_TOKEN", pep.token.as_str()), ("MANDATE_MASTER_KEY", master.as_str())],
+        &[("MANDATE_URL", server.url.as_str()), ("MANDATE_TOKEN", id.token.as_str()), ("MANDATE_GATEWAY_KEY_FILE", key_file.as_str())],
     );
     let agent = register_agent(&admin, "echo-bot", &[]).await;
     let actions = actions();

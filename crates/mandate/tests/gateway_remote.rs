@@ -11,8 +11,8 @@ mod common;
 use std::time::Duration;
 
 use common::gateway::{
-    GatewayIdentity, GatewayProcess, McpClient, Proxy, Recorder, Seen, TcpRelay, bounded, call, eventually, intent, reason, rmcp_connect,
-    stateless_request, summary, tool_calls, tool_names,
+    GatewayIdentity, GatewayProcess, McpClient, Proxy, Recorder, Seen, TcpRelay, bounded, call, claimed_tool_calls, eventually, intent,
+    reason, rmcp_connect, stateless_request, summary, tool_calls, tool_names,
 };
 use common::{Options, Server, TestAgent, open_task, register_agent};
 use mandate_client::Client;
@@ -606,7 +606,10 @@ async fn a_partitioned_gateway_catches_up_when_the_control_plane_is_back() {
     admin.revoke_task(&other_task, Some("revoked while the gateway was cut off".into())).await.unwrap();
 
     relay.reopen();
-    let calls = tool_calls(&admin, &task, 5).await;
+    // The refusals made while cut off name no decision: they are recorded outside the task's
+    // trail, claiming it.
+    let calls = claimed_tool_calls(&admin, &task, 5).await;
+    assert_eq!(tool_calls(&admin, &task, 1).await.len(), 1);
     let down = ("tickets.search".to_owned(), false, "control_plane_unavailable".to_owned());
     assert_eq!(
         summary(&calls),
@@ -650,6 +653,7 @@ async fn a_stopping_gateway_delivers_the_evidence_it_holds() {
     .await;
     relay.reopen();
     assert!(gw.stop().success(), "{}", gw.log());
-    let calls = tool_calls(&admin, &task, 2).await;
+    let calls = claimed_tool_calls(&admin, &task, 2).await;
     assert_eq!(calls[1]["reason"], "control_plane_unavailable", "{calls:#?}");
+    assert_eq!(calls[1]["claimed_task"], task.as_str(), "{calls:#?}");
 }

@@ -214,12 +214,22 @@ async fn a_remote_gateway_opens_sealed_secrets_and_submits_evidence() {
     assert_eq!(auditor.sealed_secret("slack-token").await.unwrap_err().code(), Some("forbidden"));
     assert_eq!(gateway.sealed_secret("missing").await.unwrap_err().code(), Some("secret_not_found"));
 
+    // Evidence is taken for a decision this token obtained, with the receipt it came with.
+    let reader = register_agent(&admin, "reader", &[]).await;
+    let (mandate, task) = open_task(&server, &reader, &read_intent()).await;
+    let decided = gateway.evaluate(&evaluation(&reader, &mandate, "tickets.read", "ticket", "1", "internal")).await.unwrap();
+    assert!(decided.decision, "{decided:?}");
+    let ctx = decided.context.clone().unwrap();
+    let decision_id = ctx["decision_id"].as_str().unwrap().to_owned();
+    let receipt = ctx["receipt"].as_str().map(str::to_owned);
+    assert!(receipt.is_some(), "a pep token's decision carries a receipt: {ctx}");
     let event = EvidenceEvent {
         kind: "tool.call".into(),
         ts_ms: 1_750_000_000_000,
         agent: Some("reader".into()),
-        task: Some("tsk_1".into()),
-        details: json!({ "tool": "tickets.read", "kind": "read", "upstream": "crm", "forwarded": true, "decision_id": "dec_1" }),
+        task: Some(task.clone()),
+        details: json!({ "tool": "tickets.read", "kind": "read", "upstream": "crm", "forwarded": true, "decision_id": decision_id }),
+        receipt: receipt.clone(),
     };
     let answer = gateway.submit_evidence(std::slice::from_ref(&event)).await.unwrap();
     assert_eq!((answer.recorded, answer.seqs.len()), (1, 1));
@@ -227,6 +237,8 @@ async fn a_remote_gateway_opens_sealed_secrets_and_submits_evidence() {
     assert_eq!(recorded.len(), 1);
     assert_eq!(recorded[0]["seq"], answer.seqs[0]);
     assert_eq!(recorded[0]["actor"], format!("token:{}", identity.token_id));
+    assert_eq!(recorded[0]["task"], task.as_str());
+    assert!(recorded[0]["details"].get("receipt").is_none() && !recorded[0].to_string().contains(receipt.as_deref().unwrap()));
     let ocsf: Value = auditor
         .audit_export("ocsf")
         .await
@@ -237,11 +249,63 @@ async fn a_remote_gateway_opens_sealed_secrets_and_submits_evidence() {
         .unwrap();
     assert_eq!((ocsf["class_uid"].as_u64(), ocsf["activity_id"].as_u64(), ocsf["action_id"].as_u64()), (Some(6003), Some(2), Some(1)));
     assert_eq!((ocsf["api"]["operation"].as_str(), ocsf["api"]["service"]["name"].as_str()), (Some("tickets.read"), Some("crm")));
-    assert_eq!(ocsf["api"]["request"]["uid"], "dec_1");
+    assert_eq!(ocsf["api"]["request"]["uid"], decision_id.as_str());
 
     let mut forged = event.clone();
     forged.kind = "task.revoked".into();
     assert_eq!(gateway.submit_evidence(&[forged]).await.unwrap_err().code(), Some("invalid_request"));
-    assert_eq!(admin.submit_evidence(&[event]).await.unwrap_err().code(), Some("forbidden"));
+    assert_eq!(admin.submit_evidence(std::slice::from_ref(&event)).await.unwrap_err().code(), Some("forbidden"));
+
+    // Not bound: the whole batch is refused and nothing of it is written.
+    let other_pep = admin.create_token("pep", "another gateway").await.unwrap();
+    let other = Client::new(&server.url, Some(other_pep.token)).unwrap();
+    let (_, other_task) = open_task(&server, &reader, &read_intent()).await;
+    let with = |f: &dyn Fn(&mut EvidenceEvent)| {
+        let mut e = event.clone();
+        f(&mut e);
+        e
+    };
+    let unbound = [
+        ("no receipt", with(&|e| e.receipt = None)),
+        ("a forged receipt", with(&|e| e.receipt = Some(URL_SAFE_NO_PAD.encode([7u8; 32])))),
+        ("another task", with(&|e| e.task = Some(other_task.clone()))),
+        ("another agent", with(&|e| e.agent = Some("someone-else".into()))),
+        ("no task", with(&|e| e.task = None)),
+        ("another decision", with(&|e| e.details["decision_id"] = json!("dec_forged"))),
+        ("a receipt without a decision", with(&|e| drop(e.details.as_object_mut().unwrap().remove("decision_id")))),
+    ];
+    let before = auditor.audit_events(&[("kind", "tool.call".to_owned())]).await.unwrap().events.len();
+    for (what, bad) in &unbound {
+        // A good event first: it is not written either.
+        let e = gateway.submit_evidence(&[event.clone(), bad.clone()]).await.unwrap_err();
+        assert_eq!(e.code(), Some("evidence_not_bound"), "{what}: {e}");
+        assert!(e.to_string().contains("events[1]"), "{what}: {e}");
+    }
+    // Another pep token cannot use this one's receipt.
+    assert_eq!(other.submit_evidence(std::slice::from_ref(&event)).await.unwrap_err().code(), Some("evidence_not_bound"));
+    assert_eq!(auditor.audit_events(&[("kind", "tool.call".to_owned())]).await.unwrap().events.len(), before, "nothing was written");
+
+    // An event naming no decision (a gateway's refusal before any) stays out of the task's
+    // trail: what it claims is kept in its details.
+    let own = EvidenceEvent {
+        kind: "tool.call".into(),
+        ts_ms: 1_750_000_000_001,
+        agent: Some("reader".into()),
+        task: Some(other_task.clone()),
+        details: json!({ "upstream": "billing", "reason": "route_not_configured", "forwarded": false }),
+        receipt: None,
+    };
+    let answer = other.submit_evidence(&[own]).await.unwrap();
+    let trail = auditor.audit_trail(&other_task).await.unwrap().events;
+    assert!(!trail.iter().any(|e| e["kind"] == "tool.call"), "{trail:#?}");
+    let all = auditor.audit_events(&[("kind", "tool.call".to_owned())]).await.unwrap().events;
+    let recorded = all.iter().find(|e| e["seq"] == answer.seqs[0]).unwrap();
+    assert!(recorded["task"].is_null() && recorded["agent"].is_null(), "{recorded}");
+    assert_eq!(recorded["details"]["claimed_task"], other_task.as_str());
+    assert_eq!(recorded["details"]["claimed_agent"], "reader");
+
+    // Only a pep token's decisions carry receipts.
+    let d = admin.evaluate(&evaluation(&reader, &mandate, "tickets.read", "ticket", "1", "internal")).await.unwrap();
+    assert!(d.context.unwrap().get("receipt").is_none());
     assert!(auditor.audit_verify().await.unwrap().ok);
 }

@@ -1,7 +1,9 @@
 //! Attestation by trusted external issuers: a SPIRE-style JWT-SVID (ES256, JWKS from a file)
 //! and a Kubernetes-style service account token (RS256, JWKS fetched from a URL) open tasks
 //! for agents registered without a key; tokens that match no rule, come from an issuer not
-//! trusted, carry another audience, are replayed or are forged are refused with precise codes.
+//! trusted, carry another audience, are replayed or are forged, live longer than the issuer
+//! allows, or have no `jti` where the issuer does not allow reuse are refused with precise
+//! codes; an issuer that allows reuse has each reuse audited.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::indexing_slicing)] // test code
 
 mod common;
@@ -11,7 +13,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use common::*;
-use mandate_proto::admin::RegisterAgentRequest;
+use mandate_proto::admin::{AddIssuerRequest, ClaimRuleView, RegisterAgentRequest};
 use serde_json::{Value, json};
 use support::*;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -136,13 +138,36 @@ async fn spire_svids_attest_keyless_agents_and_bad_tokens_are_refused() {
     assert_eq!(refused(&server, &forged).await, "bad_signature");
     // The accepted token, presented again.
     assert_eq!(refused(&server, &svid).await, "replayed_jti");
+    // Longer than the default limit (the attestation one, 300 s), with `iat` or, without it,
+    // counted from now.
+    let sub = "spiffe://cluster.example/ns/prod/sa/billing";
+    let mut long = svid_claims(SPIRE, sub, AUD);
+    long["exp"] = json!(now() + 301);
+    assert_eq!(refused(&server, &spire.sign(&long)).await, "lifetime_too_long");
+    let mut long = svid_claims(SPIRE, sub, AUD);
+    long.as_object_mut().unwrap().remove("iat");
+    long["exp"] = json!(now() + 400);
+    assert_eq!(refused(&server, &spire.sign(&long)).await, "lifetime_too_long");
+    // No `jti`, and the issuer does not allow reuse.
+    let mut no_jti = svid_claims(SPIRE, sub, AUD);
+    no_jti.as_object_mut().unwrap().remove("jti");
+    assert_eq!(refused(&server, &spire.sign(&no_jti)).await, "jti_required");
 
     // Nothing was issued for the refusals, and each one is in the trail.
     let tasks = server.admin().list_tasks(Some("billing"), None, None).await.unwrap();
     assert_eq!(tasks.len(), 1);
     let reasons: Vec<String> =
         events_of_kind(&server, "attestation.refused").await.iter().map(|e| e["details"]["reason"].as_str().unwrap().to_owned()).collect();
-    for code in ["no_rule_matched", "unknown_agent", "unknown_issuer", "wrong_audience", "bad_signature", "replayed_jti"] {
+    for code in [
+        "no_rule_matched",
+        "unknown_agent",
+        "unknown_issuer",
+        "wrong_audience",
+        "bad_signature",
+        "replayed_jti",
+        "lifetime_too_long",
+        "jti_required",
+    ] {
         assert!(reasons.iter().any(|r| r == code), "{code} not audited: {reasons:?}");
     }
 }
@@ -240,8 +265,23 @@ async fn kubernetes_tokens_verify_against_a_jwks_fetched_from_a_url() {
     let listed = server.admin().list_issuers().await.unwrap();
     assert_eq!(listed[0].jwks_url.as_deref(), Some(url.as_str()));
 
+    assert_eq!(listed[0].max_token_lifetime_secs, None, "the default: the server's attestation limit");
+
+    // Kubernetes tokens live ten minutes or more: above the default limit.
     register_keyless(&server, "billing").await;
-    let r = server.anon().exchange(&k8s_token(&key, "k8s-sa-1", "system:serviceaccount:prod:billing"), &read_intent()).await.unwrap();
+    let token = k8s_token(&key, "k8s-sa-1", "system:serviceaccount:prod:billing");
+    assert_eq!(refused(&server, &token).await, "lifetime_too_long");
+    let out = server
+        .cli()
+        .args(["issuer", "add", "--issuer", K8S, "--audience", AUD, "--jwks-file"])
+        .arg(write_jwks(&jwk))
+        .args(["--rule", "sub=system:serviceaccount:prod:{agent}", "--max-token-lifetime", "3600"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{:?}", output_text(&out));
+    let listed = server.admin().list_issuers().await.unwrap();
+    assert_eq!((listed[0].max_token_lifetime_secs, listed[0].allow_token_reuse), (Some(3600), false));
+    let r = server.anon().exchange(&token, &read_intent()).await.unwrap();
     assert_eq!(jwt_part(&r.access_token, 1)["agent"], "billing");
 
     let staging = k8s_token(&key, "k8s-sa-1", "system:serviceaccount:staging:billing");
@@ -267,4 +307,70 @@ async fn a_jwks_url_must_be_https_unless_it_is_loopback() {
     assert!(stderr.contains("jwks_unavailable"), "{stderr}");
     assert!(stderr.contains("must be https"), "{stderr}");
     assert!(server.admin().list_issuers().await.unwrap().is_empty());
+}
+
+/// The JWKS holding `jwk`, in a file that lives as long as the test process.
+fn write_jwks(jwk: &Value) -> std::path::PathBuf {
+    let dir = tempfile::tempdir().unwrap().keep();
+    let path = dir.join("jwks.json");
+    std::fs::write(&path, json!({ "keys": [jwk] }).to_string()).unwrap();
+    path
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_issuer_that_allows_reuse_accepts_tokens_without_jti_and_audits_each_reuse() {
+    let server = Server::start();
+    let spire = EcIssuerKey::generate("spire-reuse-1");
+    let rule = ClaimRuleView { claim: "sub".into(), pattern: "spiffe://cluster.example/ns/prod/sa/{agent}".into() };
+    let add = |max: Option<u64>, reuse: bool| AddIssuerRequest {
+        issuer: SPIRE.into(),
+        audience: AUD.into(),
+        jwks: Some(json!({ "keys": [spire.public_jwk()] })),
+        jwks_url: None,
+        rules: vec![rule.clone()],
+        max_token_lifetime_secs: max,
+        allow_token_reuse: reuse,
+    };
+    // Bad settings are refused.
+    for max in [0, 86_401] {
+        let e = server.admin().add_issuer(&add(Some(max), true)).await.unwrap_err();
+        assert_eq!(e.code(), Some("invalid_request"), "{e}");
+    }
+    let view = server.admin().add_issuer(&add(Some(600), true)).await.unwrap();
+    assert_eq!((view.max_token_lifetime_secs, view.allow_token_reuse), (Some(600), true));
+    let added = events_of_kind(&server, "issuer.added").await;
+    assert_eq!(added.last().unwrap()["details"]["allow_token_reuse"], true);
+    assert_eq!(added.last().unwrap()["details"]["max_token_lifetime_secs"], 600);
+
+    register_keyless(&server, "billing").await;
+    let sub = "spiffe://cluster.example/ns/prod/sa/billing";
+    let mut claims = svid_claims(SPIRE, sub, AUD);
+    claims.as_object_mut().unwrap().remove("jti");
+    claims["exp"] = json!(now() + 500);
+    let token = spire.sign(&claims);
+    let first = server.anon().exchange(&token, &read_intent()).await.unwrap();
+    let second = server.anon().exchange(&token, &read_intent()).await.unwrap();
+    let third = server.anon().exchange(&token, &read_intent()).await.unwrap();
+    let opened = |task: String| {
+        let server = &server;
+        async move {
+            let events = server.admin().audit_trail(&task).await.unwrap().events;
+            events.into_iter().find(|e| e["kind"] == "task.opened").unwrap()["details"].clone()
+        }
+    };
+    assert!(opened(first.task_id).await.get("attestation_reused").is_none(), "the first use is no reuse");
+    assert_eq!(opened(second.task_id).await["attestation_reused"], true);
+    assert_eq!(opened(third.task_id).await["attestation_reused"], true);
+
+    // Still bounded in lifetime, and a token with a `jti` is still accepted once.
+    let mut long = claims.clone();
+    long["exp"] = json!(now() + 601);
+    assert_eq!(refused(&server, &spire.sign(&long)).await, "lifetime_too_long");
+    let once = spire.sign(&svid_claims(SPIRE, sub, AUD));
+    server.anon().exchange(&once, &read_intent()).await.unwrap();
+    assert_eq!(refused(&server, &once).await, "replayed_jti");
+
+    // Without reuse allowed, the same token is refused.
+    server.admin().add_issuer(&add(Some(600), false)).await.unwrap();
+    assert_eq!(refused(&server, &token).await, "jti_required");
 }

@@ -6,7 +6,9 @@
 //!    2026-07-28 in `MCP-Protocol-Version` or `_meta` is stateless (its routing headers must
 //!    agree with the body); anything else needs a session of the same task;
 //! 4. the method: lists are filtered by one batch decision; calls, reads and prompt fetches
-//!    are decided one by one; pings and notifications pass; any other method is refused.
+//!    are decided one by one; pings pass, and the notifications MCP defines for clients (a
+//!    cancel under the upstream's id of the request); any other method or notification is
+//!    refused.
 //!
 //! Nothing reaches the upstream that was not allowed, and the agent's mandate never does.
 
@@ -30,7 +32,7 @@ use super::jsonrpc::{self, LEGACY, META_CLIENT_CAPS, META_CLIENT_INFO, META_SERV
 use super::upstream::{ClientIdentity, Link, McpUpstream, Reply, UpstreamError, stateless_meta};
 use super::uri::{self, UriError};
 use crate::authz::{self, Ask, CallRecord, EchoRecord, Outcome};
-use crate::config::ToolPolicy;
+use crate::config::{ToolPolicy, is_reserved_tool_name};
 use crate::control::Refusal;
 use crate::gateway::{Gateway, Injected, Session, now_ms, shared_key};
 use crate::scrub::{Found, SseScrubber};
@@ -301,6 +303,7 @@ impl Call<'_> {
             described: described.clone(),
             last_used_ms: AtomicI64::new(now_ms()),
             ended: CancellationToken::new(),
+            in_flight: Default::default(),
         });
         self.gw.sessions.insert(session.clone());
         let result = as_initialize_result(&described, &protocol);
@@ -315,18 +318,7 @@ impl Call<'_> {
     async fn in_session(&self, session: &Arc<Session>, message: Message) -> Response {
         match message {
             Message::Request { id, method, params } => self.request(session, &id, &method, params).await,
-            Message::Notification { method, params } => {
-                if method == "notifications/initialized" {
-                    // The gateway completed the upstream's handshake itself when it opened
-                    // the link; a second `initialized` would be a protocol error upstream.
-                    return StatusCode::ACCEPTED.into_response();
-                }
-                if method.starts_with("notifications/") {
-                    let inject = self.injection().await.ok().flatten();
-                    let _ = self.upstream.notify(&session.link, &method, params.as_ref(), inject.as_ref().map(|i| &i.header)).await;
-                }
-                StatusCode::ACCEPTED.into_response()
-            }
+            Message::Notification { method, params } => self.notification(session, &method, params).await,
             Message::Response(v) => {
                 if matches!(session.link, Link::Legacy { .. }) {
                     let inject = self.injection().await.ok().flatten();
@@ -341,8 +333,14 @@ impl Call<'_> {
     async fn stateless(&self, message: Message) -> Response {
         let (id, method, params) = match message {
             Message::Request { id, method, params } => (id, method, params),
-            // Stateless notifications and responses have nothing to attach to upstream.
-            _ => return StatusCode::ACCEPTED.into_response(),
+            // 2026-07-28 defines one client notification, `notifications/cancelled`, and not
+            // over HTTP (closing the request's stream cancels it): nothing is relayed.
+            Message::Notification { method, .. } if client_notification(STATELESS, &method) => {
+                return StatusCode::ACCEPTED.into_response();
+            }
+            Message::Notification { method, .. } => return notification_not_allowed(&method),
+            // Stateless responses have nothing to attach to upstream.
+            Message::Response(_) => return StatusCode::ACCEPTED.into_response(),
         };
         let client = ClientIdentity {
             info: params
@@ -405,6 +403,7 @@ impl Call<'_> {
             described,
             last_used_ms: AtomicI64::new(now_ms()),
             ended: CancellationToken::new(),
+            in_flight: Default::default(),
         });
         self.gw.sessions.insert(s.clone());
         Ok(s)
@@ -421,7 +420,7 @@ impl Call<'_> {
             "resources/list" => self.list(session, id, method, params, "resources", "uri").await,
             "resources/templates/list" => self.list(session, id, method, params, "resourceTemplates", "uriTemplate").await,
             "tools/call" | "prompts/get" | "resources/read" => self.decided(CallLink::Open(session.clone()), id, method, params).await,
-            m if PASS.contains(&m) => match self.forward(session, method, params.as_ref(), About::default()).await {
+            m if PASS.contains(&m) => match self.forward(session, id, method, params.as_ref(), About::default()).await {
                 Ok((reply, _)) => self.answer(with_id(reply.message, id, self.stateless)),
                 Err(e) => self.answer(upstream_error(id, &e)),
             },
@@ -434,11 +433,13 @@ impl Call<'_> {
         }
     }
 
-    /// Forwards a request upstream with the brokered secret. Returns the reply and the secret
-    /// that went with it (name, version) for the evidence.
+    /// Forwards the client's request `client_id` upstream with the brokered secret. Returns
+    /// the reply and the secret that went with it (name, version) for the evidence. While it is
+    /// on its way, a session's request is in [`Session::in_flight`] (a client may cancel it).
     async fn forward(
         &self,
         session: &Session,
+        client_id: &Value,
         method: &str,
         params: Option<&Map<String, Value>>,
         about: About<'_>,
@@ -451,7 +452,11 @@ impl Call<'_> {
             _ => params.map(without_stateless_meta),
         };
         let used = inject.as_ref().map(|i| (i.secret.clone(), i.version));
-        let sent = self.upstream.send(&session.link, method, params.as_ref(), inject.as_ref().map(|i| &i.header)).await;
+        let upstream_id = self.upstream.next_id();
+        // Stateless clients cannot cancel (their notification is not relayed), and the ids of
+        // several clients sharing a task's link could collide: only sessions keep the map.
+        let _in_flight = (!self.stateless).then(|| InFlight::new(session, client_id, &upstream_id));
+        let sent = self.upstream.send_as(&upstream_id, &session.link, method, params.as_ref(), inject.as_ref().map(|i| &i.header)).await;
         let Some(i) = &inject else { return sent.map(|r| (r, used)) };
         // The whole answer, error or result, is scrubbed before anything reads it.
         let mut found = Found::default();
@@ -512,6 +517,39 @@ impl Call<'_> {
         self.gw.echo_redacted(&echo, found);
     }
 
+    /// A client notification inside a session: relayed only if MCP defines it for a client of
+    /// the session's revision; a cancel only for a request of this session still on its way,
+    /// under the id the upstream knows it by.
+    async fn notification(&self, session: &Session, method: &str, params: Option<Map<String, Value>>) -> Response {
+        if method == "notifications/initialized" {
+            // The gateway completed the upstream's handshake itself when it opened the link; a
+            // second `initialized` would be a protocol error upstream.
+            return StatusCode::ACCEPTED.into_response();
+        }
+        if !client_notification(&session.client_protocol, method) {
+            return notification_not_allowed(method);
+        }
+        // A 2026-07-28 upstream over HTTP takes no client notifications (a cancel there is the
+        // closing of the request's stream).
+        if matches!(session.link, Link::Stateless) {
+            return StatusCode::ACCEPTED.into_response();
+        }
+        let mut params = params;
+        if method == "notifications/cancelled" {
+            let target = params.as_ref().and_then(|p| p.get("requestId")).and_then(|id| session.upstream_id_of(id));
+            // A request this session did not send, or that has its answer: the upstream never
+            // hears of it.
+            let (Some(upstream_id), Some(p)) = (target, params.as_mut()) else {
+                return StatusCode::ACCEPTED.into_response();
+            };
+            p.insert("requestId".into(), upstream_id);
+        }
+        let params = params.as_ref().map(without_stateless_meta);
+        let inject = self.injection().await.ok().flatten();
+        let _ = self.upstream.notify(&session.link, method, params.as_ref(), inject.as_ref().map(|i| &i.header)).await;
+        StatusCode::ACCEPTED.into_response()
+    }
+
     async fn injection(&self) -> Result<Option<Injected>, String> {
         self.gw.injection(&self.upstream.cfg, Some(&self.mandate.claims().task_id)).await
     }
@@ -527,7 +565,7 @@ impl Call<'_> {
         field: &str,
         key: &str,
     ) -> Response {
-        let (reply, _) = match self.forward(session, method, params.as_ref(), About::default()).await {
+        let (reply, _) = match self.forward(session, id, method, params.as_ref(), About::default()).await {
             Ok(r) => r,
             Err(e) => return self.answer(upstream_error(id, &e)),
         };
@@ -543,6 +581,10 @@ impl Call<'_> {
         let mut keep = Vec::with_capacity(taken.len());
         for item in taken {
             let Some(name) = item.get(key).and_then(Value::as_str).map(str::to_owned) else { continue };
+            if field == "tools" && is_reserved_tool_name(&name) {
+                // Its action would be a method's: never offered.
+                continue;
+            }
             if field == "tools" {
                 let ann = item.get("annotations");
                 let hint = |k: &str| ann.and_then(|a| a.get(k)).and_then(Value::as_bool);
@@ -586,6 +628,9 @@ impl Call<'_> {
     /// `tools/call`, `prompts/get`, `resources/read`: decided, then forwarded or refused, and
     /// recorded either way.
     async fn decided(&self, link: CallLink, id: &Value, method: &str, params: Option<Map<String, Value>>) -> Response {
+        if let Some(resp) = self.reserved_tool(id, method, params.as_ref()) {
+            return resp;
+        }
         let d = match self.decide_call(id, method, params.as_ref()).await {
             Ok(d) => d,
             Err(resp) => return resp,
@@ -609,7 +654,7 @@ impl Call<'_> {
         };
         let session = &session;
         let about = About { tool: Some(&d.name), decision_id: d.outcome.decision_id.as_deref() };
-        match self.forward(session, method, Some(&d.forward), about).await {
+        match self.forward(session, id, method, Some(&d.forward), about).await {
             Ok((reply, secret)) => {
                 let (result, status) = match (reply.message.get("error"), reply.message.get("result")) {
                     (Some(e), _) => ("jsonrpc_error", e.get("code").and_then(Value::as_i64)),
@@ -640,6 +685,9 @@ impl Call<'_> {
     /// A call made with a mandate whose task or agent may no longer act: decided (the
     /// control plane records why it is refused) and never forwarded.
     async fn refused_call(&self, id: &Value, method: &str, params: Option<Map<String, Value>>, gate: &Refusal) -> Response {
+        if let Some(resp) = self.reserved_tool(id, method, params.as_ref()) {
+            return resp;
+        }
         let mut d = match self.decide_call(id, method, params.as_ref()).await {
             Ok(d) => d,
             Err(resp) => return resp,
@@ -680,6 +728,44 @@ impl Call<'_> {
         let request = self.ask(&target, Some(&arguments)).request(self.environment().as_deref());
         let outcome = self.gw.decide_one(request, self.request_id.as_deref(), target.policy.approval).await;
         Ok(Decided { started, method: target.method, name, arguments, forward, target, outcome })
+    }
+
+    /// A `tools/call` of a name the gateway keeps for a method (`resources.read`, …): it would
+    /// be decided as that method's action, so it is refused before any decision, and recorded.
+    fn reserved_tool(&self, id: &Value, method: &str, params: Option<&Map<String, Value>>) -> Option<Response> {
+        let name = params.and_then(|p| p.get("name")).and_then(Value::as_str).filter(|n| is_reserved_tool_name(n))?;
+        if method != "tools/call" {
+            return None;
+        }
+        let started = Instant::now();
+        let outcome = Outcome::refused("tool_name_reserved");
+        let arguments = params.and_then(|p| p.get("arguments")).filter(|a| a.is_object());
+        let action = format!("{}.{name}", self.upstream.cfg.name);
+        let event = CallRecord {
+            mandate: Some(&self.mandate),
+            upstream: &self.upstream.cfg.name,
+            protocol: "mcp",
+            method: "tools/call",
+            tool: name,
+            action: &action,
+            kind: ActionKind::Execute,
+            outcome: &outcome,
+            forwarded: false,
+            result: "denied",
+            status: None,
+            arguments,
+            log_arguments: false,
+            redact: &[],
+            latency_us: started.elapsed().as_micros() as u64,
+            response_bytes: 0,
+            secret: None,
+            request_id: self.request_id.as_deref(),
+            request_sha256: None,
+        }
+        .event(now_ms());
+        self.gw.control.record(event);
+        let message = format!("tool `{}` has a name the gateway keeps for an MCP method: refused", mandate_core::clip(name));
+        Some(self.answer(jsonrpc::error(id, code::DENIED, &message, Some(outcome.error_data()))))
     }
 
     fn environment(&self) -> Option<String> {
@@ -867,6 +953,56 @@ impl Target {
 /// (`[upstream.tools."resources.read"]`, `[upstream.tools."prompts.get"]`).
 fn read_default() -> ToolPolicy {
     ToolPolicy { kind: ActionKind::Read, classification: Classification::Restricted, ..ToolPolicy::unknown() }
+}
+
+/// The notifications MCP defines from client to server (besides `notifications/initialized`,
+/// which the gateway answers itself): 2024-11-05 to 2025-11-25 cancel, report progress on a
+/// server's request and announce changed roots; 2025-11-25 also reports the status of a task the
+/// client runs; 2026-07-28 only cancels.
+fn client_notification(protocol: &str, method: &str) -> bool {
+    const SESSIONS: [&str; 3] = ["notifications/cancelled", "notifications/progress", "notifications/roots/list_changed"];
+    match protocol {
+        STATELESS => method == "notifications/cancelled",
+        LEGACY => SESSIONS.contains(&method) || method == "notifications/tasks/status",
+        _ => SESSIONS.contains(&method),
+    }
+}
+
+/// A notification MCP does not define for a client: refused, never relayed.
+fn notification_not_allowed(method: &str) -> Response {
+    http_error(
+        StatusCode::BAD_REQUEST,
+        &Value::Null,
+        code::METHOD_NOT_FOUND,
+        &format!("notification `{}` is not one a client may send", mandate_core::clip(method)),
+        Some(json!({"reason": "notification_not_allowed"})),
+    )
+}
+
+/// A session's request on its way upstream, in [`Session::in_flight`] until dropped (answered,
+/// failed, or abandoned by a client that went away).
+struct InFlight<'a> {
+    session: &'a Session,
+    key: String,
+    upstream_id: Value,
+}
+
+impl<'a> InFlight<'a> {
+    fn new(session: &'a Session, client_id: &Value, upstream_id: &Value) -> Self {
+        let key = client_id.to_string();
+        session.in_flight.lock().insert(key.clone(), upstream_id.clone());
+        InFlight { session, key, upstream_id: upstream_id.clone() }
+    }
+}
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        let mut map = self.session.in_flight.lock();
+        // A client reusing an id while the first is on its way: the later one owns the entry.
+        if map.get(&self.key) == Some(&self.upstream_id) {
+            map.remove(&self.key);
+        }
+    }
 }
 
 fn method_for_list(list: &str) -> &'static str {
@@ -1139,4 +1275,26 @@ fn random_id() -> String {
     let mut b = [0u8; 16];
     rand::RngCore::fill_bytes(&mut rand::rngs::OsRng, &mut b);
     hex::encode(b)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_the_client_notifications_of_the_revision_pass() {
+        for p in ["2024-11-05", "2025-03-26", "2025-06-18", LEGACY] {
+            for m in ["notifications/cancelled", "notifications/progress", "notifications/roots/list_changed"] {
+                assert!(client_notification(p, m), "{p} {m}");
+            }
+            for m in ["notifications/message", "notifications/tools/list_changed", "notifications/resources/updated", "custom/thing", ""] {
+                assert!(!client_notification(p, m), "{p} {m}");
+            }
+        }
+        assert!(client_notification(LEGACY, "notifications/tasks/status"));
+        assert!(!client_notification("2025-06-18", "notifications/tasks/status"));
+        assert!(client_notification(STATELESS, "notifications/cancelled"));
+        assert!(!client_notification(STATELESS, "notifications/progress"));
+        assert!(!client_notification(STATELESS, "notifications/roots/list_changed"));
+    }
 }

@@ -167,7 +167,8 @@ impl McpUpstream {
         }
     }
 
-    fn next_id(&self) -> Value {
+    /// A fresh id of the gateway's own for a request to this upstream.
+    pub fn next_id(&self) -> Value {
         json!(format!("mgw-{}", self.next_id.fetch_add(1, Ordering::Relaxed)))
     }
 
@@ -261,7 +262,19 @@ impl McpUpstream {
         params: Option<&Map<String, Value>>,
         inject: Option<&(HeaderName, HeaderValue)>,
     ) -> Result<Reply, UpstreamError> {
-        let id = self.next_id();
+        self.send_as(&self.next_id(), link, method, params, inject).await
+    }
+
+    /// [`Self::send`] with an id from [`Self::next_id`] the caller already holds.
+    pub async fn send_as(
+        &self,
+        id: &Value,
+        link: &Link,
+        method: &str,
+        params: Option<&Map<String, Value>>,
+        inject: Option<&(HeaderName, HeaderValue)>,
+    ) -> Result<Reply, UpstreamError> {
+        let id = id.clone();
         let timeout = self.cfg.timeout;
         let fut = async {
             match link {

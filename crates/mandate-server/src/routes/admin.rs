@@ -324,6 +324,9 @@ pub async fn revoke_token(State(state): State<Arc<AppState>>, headers: HeaderMap
 
 // ---- trusted issuers ----
 
+/// The longest `max_token_lifetime_secs` an issuer may be given: a day.
+const MAX_TOKEN_LIFETIME_SECS: u64 = 86_400;
+
 pub async fn add_issuer(
     State(state): State<Arc<AppState>>,
     headers: HeaderMap,
@@ -347,8 +350,21 @@ pub async fn add_issuer(
             .map_err(|m| ApiError::coded(StatusCode::BAD_REQUEST, "jwks_unavailable", m))?,
         _ => return Err(ApiError::invalid("give exactly one of `jwks` and `jwks_url`")),
     };
-    let issuer =
-        Issuer { issuer: req.issuer, audience: req.audience, jwks, jwks_url: req.jwks_url, rules, created_at_ms: state.clock.now_ms() };
+    if let Some(secs) = req.max_token_lifetime_secs
+        && !(1..=MAX_TOKEN_LIFETIME_SECS).contains(&secs)
+    {
+        return Err(ApiError::invalid(format!("`max_token_lifetime_secs` must be between 1 and {MAX_TOKEN_LIFETIME_SECS}, not {secs}")));
+    }
+    let issuer = Issuer {
+        issuer: req.issuer,
+        audience: req.audience,
+        jwks,
+        jwks_url: req.jwks_url,
+        rules,
+        created_at_ms: state.clock.now_ms(),
+        max_token_lifetime_secs: req.max_token_lifetime_secs,
+        allow_token_reuse: req.allow_token_reuse,
+    };
     let verifier = mandate_token::ExternalVerifier::new(&issuer)
         .map_err(|e| ApiError::coded(StatusCode::BAD_REQUEST, e.code(), format!("`jwks`: {e}")))?;
     state.store.upsert_issuer(&issuer).await?;
@@ -358,7 +374,8 @@ pub async fn add_issuer(
         &caller.actor(),
         None,
         None,
-        json!({ "issuer": issuer.issuer, "audience": issuer.audience, "jwks_url": issuer.jwks_url, "rules": issuer.rules }),
+        json!({ "issuer": issuer.issuer, "audience": issuer.audience, "jwks_url": issuer.jwks_url, "rules": issuer.rules,
+                "max_token_lifetime_secs": issuer.max_token_lifetime_secs, "allow_token_reuse": issuer.allow_token_reuse }),
     );
     state.record(ev).await.map_err(ApiError::internal)?;
     Ok((StatusCode::CREATED, Json(issuer_view(&issuer))))
@@ -398,6 +415,8 @@ fn issuer_view(i: &Issuer) -> IssuerView {
         keys: i.jwks.get("keys").and_then(|k| k.as_array()).map_or(0, Vec::len),
         rules: i.rules.iter().map(|r| ClaimRuleView { claim: r.claim.clone(), pattern: r.pattern.clone() }).collect(),
         created_at_ms: i.created_at_ms,
+        max_token_lifetime_secs: i.max_token_lifetime_secs,
+        allow_token_reuse: i.allow_token_reuse,
     }
 }
 

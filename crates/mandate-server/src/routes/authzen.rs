@@ -8,13 +8,14 @@ use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use mandate_core::Role;
-use mandate_proto::authzen::{EvaluationRequest, EvaluationsRequest, EvaluationsResponse, EvaluationsSemantic};
+use mandate_proto::authzen::{EvaluationRequest, EvaluationResponse, EvaluationsRequest, EvaluationsResponse, EvaluationsSemantic};
 use serde_json::Map;
 
 use crate::auth;
 use crate::error::ApiError;
 use crate::extract::ApiJson;
 use crate::pipeline::{self, Verdict};
+use crate::receipts::Receipts;
 use crate::routes::request_id;
 use crate::state::AppState;
 
@@ -26,8 +27,9 @@ pub async fn evaluation(State(state): State<Arc<AppState>>, headers: HeaderMap, 
     };
     let rid = request_id(&headers);
     let decided = pipeline::decide_all(&state, std::slice::from_ref(&req), &caller.actor(), rid.as_deref()).await;
+    let receipts = receipts_for(&state, &caller);
     match decided.into_iter().next() {
-        Some(Ok(verdict)) => Json(verdict.response()).into_response(),
+        Some(Ok(verdict)) => Json(answer(&verdict, receipts.as_ref(), &caller)).into_response(),
         Some(Err(message)) => ApiError::coded(StatusCode::BAD_REQUEST, "invalid_request", message).into_response(),
         None => Json(pipeline::item_error(500, "internal error")).into_response(),
     }
@@ -72,14 +74,29 @@ pub async fn evaluations(State(state): State<Arc<AppState>>, headers: HeaderMap,
     if implicit && let [Err(message)] = decided.as_slice() {
         return ApiError::coded(StatusCode::BAD_REQUEST, "invalid_request", message.clone()).into_response();
     }
+    let receipts = receipts_for(&state, &caller);
     let evaluations = decided
         .into_iter()
         .map(|r| match r {
-            Ok(verdict) => verdict.response(),
+            Ok(verdict) => answer(&verdict, receipts.as_ref(), &caller),
             Err(message) => pipeline::item_error(400, &message),
         })
         .collect();
     Json(EvaluationsResponse { evaluations }).into_response()
+}
+
+/// A `pep` token's decisions carry evidence receipts (see [`crate::receipts`]); others do not.
+fn receipts_for(state: &AppState, caller: &auth::Caller) -> Option<Receipts> {
+    (caller.role == Role::Pep).then(|| Receipts::new(&state.master_key))
+}
+
+fn answer(verdict: &Verdict, receipts: Option<&Receipts>, caller: &auth::Caller) -> EvaluationResponse {
+    let mut response = verdict.response();
+    if let (Some(r), Some(serde_json::Value::Object(ctx))) = (receipts, response.context.as_mut()) {
+        let receipt = r.make(&caller.token_id, &verdict.decision_id, verdict.task_id.as_deref(), verdict.agent.as_deref());
+        ctx.insert("receipt".into(), serde_json::Value::String(receipt));
+    }
+    response
 }
 
 /// Batch defaults: an item's own members win over the top-level ones.

@@ -21,6 +21,7 @@ use crate::auth;
 use crate::error::{ApiError, short};
 use crate::extract::ApiJson;
 use crate::metrics::Metrics;
+use crate::receipts::Receipts;
 use crate::revocations::FeedItem;
 use crate::state::AppState;
 
@@ -68,6 +69,14 @@ pub async fn revocations(State(state): State<Arc<AppState>>, headers: HeaderMap,
 
 /// `POST /v1/evidence`: `tool.call` and `secret.echo_redacted` events a remote gateway recorded, made durable before the
 /// answer. The actor of each is the submitting token.
+///
+/// An event naming a decision (`details.decision_id`) must carry the receipt that decision was
+/// answered with to this token, for the event's task and agent; one that does not refuses the
+/// whole batch (`403 evidence_not_bound`, nothing recorded): an honest gateway never sends
+/// one, so a batch holding one is not to be trusted in part. An event naming no decision (the
+/// gateway's own refusals before any, such as `route_not_configured`) is recorded outside any
+/// task's trail: its task and agent, as claimed, go to `details.claimed_task` and
+/// `details.claimed_agent`.
 pub async fn evidence(
     State(state): State<Arc<AppState>>,
     headers: HeaderMap,
@@ -78,6 +87,7 @@ pub async fn evidence(
         return Err(ApiError::invalid(format!("a request may carry at most {MAX_EVIDENCE_EVENTS} events, not {}", req.events.len())));
     }
     let actor = caller.actor();
+    let receipts = Receipts::new(&state.master_key);
     let mut events = Vec::with_capacity(req.events.len());
     for (i, e) in req.events.into_iter().enumerate() {
         if e.kind != kinds::TOOL_CALL && e.kind != kinds::SECRET_ECHO_REDACTED {
@@ -96,7 +106,31 @@ pub async fn evidence(
                 return Err(ApiError::invalid(format!("`events[{i}].{field}` must be 1 to {MAX_NAME} bytes")));
             }
         }
-        events.push(NewEvent { ts_ms: e.ts_ms, kind: e.kind, actor: actor.clone(), agent: e.agent, task: e.task, details: e.details });
+        let (mut agent, mut task, mut details) = (e.agent, e.task, e.details);
+        match (details.get("decision_id"), &e.receipt) {
+            (Some(serde_json::Value::String(decision)), Some(receipt))
+                if receipts.verify(receipt, &caller.token_id, decision, task.as_deref(), agent.as_deref()) => {}
+            (None, None) => {
+                if let serde_json::Value::Object(m) = &mut details {
+                    if let Some(t) = task.take() {
+                        m.insert("claimed_task".into(), serde_json::Value::String(t));
+                    }
+                    if let Some(a) = agent.take() {
+                        m.insert("claimed_agent".into(), serde_json::Value::String(a));
+                    }
+                }
+            }
+            _ => {
+                return Err(ApiError::coded(
+                    StatusCode::FORBIDDEN,
+                    "evidence_not_bound",
+                    format!(
+                        "`events[{i}]` is not bound to a decision this token obtained for its task and agent (its `receipt` does not verify); nothing was recorded"
+                    ),
+                ));
+            }
+        }
+        events.push(NewEvent { ts_ms: e.ts_ms, kind: e.kind, actor: actor.clone(), agent, task, details });
     }
     let echoes: Vec<String> = events
         .iter()

@@ -80,10 +80,11 @@ async fn exchange(state: &AppState, form: TokenExchangeForm) -> Result<TokenExch
     check_target(state, &form)?;
     let (requested, intent, lifetime) = requested_intent(form.authorization_details.as_deref())?;
 
-    let agent = attest(state, subject_token).await?;
+    let (agent, token_reused) = attest(state, subject_token).await?;
     let now_secs = state.clock.now_secs();
     let opening = Opening {
         agent,
+        token_reused,
         task_id: new_id("task"),
         intent,
         requested,
@@ -138,6 +139,8 @@ fn task_lifetime(state: &AppState, asked: Option<u64>) -> i64 {
 struct Opening {
     /// The agent that will act in the task.
     agent: Agent,
+    /// The agent attested with a trusted issuer's token (without `jti`) that was already used.
+    token_reused: bool,
     task_id: String,
     /// What the task is to be granted.
     intent: Intent,
@@ -270,6 +273,10 @@ async fn issue(state: &AppState, o: Opening, decision: mandate_policy::Decision)
     state.metrics.set_live_tasks(state.registry.live_task_count());
     let mut opened = json!({ "intent": granted, "policies": decision.policies, "policy_version": decision.version,
                              "spiffe_id": spiffe_id, "attestation": agent_attestation_kind(&o.agent) });
+    if let (true, Value::Object(m)) = (o.token_reused, &mut opened) {
+        // The issuer allows tokens without `jti`; this one was presented before.
+        m.insert("attestation_reused".into(), json!(true));
+    }
     if let (Some(d), Value::Object(m)) = (&o.delegation, &mut opened) {
         m.insert("parent_task_id".into(), json!(d.parent_task_id));
         m.insert("root_task_id".into(), json!(d.root_task_id));
@@ -326,8 +333,10 @@ fn parse_intent(raw: Option<&str>) -> Result<IntentRequest, OAuthFailure> {
     serde_json::from_value(one).map_err(|e| bad(format!("the `agent_task` object is not valid: {e}")))
 }
 
-/// Verifies the attestation and returns the active agent it proves. Every refusal is audited.
-async fn attest(state: &AppState, token: &str) -> Result<Agent, OAuthFailure> {
+/// Verifies the attestation and returns the active agent it proves, and whether the token was
+/// used before (a trusted issuer's token without `jti`, which the issuer lets be reused).
+/// Every refusal is audited.
+async fn attest(state: &AppState, token: &str) -> Result<(Agent, bool), OAuthFailure> {
     let result = attest_inner(state, token).await;
     if let Err((code, agent, message)) = &result {
         let ev = state.event(
@@ -344,12 +353,13 @@ async fn attest(state: &AppState, token: &str) -> Result<Agent, OAuthFailure> {
 
 type Refusal = (String, Option<String>, String);
 
-async fn attest_inner(state: &AppState, token: &str) -> Result<Agent, Refusal> {
+async fn attest_inner(state: &AppState, token: &str) -> Result<(Agent, bool), Refusal> {
     let refuse = |code: &str, agent: Option<&str>, msg: String| (code.to_owned(), agent.map(str::to_owned), msg);
     let peeked = mandate_token::peek(token).map_err(|e| refuse(e.code(), None, format!("the subject token is not a valid JWT: {e}")))?;
     let iss = peeked.claims.get("iss").and_then(Value::as_str).unwrap_or_default().to_owned();
     let now = state.clock.now_secs();
     let leeway = state.settings.leeway_secs();
+    let max_lifetime = i64::try_from(state.settings.max_attestation_lifetime.as_secs()).unwrap_or(300);
     let (agent_name, jti, exp, issuer_key) = if iss.starts_with("spiffe://") {
         // A registered key: the agent signs its own attestation.
         let id = SpiffeId::parse(&iss).map_err(|e| refuse("invalid_issuer", None, e.to_string()))?;
@@ -368,14 +378,10 @@ async fn attest_inner(state: &AppState, token: &str) -> Result<Agent, Refusal> {
             .public_jwk
             .as_ref()
             .ok_or_else(|| refuse("no_registered_key", Some(name.as_str()), format!("agent `{name}` has no registered key")))?;
-        let rules = AttestationRules {
-            audience: state.settings.issuer.clone(),
-            max_lifetime_secs: i64::try_from(state.settings.max_attestation_lifetime.as_secs()).unwrap_or(300),
-            leeway_secs: leeway,
-        };
+        let rules = AttestationRules { audience: state.settings.issuer.clone(), max_lifetime_secs: max_lifetime, leeway_secs: leeway };
         let att = mandate_token::verify_agent_attestation(token, jwk, agent.spiffe_id.as_str(), &rules, now)
             .map_err(|e| refuse(e.code(), Some(name.as_str()), format!("the attestation is not valid: {e}")))?;
-        (name, Some(att.jti), att.exp, iss.clone())
+        (name, Use::Once(att.jti), att.exp, iss.clone())
     } else {
         let verifier = state.issuers.read().get(&iss).cloned();
         let Some(verifier) = verifier else {
@@ -386,9 +392,9 @@ async fn attest_inner(state: &AppState, token: &str) -> Result<Agent, Refusal> {
             _ => verifier,
         };
         let att = verifier
-            .verify(token, now, leeway)
+            .verify_for_attestation(token, now, leeway, max_lifetime)
             .map_err(|e| refuse(e.code(), None, format!("the token from `{}` is not valid: {e}", crate::error::short(&iss))))?;
-        (att.agent, att.jti, att.exp, iss.clone())
+        (att.agent, att.jti.map(Use::Once).unwrap_or_else(|| Use::Reusable(token_digest(token))), att.exp, iss.clone())
     };
     crate::sync::ensure_agent(state, agent_name.as_str())
         .await
@@ -400,20 +406,37 @@ async fn attest_inner(state: &AppState, token: &str) -> Result<Agent, Refusal> {
     if agent.status != AgentStatus::Active {
         return Err(refuse("agent_disabled", Some(agent_name.as_str()), format!("agent `{agent_name}` is disabled")));
     }
-    if let Some(jti) = jti {
-        let first =
-            state.store.consume_jti(&issuer_key, &jti, (exp + leeway) * 1000, state.clock.now_ms()).await.map_err(|e| {
-                refuse("store_unavailable", Some(agent_name.as_str()), format!("cannot check the attestation for replay: {e}"))
-            })?;
-        if !first {
-            return Err(refuse(
-                "replayed_jti",
-                Some(agent_name.as_str()),
-                "this attestation was already used; sign a new one with a fresh `jti`".into(),
-            ));
-        }
+    // Each `jti` once; a token without one (its issuer allows reuse) is remembered by its
+    // digest, so that every use after the first is known, and audited, as a reuse.
+    let key = match &jti {
+        Use::Once(jti) => jti.clone(),
+        Use::Reusable(digest) => format!("sha256:{digest}"),
+    };
+    let first = state
+        .store
+        .consume_jti(&issuer_key, &key, (exp + leeway) * 1000, state.clock.now_ms())
+        .await
+        .map_err(|e| refuse("store_unavailable", Some(agent_name.as_str()), format!("cannot check the attestation for replay: {e}")))?;
+    if !first && matches!(jti, Use::Once(_)) {
+        return Err(refuse(
+            "replayed_jti",
+            Some(agent_name.as_str()),
+            "this attestation was already used; sign a new one with a fresh `jti`".into(),
+        ));
     }
-    Ok((*agent).clone())
+    Ok(((*agent).clone(), !first))
+}
+
+/// How often an attestation may be used: once (its `jti`), or again while it is valid (a
+/// trusted issuer's token without `jti`, by the SHA-256 of the token, hex).
+enum Use {
+    Once(String),
+    Reusable(String),
+}
+
+fn token_digest(token: &str) -> String {
+    use sha2::Digest;
+    hex::encode(sha2::Sha256::digest(token.as_bytes()))
 }
 
 /// Re-fetches an issuer's JWKS from its URL (when it has one) after an unknown `kid`, at most

@@ -179,15 +179,17 @@ fn agent_row(r: &PgRow) -> StoreResult<Agent> {
     })
 }
 
-const ISSUER_COLUMNS: &str = "issuer, audience, jwks, jwks_url, rules, created_at_ms";
+const ISSUER_COLUMNS: &str = "issuer, audience, jwks, jwks_url, rules, created_at_ms, max_token_lifetime_secs, allow_token_reuse";
 
 pub(crate) async fn upsert_issuer(pool: &PgPool, env: &Envelope, i: &Issuer) -> StoreResult<()> {
     const SQL: &str = notifying!(
-        "INSERT INTO issuers (issuer, audience, jwks, jwks_url, rules, created_at_ms) VALUES ($1, $2, $3, $4, $5, $6)
+        "INSERT INTO issuers (issuer, audience, jwks, jwks_url, rules, created_at_ms, max_token_lifetime_secs, allow_token_reuse)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
          ON CONFLICT (issuer) DO UPDATE SET audience = excluded.audience, jwks = excluded.jwks,
-             jwks_url = excluded.jwks_url, rules = excluded.rules, created_at_ms = excluded.created_at_ms
+             jwks_url = excluded.jwks_url, rules = excluded.rules, created_at_ms = excluded.created_at_ms,
+             max_token_lifetime_secs = excluded.max_token_lifetime_secs, allow_token_reuse = excluded.allow_token_reuse
          RETURNING 1",
-        7
+        9
     );
     let jwks = to_json("issuer key set", &i.jwks)?;
     let rules = to_json("issuer claim rules", &i.rules)?;
@@ -198,6 +200,8 @@ pub(crate) async fn upsert_issuer(pool: &PgPool, env: &Envelope, i: &Issuer) -> 
         .bind(&i.jwks_url)
         .bind(rules)
         .bind(i.created_at_ms)
+        .bind(i.max_token_lifetime_secs.map(|s| i64::try_from(s).unwrap_or(i64::MAX)))
+        .bind(i.allow_token_reuse)
         .bind(env.payloads(&Change::Issuers))
         .execute(pool)
         .await
@@ -228,6 +232,7 @@ fn issuer_row(r: &PgRow) -> StoreResult<Issuer> {
     let what = format!("issuer `{issuer}`");
     let jwks: String = get(r, 2)?;
     let rules: String = get(r, 4)?;
+    let max_lifetime: Option<i64> = get(r, 6)?;
     Ok(Issuer {
         jwks: from_json(&what, &jwks)?,
         rules: from_json(&what, &rules)?,
@@ -235,6 +240,8 @@ fn issuer_row(r: &PgRow) -> StoreResult<Issuer> {
         audience: get(r, 1)?,
         jwks_url: get(r, 3)?,
         created_at_ms: get(r, 5)?,
+        max_token_lifetime_secs: max_lifetime.map(|s| u64::try_from(s).unwrap_or(0)),
+        allow_token_reuse: get(r, 7)?,
     })
 }
 

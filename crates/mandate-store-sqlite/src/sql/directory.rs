@@ -204,17 +204,20 @@ impl AgentRow {
     }
 }
 
-const ISSUER_COLUMNS: &str = "issuer, audience, jwks, jwks_url, rules, created_at_ms";
+const ISSUER_COLUMNS: &str = "issuer, audience, jwks, jwks_url, rules, created_at_ms, max_token_lifetime_secs, allow_token_reuse";
 
 pub(crate) fn upsert_issuer(c: &Connection, i: &Issuer) -> StoreResult<()> {
     let jwks = to_json("issuer key set", &i.jwks)?;
     let rules = to_json("issuer claim rules", &i.rules)?;
     let sql = format!(
-        "INSERT INTO issuers ({ISSUER_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6)
+        "INSERT INTO issuers ({ISSUER_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)
          ON CONFLICT (issuer) DO UPDATE SET audience = excluded.audience, jwks = excluded.jwks,
-             jwks_url = excluded.jwks_url, rules = excluded.rules, created_at_ms = excluded.created_at_ms"
+             jwks_url = excluded.jwks_url, rules = excluded.rules, created_at_ms = excluded.created_at_ms,
+             max_token_lifetime_secs = excluded.max_token_lifetime_secs, allow_token_reuse = excluded.allow_token_reuse"
     );
-    c.execute(&sql, params![i.issuer, i.audience, jwks, i.jwks_url, rules, i.created_at_ms]).map_err(db)?;
+    let max_lifetime = i.max_token_lifetime_secs.map(|s| i64::try_from(s).unwrap_or(i64::MAX));
+    c.execute(&sql, params![i.issuer, i.audience, jwks, i.jwks_url, rules, i.created_at_ms, max_lifetime, i.allow_token_reuse])
+        .map_err(db)?;
     Ok(())
 }
 
@@ -243,6 +246,8 @@ struct IssuerRow {
     jwks_url: Option<String>,
     rules: String,
     created_at_ms: i64,
+    max_token_lifetime_secs: Option<i64>,
+    allow_token_reuse: bool,
 }
 
 fn issuer_row(r: &Row<'_>) -> rusqlite::Result<IssuerRow> {
@@ -253,6 +258,8 @@ fn issuer_row(r: &Row<'_>) -> rusqlite::Result<IssuerRow> {
         jwks_url: r.get(3)?,
         rules: r.get(4)?,
         created_at_ms: r.get(5)?,
+        max_token_lifetime_secs: r.get(6)?,
+        allow_token_reuse: r.get(7)?,
     })
 }
 
@@ -266,6 +273,8 @@ impl IssuerRow {
             audience: self.audience,
             jwks_url: self.jwks_url,
             created_at_ms: self.created_at_ms,
+            max_token_lifetime_secs: self.max_token_lifetime_secs.map(|s| u64::try_from(s).unwrap_or(0)),
+            allow_token_reuse: self.allow_token_reuse,
         })
     }
 }

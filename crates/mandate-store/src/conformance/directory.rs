@@ -147,6 +147,8 @@ pub async fn issuers(store: &dyn Store) {
         jwks_url: None,
         rules: vec![ClaimRule::new("sub", "system:serviceaccount:prod:{agent}").unwrap()],
         created_at_ms: T0,
+        max_token_lifetime_secs: None,
+        allow_token_reuse: false,
     };
     store.upsert_issuer(&issuer).await.unwrap();
     assert_eq!(store.get_issuer(&name).await.unwrap(), Some(issuer.clone()), "issuers: round-trip");
@@ -154,6 +156,8 @@ pub async fn issuers(store: &dyn Store) {
     issuer.audience = "mandate-2".into();
     issuer.jwks_url = Some(format!("{name}/jwks.json"));
     issuer.rules.push(ClaimRule::new("email", "{agent}@agents.example.com").unwrap());
+    issuer.max_token_lifetime_secs = Some(3600);
+    issuer.allow_token_reuse = true;
     store.upsert_issuer(&issuer).await.unwrap();
     assert_eq!(store.get_issuer(&name).await.unwrap(), Some(issuer.clone()), "issuers: upsert replaces");
 

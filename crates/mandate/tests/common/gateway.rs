@@ -351,6 +351,23 @@ pub async fn tool_calls(admin: &Client, task: &str, n: usize) -> Vec<Value> {
     calls
 }
 
+/// Like [`tool_calls`], counting also the events a remote gateway sent for the task without a
+/// decision (refused before any, e.g. while the control plane was away): the control plane
+/// keeps those out of the task's trail, with the task they claim in `details.claimed_task`.
+/// In trail order.
+#[allow(dead_code, reason = "not every test binary uses it")]
+pub async fn claimed_tool_calls(admin: &Client, task: &str, n: usize) -> Vec<Value> {
+    let calls = eventually(&format!("{n} tool.call events claiming {task}"), Duration::from_secs(10), || async {
+        let all = admin.audit_events(&[("kind", "tool.call".to_owned()), ("limit", "10000".to_owned())]).await.unwrap().events;
+        let calls: Vec<Value> =
+            all.iter().filter(|e| e["task"] == task || e["details"]["claimed_task"] == task).map(|e| e["details"].clone()).collect();
+        (calls.len() >= n).then_some(calls)
+    })
+    .await;
+    assert_eq!(calls.len(), n, "{calls:#?}");
+    calls
+}
+
 /// (tool, forwarded, reason) of each call, for comparing a trail with what happened.
 pub fn summary(calls: &[Value]) -> Vec<(String, bool, String)> {
     calls

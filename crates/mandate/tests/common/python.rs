@@ -210,6 +210,11 @@ pub const PY_SERVER_TOOLS: [&str; 3] = ["notes.read", "notes.write", "shell.exec
 impl PyServer {
     /// Starts the server on a free port and waits for its `listening on` line.
     pub fn start(opts: PyServerOptions) -> PyServer {
+        PyServer::start_with_args(opts, &[])
+    }
+
+    /// [`PyServer::start`] with more arguments for `mcp_server.py` (`--reserved-name-tools`).
+    pub fn start_with_args(opts: PyServerOptions, args: &[&str]) -> PyServer {
         let python = python_mcp();
         let tmp = tempfile::tempdir().unwrap();
         let stderr_file = tmp.path().join("server.stderr");
@@ -222,6 +227,7 @@ impl PyServer {
         if let Some(file) = &headers_file {
             cmd.arg("--record-headers").arg(file);
         }
+        cmd.args(args);
         let mut child = cmd
             .env("PYTHONUNBUFFERED", "1")
             .env("PYTHONDONTWRITEBYTECODE", "1")

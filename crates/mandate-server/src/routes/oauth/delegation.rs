@@ -92,7 +92,7 @@ pub(super) async fn delegate(
         return Err(refuse(state, Some(&parent), wider(message)).await);
     }
 
-    let child = attest(state, actor_token).await?;
+    let (child, token_reused) = attest(state, actor_token).await?;
     let chain = claims.chain_with_actor();
     let child_id = child.spiffe_id.as_str();
     if chain.iter().any(|a| a == child_id) {
@@ -105,6 +105,7 @@ pub(super) async fn delegate(
     };
 
     let opening = Opening {
+        token_reused,
         task_id: new_id("task"),
         intent,
         requested,
