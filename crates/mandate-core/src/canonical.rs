@@ -11,7 +11,10 @@
 //! otherwise share a canonical form while an upstream that reads 64-bit integers tells them
 //! apart.
 
+use std::cell::RefCell;
 use std::fmt;
+
+use serde::de::{DeserializeSeed, Deserializer, MapAccess, SeqAccess, Visitor};
 
 use serde_json::Value;
 use sha2::{Digest, Sha256};
@@ -132,6 +135,79 @@ pub fn digest(value: &Value) -> String {
     hex::encode(Sha256::digest(jcs(value).as_bytes()))
 }
 
+/// The first member name that appears twice in one object of a JSON text, or `None` when the
+/// text is not JSON or repeats no name. RFC 8259 leaves such a member's meaning to the reader
+/// (serde_json keeps the last value, many parsers the first), so a proxy that forwards the
+/// text as it is must refuse it rather than decide on one reading. Names are compared decoded
+/// (`"a"` and `"\u0061"` are the same name).
+pub fn repeated_member(text: &[u8]) -> Option<String> {
+    let found = RefCell::new(None);
+    let mut de = serde_json::Deserializer::from_slice(text);
+    // A refusal (a repeat, or text that is not JSON) ends the walk; only a repeat is kept.
+    let _ = Walk(&found).deserialize(&mut de);
+    found.into_inner()
+}
+
+/// Walks a JSON value, recording the first repeated member name (and stopping there).
+struct Walk<'a>(&'a RefCell<Option<String>>);
+
+impl<'de> DeserializeSeed<'de> for Walk<'_> {
+    type Value = ();
+
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
+        d.deserialize_any(self)
+    }
+}
+
+impl<'de> Visitor<'de> for Walk<'_> {
+    type Value = ();
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a JSON value")
+    }
+
+    fn visit_bool<E>(self, _: bool) -> Result<(), E> {
+        Ok(())
+    }
+
+    fn visit_i64<E>(self, _: i64) -> Result<(), E> {
+        Ok(())
+    }
+
+    fn visit_u64<E>(self, _: u64) -> Result<(), E> {
+        Ok(())
+    }
+
+    fn visit_f64<E>(self, _: f64) -> Result<(), E> {
+        Ok(())
+    }
+
+    fn visit_str<E>(self, _: &str) -> Result<(), E> {
+        Ok(())
+    }
+
+    fn visit_unit<E>(self) -> Result<(), E> {
+        Ok(())
+    }
+
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<(), A::Error> {
+        while seq.next_element_seed(Walk(self.0))?.is_some() {}
+        Ok(())
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
+        let mut seen = std::collections::HashSet::new();
+        while let Some(key) = map.next_key::<String>()? {
+            if !seen.insert(key.clone()) {
+                *self.0.borrow_mut() = Some(crate::clip(&key));
+                return Err(serde::de::Error::custom("repeated member"));
+            }
+            map.next_value_seed(Walk(self.0))?;
+        }
+        Ok(())
+    }
+}
+
 /// The RFC 8785 text of a value.
 fn jcs(value: &Value) -> String {
     // Serializing a `serde_json::Value` cannot fail (its keys are strings, its numbers finite).
@@ -227,6 +303,15 @@ mod tests {
         assert!(e.to_string().contains("arguments.n[0]"), "{e}");
         assert!(Canonical::new(&json!({"n": 9007199254740991u64, "m": -9007199254740991i64}), Limits::ARGUMENTS).is_ok());
         assert!(Canonical::new(&json!({"m": -9007199254740992i64}), Limits::ARGUMENTS).is_err());
+    }
+
+    #[test]
+    fn repeated_members_are_found_at_any_depth() {
+        assert_eq!(repeated_member(br#"{"amount":1,"amount":1000}"#).as_deref(), Some("amount"));
+        assert_eq!(repeated_member(br#"{"a":{"b":[{"to":"x","\u0074o":"y"}]}}"#).as_deref(), Some("to"));
+        assert_eq!(repeated_member(br#"{"a":1,"b":{"a":2}}"#), None, "the same name in two objects is fine");
+        assert_eq!(repeated_member(b"not json"), None);
+        assert_eq!(repeated_member(br#"[1,{"x":null}]"#), None);
     }
 
     fn json_value() -> impl Strategy<Value = Value> {

@@ -35,6 +35,7 @@ use mandate_core::{Classification, Clock, SystemClock, TrustDomain};
 use mandate_gateway::ControlPlane;
 use mandate_gateway::authz::{Ask, CallRecord, Outcome};
 use mandate_gateway::embedded::{ACTOR, Embedded};
+use mandate_gateway::scrub::{Found, Scrubber};
 use mandate_policy::ActionKind;
 use mandate_server::{AppState, Settings, pipeline};
 use mandate_store_sqlite::SqliteStore;
@@ -256,6 +257,23 @@ fn bench(c: &mut Criterion, rt: &tokio::runtime::Runtime, f: &Fixture) {
         receipt: None,
     };
     group.bench_function("part/evidence_event", |b| b.iter(|| f.evidence(&mandate, &outcome, Instant::now())));
+    // On every answer from an upstream that was given a secret: the answer's strings searched
+    // for the secret in all its encodings (the scrubber itself is built once per value).
+    let secret = b"ghp_16C7e42F292c6912E7710c838347Ae178B4a";
+    let header = format!("Bearer {}", std::str::from_utf8(secret).unwrap());
+    group.bench_function("part/scrubber_build", |b| b.iter(|| Scrubber::new(&[secret, header.as_bytes()])));
+    let scrubber = Scrubber::new(&[secret, header.as_bytes()]);
+    let answer = json!({"jsonrpc": "2.0", "id": 3, "result": {"content": [{"type": "text",
+        "text": "3 tickets match `checkout`: T-1 refund on order 1001, T-2 checkout fails on Safari, T-3 coupon rejected"}],
+        "structuredContent": {"tickets": [{"id": "T-1", "title": "refund on order 1001"}, {"id": "T-2", "title": "checkout fails on Safari"},
+        {"id": "T-3", "title": "coupon rejected"}]}, "isError": false}});
+    group.bench_function("part/scrub_answer", |b| {
+        b.iter(|| {
+            let mut v = answer.clone();
+            let mut found = Found::default();
+            scrubber.value(&mut v, &mut found)
+        })
+    });
     // Not part of the hop, but on every forwarded call of the embedded gateway: the brokered
     // secret read from the store (a blocking-pool hop to SQLite) and opened.
     group.bench_function("part/secret_reveal", |b| {

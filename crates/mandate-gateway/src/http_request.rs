@@ -83,6 +83,8 @@ pub enum RequestError {
     ContentEncoding(String),
     #[error("the request is too large to decide on")]
     TooLarge,
+    #[error("the JSON body names the member `{0}` twice in one object, which upstreams read in different ways: refused")]
+    JsonMemberRepeated(String),
 }
 
 impl RequestError {
@@ -103,6 +105,7 @@ impl RequestError {
             RequestError::HeaderValue(_) => "header_bad_value",
             RequestError::ContentEncoding(_) => "content_encoding_refused",
             RequestError::TooLarge => "request_too_large",
+            RequestError::JsonMemberRepeated(_) => "json_member_repeated",
         }
     }
 }
@@ -182,6 +185,12 @@ impl Parsed {
         }
         if let Some(field) = body_method_field(content_type.as_deref(), &body) {
             return Err(RequestError::MethodOverride(field));
+        }
+        // The body goes upstream as it is: a JSON body must have one reading, whatever its
+        // content type says (the decision's `arguments` keep serde's last value, many
+        // frameworks the first).
+        if let Some(member) = mandate_core::canonical::repeated_member(&body) {
+            return Err(RequestError::JsonMemberRepeated(member));
         }
         Ok(Parsed { method: method.to_ascii_uppercase(), segments, query, headers: headers.clone(), content_type, body })
     }
@@ -612,6 +621,15 @@ mod tests {
 
     fn code(r: Result<Normalized, RequestError>) -> &'static str {
         r.map(|_| "ok").unwrap_or_else(|e| e.code())
+    }
+
+    #[test]
+    fn a_json_body_with_a_repeated_member_is_refused() {
+        let r = route("");
+        let ct = [("content-type", "text/plain")];
+        assert_eq!(code(norm("POST", "/files/1", None, &ct, br#"{"amount":1,"amount":1000}"#, &r)), "json_member_repeated");
+        assert_eq!(code(norm("POST", "/files/1", None, &[], br#"{"to":{"a":1,"\u0061":2}}"#, &r)), "json_member_repeated");
+        assert_eq!(code(norm("POST", "/files/1", None, &[], br#"{"a":1,"b":{"a":2}}"#, &r)), "ok");
     }
 
     #[test]
