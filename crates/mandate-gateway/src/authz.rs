@@ -295,6 +295,8 @@ pub struct EchoRecord<'a> {
     /// The tool, prompt, resource or HTTP path, when the answer was to one.
     pub tool: Option<&'a str>,
     pub decision_id: Option<&'a str>,
+    /// The decision's evidence receipt (remote gateways send it back; never recorded).
+    pub receipt: Option<&'a str>,
     pub request_id: Option<&'a str>,
     /// The secret's name and version.
     pub secret: (&'a str, u32),
@@ -314,7 +316,8 @@ impl EchoRecord<'_> {
             "encodings": found.encoding_names(),
         });
         if let Value::Object(m) = &mut d {
-            for (k, v) in [("tool", self.tool), ("decision_id", self.decision_id), ("request_id", self.request_id)] {
+            for (k, v) in [("tool", self.tool), ("decision_id", self.decision_id), ("request_id", self.request_id), (RECEIPT, self.receipt)]
+            {
                 if let Some(v) = v {
                     m.insert(k.into(), json!(v));
                 }

@@ -228,6 +228,7 @@ async fn handle(gw: Arc<Gateway>, name: String, path: String, method: Method, ur
     let scrubber = injected.as_ref().map(|i| i.scrubber.clone());
     drop(injected);
     let decision_id = outcome.decision_id.clone();
+    let receipt = outcome.receipt.clone();
     let echo = |place: &str, found: &Found| {
         if let Some((name, version)) = &secret {
             let e = EchoRecord {
@@ -237,6 +238,7 @@ async fn handle(gw: Arc<Gateway>, name: String, path: String, method: Method, ur
                 method: &req.method,
                 tool: Some(&req.path),
                 decision_id: decision_id.as_deref(),
+                receipt: receipt.as_deref(),
                 request_id: rid.as_deref(),
                 secret: (name, *version),
                 place,

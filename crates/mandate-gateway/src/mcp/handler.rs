@@ -201,6 +201,7 @@ impl StreamEcho {
                 method: "GET",
                 tool: None,
                 decision_id: None,
+                receipt: None,
                 request_id: None,
                 secret: (&self.secret, self.version),
                 place: "stream",
@@ -510,6 +511,7 @@ impl Call<'_> {
             method,
             tool: about.tool,
             decision_id: about.decision_id,
+            receipt: about.receipt,
             request_id: self.request_id.as_deref(),
             secret: (&i.secret, i.version),
             place,
@@ -653,7 +655,7 @@ impl Call<'_> {
             },
         };
         let session = &session;
-        let about = About { tool: Some(&d.name), decision_id: d.outcome.decision_id.as_deref() };
+        let about = About { tool: Some(&d.name), decision_id: d.outcome.decision_id.as_deref(), receipt: d.outcome.receipt.as_deref() };
         match self.forward(session, id, method, Some(&d.forward), about).await {
             Ok((reply, secret)) => {
                 let (result, status) = match (reply.message.get("error"), reply.message.get("result")) {
@@ -832,6 +834,7 @@ fn forwarded_params(
 struct About<'a> {
     tool: Option<&'a str>,
     decision_id: Option<&'a str>,
+    receipt: Option<&'a str>,
 }
 
 /// Where an allowed call goes: a session already open, or the task's shared link, opened
