@@ -623,7 +623,10 @@ async fn evidence_refuses_what_is_not_a_tool_call_and_callers_that_are_not_enfor
     forged["kind"] = json!("task.revoked");
     let (status, body) = post(json!({ "events": [tool_call("t", true), forged] })).await;
     assert_eq!((status, body["error"]["code"].as_str()), (StatusCode::BAD_REQUEST, Some("invalid_request")));
-    assert_eq!(body["error"]["message"], "`events[1].kind` `task.revoked` may not be submitted: only `tool.call` and `secret.echo_redacted` events may");
+    assert_eq!(
+        body["error"]["message"],
+        "`events[1].kind` `task.revoked` may not be submitted: only `tool.call` and `secret.echo_redacted` events may"
+    );
     let mut flat = tool_call("t", true);
     flat["details"] = json!("forwarded");
     let (status, body) = post(json!({ "events": [flat] })).await;
