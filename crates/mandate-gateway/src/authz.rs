@@ -6,15 +6,20 @@ use mandate_audit::{NewEvent, kinds};
 use mandate_core::Classification;
 use mandate_policy::ActionKind;
 use mandate_proto::authzen::{Action, Entity, EvaluationRequest, EvaluationResponse};
+use std::sync::Arc;
+
 use mandate_token::VerifiedMandate;
 use serde_json::{Map, Value, json};
 
 use crate::config::ToolPolicy;
 
-/// What is being asked for, in the gateway's terms.
+/// What is being asked for, in the gateway's terms: typed, so an embedded control plane
+/// hands it to the decision core as it is ([`Ask::decision_request`]) and a remote one sends
+/// it as AuthZEN ([`Ask::request`]); both carry the same members.
 pub struct Ask<'a> {
     pub token: &'a str,
-    pub mandate: &'a VerifiedMandate,
+    /// Verified once, when the session or call began.
+    pub mandate: &'a Arc<VerifiedMandate>,
     pub upstream: &'a str,
     /// `NAME.TOOL`, or the route's action.
     pub action: &'a str,
@@ -28,16 +33,22 @@ pub struct Ask<'a> {
     pub arguments: Option<&'a Value>,
 }
 
+/// The members of a decision request besides the subject: action properties, resource
+/// properties, context.
+struct Members {
+    action: Map<String, Value>,
+    resource: Map<String, Value>,
+    context: Map<String, Value>,
+}
+
 impl Ask<'_> {
-    pub fn request(&self, environment: Option<&str>) -> EvaluationRequest {
-        let mut subject_props = Map::new();
-        subject_props.insert("mandate".into(), json!(self.token));
-        let mut action_props = Map::new();
-        action_props.insert("kind".into(), json!(self.kind.as_str()));
-        let mut resource_props = Map::new();
-        resource_props.insert("classification".into(), json!(self.classification.as_str()));
-        resource_props.insert("kind".into(), json!(self.kind.as_str()));
-        resource_props.insert("upstream".into(), json!(self.upstream));
+    fn members(&self, environment: Option<&str>) -> Members {
+        let mut action = Map::new();
+        action.insert("kind".into(), json!(self.kind.as_str()));
+        let mut resource = Map::new();
+        resource.insert("classification".into(), json!(self.classification.as_str()));
+        resource.insert("kind".into(), json!(self.kind.as_str()));
+        resource.insert("upstream".into(), json!(self.upstream));
         let mut context = self.context.clone();
         context.insert("upstream".into(), json!(self.upstream));
         if let Some(env) = environment {
@@ -48,20 +59,41 @@ impl Ask<'_> {
             // shows it to the approver; policy sees it as Cedar can hold it.
             context.insert("arguments".into(), args.clone());
         }
+        Members { action, resource, context }
+    }
+
+    /// The request as the decision core takes it, with the mandate already verified.
+    pub fn decision_request(&self, environment: Option<&str>) -> mandate_pdp::Request {
+        let m = self.members(environment);
+        mandate_pdp::Request {
+            subject: mandate_pdp::Subject::Agent {
+                // The agent acting: for a delegated mandate the current actor, not `sub`.
+                id: self.mandate.claims().actor_id().to_owned(),
+                authority: mandate_pdp::Authority::Mandate(self.mandate.clone()),
+            },
+            action: self.action.to_owned(),
+            action_properties: m.action,
+            resource_type: self.resource.0.clone(),
+            resource_id: self.resource.1.clone(),
+            resource_properties: m.resource,
+            context: m.context,
+        }
+    }
+
+    /// The same request as AuthZEN, for a control plane over HTTP.
+    pub fn request(&self, environment: Option<&str>) -> EvaluationRequest {
+        let m = self.members(environment);
+        let mut subject_props = Map::new();
+        subject_props.insert("mandate".into(), json!(self.token));
         EvaluationRequest {
             subject: Some(Entity {
                 kind: Some("agent".into()),
-                // The agent acting: for a delegated mandate the current actor, not `sub`.
                 id: Some(self.mandate.claims().actor_id().to_owned()),
                 properties: Some(subject_props),
             }),
-            action: Some(Action { name: Some(self.action.to_owned()), properties: Some(action_props) }),
-            resource: Some(Entity {
-                kind: Some(self.resource.0.clone()),
-                id: Some(self.resource.1.clone()),
-                properties: Some(resource_props),
-            }),
-            context: Some(context),
+            action: Some(Action { name: Some(self.action.to_owned()), properties: Some(m.action) }),
+            resource: Some(Entity { kind: Some(self.resource.0.clone()), id: Some(self.resource.1.clone()), properties: Some(m.resource) }),
+            context: Some(m.context),
         }
     }
 }

@@ -7,10 +7,12 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use mandate_audit::NewEvent;
-use mandate_proto::authzen::{EvaluationRequest, EvaluationResponse};
+use mandate_proto::gateway::{RevocationEntry, RevocationKind};
 use mandate_token::VerifiedMandate;
 use tokio::sync::broadcast;
 use zeroize::Zeroizing;
+
+use crate::authz::{Ask, Outcome};
 
 /// Why a request was refused before any decision was asked for.
 #[derive(Debug, Clone)]
@@ -69,15 +71,27 @@ pub enum Revoked {
     Stale,
 }
 
+/// A revocation feed entry as a revocation, if it stops something from acting.
+pub fn as_revoked(entry: &RevocationEntry) -> Option<Revoked> {
+    if !entry.status.stops() {
+        return None;
+    }
+    Some(match entry.kind {
+        RevocationKind::Task => Revoked::Task(entry.id.clone()),
+        RevocationKind::Agent => Revoked::Agent(entry.id.clone()),
+    })
+}
+
 #[async_trait]
 pub trait ControlPlane: Send + Sync + 'static {
     /// Verifies a mandate (signature, `typ`, issuer, audience, expiry; cached) and checks that
     /// its task is live and its agent active, from state that revocation updates at once.
     async fn check_mandate(&self, token: &str) -> Result<Arc<VerifiedMandate>, Refusal>;
 
-    /// Decides every request, made durable in the trail before this returns; the answers are
-    /// in request order. An unreachable control plane answers every item with a deny.
-    async fn decide(&self, requests: Vec<EvaluationRequest>, request_id: Option<&str>) -> Vec<EvaluationResponse>;
+    /// Decides every ask (in `environment` when the gateway names one), made durable in the
+    /// trail before this returns; the outcomes are in ask order. An unreachable control plane
+    /// answers every ask with a deny.
+    async fn decide(&self, asks: &[Ask<'_>], environment: Option<&str>, request_id: Option<&str>) -> Vec<Outcome>;
 
     /// Queues an evidence event (a tool call's outcome); does not wait for durability.
     fn record(&self, event: NewEvent);

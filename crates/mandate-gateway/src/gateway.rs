@@ -16,7 +16,7 @@ use tokio::sync::broadcast::error::RecvError;
 use tokio_util::sync::CancellationToken;
 use zeroize::Zeroizing;
 
-use mandate_proto::authzen::EvaluationRequest;
+use crate::authz::Ask;
 
 use crate::authz::{EchoRecord, Outcome};
 use crate::config::{GatewayConfig, Inject, InjectFormat, Target, Upstream};
@@ -122,12 +122,12 @@ impl Gateway {
     /// decided again and uses the approval; denied or expired, it is refused with that reason;
     /// still pending, it is answered `approval_required` with the approval id, for the client
     /// to retry. Anything that goes wrong is a deny.
-    pub async fn decide_one(&self, request: EvaluationRequest, request_id: Option<&str>, approvable: bool) -> Outcome {
-        let decide = |r: EvaluationRequest| async move {
-            let answers = self.control.decide(vec![r], request_id).await;
-            answers.first().map(Outcome::from_response).unwrap_or_else(|| Outcome::refused("evaluation_error"))
+    pub async fn decide_one(&self, ask: &Ask<'_>, environment: Option<&str>, request_id: Option<&str>, approvable: bool) -> Outcome {
+        let decide = || async move {
+            let answers = self.control.decide(std::slice::from_ref(ask), environment, request_id).await;
+            answers.into_iter().next().unwrap_or_else(|| Outcome::refused("evaluation_error"))
         };
-        let mut outcome = decide(request.clone()).await;
+        let mut outcome = decide().await;
         if outcome.allowed || outcome.reason != "approval_required" {
             return outcome;
         }
@@ -138,7 +138,7 @@ impl Gateway {
         let (Some(id), false) = (outcome.approval_id.clone(), self.cfg.approval_wait.is_zero()) else { return outcome };
         match self.control.wait_approval(&id, self.cfg.approval_wait).await.as_deref() {
             Ok("approved") => {
-                let again = decide(request).await;
+                let again = decide().await;
                 if again.reason == "approval_required" && again.approval_id.as_deref() != Some(id.as_str()) {
                     // Another identical call used the grant first: this one asks anew.
                     return again;

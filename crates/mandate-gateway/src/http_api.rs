@@ -165,7 +165,7 @@ async fn handle(gw: Arc<Gateway>, name: String, path: String, method: Method, ur
     };
     let environment = gw.cfg.environment.clone().or_else(|| gw.control.environment());
     let rid = headers.get("x-request-id").and_then(|v| v.to_str().ok()).map(str::to_owned);
-    let mut outcome = gw.decide_one(ask.request(environment.as_deref()), rid.as_deref(), route.approval).await;
+    let mut outcome = gw.decide_one(&ask, environment.as_deref(), rid.as_deref(), route.approval).await;
     if let Some(g) = &gate
         && outcome.allowed
     {

@@ -5,12 +5,12 @@
 //!
 //! [`router`] is the HTTP surface: `/mcp/{name}` for MCP upstreams, `/api/{name}/…` for HTTP
 //! APIs, and the RFC 9728 protected-resource metadata. The gateway asks a [`ControlPlane`]:
-//! [`embedded::Embedded`] inside `mandate serve`, [`remote::Remote`] when it runs apart.
+//! the embedded control plane inside `mandate serve` (crate `mandate-embedded`), [`remote::Remote`]
+//! when it runs apart.
 
 pub mod authz;
 pub mod config;
 pub mod control;
-pub mod embedded;
 mod gateway;
 mod http_api;
 pub mod http_request;
@@ -29,7 +29,7 @@ use axum::routing::{any, get};
 use serde_json::json;
 
 pub use config::{ConfigError, GatewayConfig, GatewayFile};
-pub use control::{ControlPlane, Refusal, Revoked};
+pub use control::{ControlPlane, Refusal, Revoked, as_revoked};
 pub use gateway::Gateway;
 
 /// The gateway's routes, to serve alone or merge into the control plane's router.

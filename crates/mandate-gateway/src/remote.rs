@@ -34,7 +34,8 @@ use serde_json::{Value, json};
 use tokio::sync::{broadcast, mpsc};
 use zeroize::Zeroizing;
 
-use crate::control::{ControlPlane, GATEWAY_CODES, Refusal, Revoked};
+use crate::authz::{Ask, Outcome};
+use crate::control::{ControlPlane, GATEWAY_CODES, Refusal, Revoked, as_revoked};
 
 const DECISION_TIMEOUT: Duration = Duration::from_secs(5);
 const JWKS_MIN_INTERVAL: Duration = Duration::from_secs(5);
@@ -99,6 +100,44 @@ pub struct Remote {
 }
 
 impl Remote {
+    /// One AuthZEN batch to the control plane; every failure is a deny of each item.
+    async fn evaluations(&self, requests: Vec<EvaluationRequest>, request_id: Option<&str>) -> Vec<EvaluationResponse> {
+        let n = requests.len();
+        let body = EvaluationsRequest { evaluations: Some(requests), ..Default::default() };
+        let mut req =
+            self.http.post(format!("{}/access/v1/evaluations", self.base)).bearer_auth(&self.token).timeout(DECISION_TIMEOUT).json(&body);
+        if let Some(r) = request_id {
+            req = req.header("x-request-id", r);
+        }
+        let fail = |why: &str| {
+            tracing::warn!(reason = %why, "decision request failed; denying");
+            (0..n)
+                .map(|_| EvaluationResponse { decision: false, context: Some(json!({ "reason": "control_plane_unavailable" })) })
+                .collect::<Vec<_>>()
+        };
+        let resp = match req.send().await {
+            Ok(r) => r,
+            Err(e) => return fail(&root_cause(&e)),
+        };
+        if !resp.status().is_success() {
+            let status = resp.status();
+            let code = resp.json::<Value>().await.ok().and_then(|b| b.pointer("/error/code").and_then(Value::as_str).map(str::to_owned));
+            if code.as_deref() == Some("gateway_revoked") {
+                // This gateway was revoked: nothing it asks is allowed, and it says why.
+                tracing::error!("this gateway is revoked at the control plane; denying every call");
+                return (0..n)
+                    .map(|_| EvaluationResponse { decision: false, context: Some(json!({ "reason": "gateway_revoked" })) })
+                    .collect();
+            }
+            return fail(&format!("HTTP {status}"));
+        }
+        match resp.json::<EvaluationsResponse>().await {
+            Ok(r) if r.evaluations.len() == n => r.evaluations,
+            Ok(_) => fail("the batch answer has the wrong length"),
+            Err(_) => fail("the batch answer is not AuthZEN"),
+        }
+    }
+
     /// Connects (best effort: a control plane that is down now is retried on use) and starts
     /// the revocation follower and the evidence sender.
     pub async fn start(opts: RemoteOptions) -> Result<Arc<Remote>, String> {
@@ -254,7 +293,7 @@ impl Remote {
             }
             (RevocationKind::Task, false) => {}
         }
-        if let Some(r) = crate::embedded::as_revoked(e) {
+        if let Some(r) = as_revoked(e) {
             let _ = self.revocations.send(r);
         }
     }
@@ -417,41 +456,9 @@ impl ControlPlane for Remote {
         Ok(m)
     }
 
-    async fn decide(&self, requests: Vec<EvaluationRequest>, request_id: Option<&str>) -> Vec<EvaluationResponse> {
-        let n = requests.len();
-        let body = EvaluationsRequest { evaluations: Some(requests), ..Default::default() };
-        let mut req =
-            self.http.post(format!("{}/access/v1/evaluations", self.base)).bearer_auth(&self.token).timeout(DECISION_TIMEOUT).json(&body);
-        if let Some(r) = request_id {
-            req = req.header("x-request-id", r);
-        }
-        let fail = |why: &str| {
-            tracing::warn!(reason = %why, "decision request failed; denying");
-            (0..n)
-                .map(|_| EvaluationResponse { decision: false, context: Some(json!({ "reason": "control_plane_unavailable" })) })
-                .collect::<Vec<_>>()
-        };
-        let resp = match req.send().await {
-            Ok(r) => r,
-            Err(e) => return fail(&root_cause(&e)),
-        };
-        if !resp.status().is_success() {
-            let status = resp.status();
-            let code = resp.json::<Value>().await.ok().and_then(|b| b.pointer("/error/code").and_then(Value::as_str).map(str::to_owned));
-            if code.as_deref() == Some("gateway_revoked") {
-                // This gateway was revoked: nothing it asks is allowed, and it says why.
-                tracing::error!("this gateway is revoked at the control plane; denying every call");
-                return (0..n)
-                    .map(|_| EvaluationResponse { decision: false, context: Some(json!({ "reason": "gateway_revoked" })) })
-                    .collect();
-            }
-            return fail(&format!("HTTP {status}"));
-        }
-        match resp.json::<EvaluationsResponse>().await {
-            Ok(r) if r.evaluations.len() == n => r.evaluations,
-            Ok(_) => fail("the batch answer has the wrong length"),
-            Err(_) => fail("the batch answer is not AuthZEN"),
-        }
+    async fn decide(&self, asks: &[Ask<'_>], environment: Option<&str>, request_id: Option<&str>) -> Vec<Outcome> {
+        let requests = asks.iter().map(|a| a.request(environment)).collect();
+        self.evaluations(requests, request_id).await.iter().map(Outcome::from_response).collect()
     }
 
     fn record(&self, event: NewEvent) {

@@ -121,12 +121,12 @@ pub async fn settle(state: &AppState, verdicts: &mut [Verdict], actor: &str) -> 
     let mut events = Vec::new();
     for v in verdicts.iter_mut() {
         let Some(ask) = v.approval.take() else { continue };
-        if v.allowed || v.reason != mandate_policy::reason::APPROVAL_REQUIRED {
+        if v.outcome() != mandate_pdp::Outcome::ApprovalRequired {
             continue;
         }
         if let Err(e) = settle_one(state, v, &ask, actor, &mut events).await {
             tracing::error!(error = %e.message, "approval store unavailable: denied");
-            v.reason = "approval_unavailable".into();
+            v.deny(mandate_pdp::DenyReason::ApprovalUnavailable);
             v.approval_id = None;
         }
     }
@@ -141,8 +141,7 @@ async fn settle_one(state: &AppState, v: &mut Verdict, ask: &ApprovalAsk, actor:
         match open.status {
             ApprovalStatus::Approved => {
                 if let Some(used) = state.store.use_approval(&open.id, &v.decision_id, now).await? {
-                    v.allowed = true;
-                    v.reason = mandate_policy::reason::ALLOWED.to_owned();
+                    v.allow();
                     v.approval_id = Some(used.id.clone());
                     events.push(state.event(
                         kinds::APPROVAL_USED,
@@ -179,12 +178,12 @@ async fn settle_one(state: &AppState, v: &mut Verdict, ask: &ApprovalAsk, actor:
         action: v.action.clone(),
         resource_type: v.resource.0.clone(),
         resource_id: v.resource.1.clone(),
-        classification: v.classification.map(|c| c.as_str().to_owned()),
+        classification: v.classification().map(|c| c.as_str().to_owned()),
         arguments: kept,
         arguments_digest: digest,
         binding: bound,
         decision_id: v.decision_id.clone(),
-        policies: v.policies.clone(),
+        policies: v.policies().to_vec(),
         status: ApprovalStatus::Pending,
         created_at_ms: now,
         expires_at_ms: now.saturating_add(ttl).min(task_expiry),
@@ -204,7 +203,7 @@ async fn settle_one(state: &AppState, v: &mut Verdict, ask: &ApprovalAsk, actor:
         Some(&ask.task_id),
         json!({ "approval_id": approval.id, "decision_id": v.decision_id, "action": v.action,
                 "resource": { "type": v.resource.0, "id": v.resource.1 }, "arguments_digest": approval.arguments_digest,
-                "policies": v.policies, "expires_at_ms": approval.expires_at_ms }),
+                "policies": v.policies(), "expires_at_ms": approval.expires_at_ms }),
     ));
     state.approvals.webhook.announce(state, &approval);
     Ok(())

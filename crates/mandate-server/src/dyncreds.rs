@@ -283,7 +283,7 @@ impl AppState {
             return Err(LeaseError::Store(StoreError::Backend("cannot read the task".into())));
         }
         let task = self.registry.task(task_id).ok_or_else(|| LeaseError::Task("task_unknown", mandate_core::clip(task_id)))?;
-        crate::pipeline::task_may_act(self, task_id, &task.agent).map_err(|r| LeaseError::Task(r, mandate_core::clip(task_id)))?;
+        crate::pipeline::task_may_act(self, task_id, &task.agent).map_err(|r| LeaseError::Task(r.as_str(), mandate_core::clip(task_id)))?;
         let record = self.store.latest_secret(secret).await?.ok_or_else(|| LeaseError::SecretNotFound(mandate_core::clip(secret)))?;
         if record.kind != SecretKind::PostgresDynamic {
             return Err(LeaseError::NotDynamic(mandate_core::clip(secret)));
@@ -361,8 +361,8 @@ impl AppState {
         // The task may have ended while the role was being made (its end skipped this lease,
         // which was busy): drop it now rather than at the next sweep.
         if let Err(reason) = crate::pipeline::task_may_act(self, task_id, &task.agent) {
-            self.drop_lease(&lease, reason).await;
-            return Err(LeaseError::Task(reason, mandate_core::clip(task_id)));
+            self.drop_lease(&lease, reason.as_str()).await;
+            return Err(LeaseError::Task(reason.as_str(), mandate_core::clip(task_id)));
         }
         Ok(lease)
     }

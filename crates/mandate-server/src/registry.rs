@@ -14,14 +14,7 @@ use parking_lot::RwLock;
 
 use crate::revocations::RevocationFeed;
 
-/// What a decision needs to know about a task.
-#[derive(Debug, Clone)]
-pub struct TaskState {
-    pub agent: String,
-    pub status: TaskStatus,
-    pub expires_at_ms: i64,
-    pub parent_id: Option<String>,
-}
+pub use mandate_pdp::TaskState;
 
 /// How long an ended task is remembered (to say `task_revoked` rather than `task_unknown`).
 const ENDED_MEMORY_MS: i64 = 24 * 3600 * 1000;
@@ -250,5 +243,16 @@ mod tests {
         );
         assert_eq!(reg.task("t1").unwrap().status, TaskStatus::Expired);
         assert_eq!(reg.agent("bot").unwrap().status, AgentStatus::Active);
+    }
+}
+
+/// The registry is the decision core's view of liveness: read from memory, updated at once.
+impl mandate_pdp::Liveness for Registry {
+    fn task(&self, id: &str) -> Option<TaskState> {
+        Registry::task(self, id)
+    }
+
+    fn agent(&self, name: &str) -> Option<Arc<Agent>> {
+        Registry::agent(self, name)
     }
 }

@@ -431,12 +431,12 @@ async fn decide_all_decides_records_once_and_fails_closed() {
     let decided = pipeline::decide_all(&state, &requests, "token:tok_gateway", Some("req-1")).await;
     assert_eq!(decided.len(), 3);
     let allowed = decided[0].as_ref().unwrap();
-    assert!(allowed.allowed, "{allowed:?}");
-    assert_eq!(allowed.task_id.as_deref(), Some(task.as_str()));
-    assert_eq!(decided[1].as_ref().unwrap_err(), &pipeline::check(&missing).err().unwrap());
+    assert!(allowed.allowed(), "{allowed:?}");
+    assert_eq!(allowed.task_id(), Some(task.as_str()));
+    assert_eq!(decided[1].as_ref().unwrap_err(), &pipeline::parse(&state, missing.clone()).err().unwrap());
     assert_eq!(decided[1].as_ref().unwrap_err(), "`action` is required");
     let denied = decided[2].as_ref().unwrap();
-    assert_eq!((denied.allowed, denied.reason.as_str()), (false, "action_outside_intent"));
+    assert_eq!((denied.allowed(), denied.reason()), (false, "action_outside_intent"));
     // The verified mandate is cached for the next request.
     assert!(state.cache.get(&mandate, state.clock.now_secs()).is_some());
 
@@ -460,7 +460,7 @@ async fn decide_all_decides_records_once_and_fails_closed() {
     bg.shutdown(state.clone()).await;
     let decided = pipeline::decide_all(&state, &requests[..1], "token:tok_gateway", None).await;
     let v = decided[0].as_ref().unwrap();
-    assert_eq!((v.allowed, v.reason.as_str()), (false, "audit_unavailable"));
+    assert_eq!((v.allowed(), v.reason()), (false, "audit_unavailable"));
     assert!(!v.response().decision);
 }
 

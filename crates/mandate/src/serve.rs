@@ -160,7 +160,7 @@ pub async fn start(cfg: ServeConfig, admin_secret: Option<String>, handle_signal
     let mut app = mandate_server::app(state.clone());
     let gateway = match cfg.gateway.clone() {
         Some(gcfg) => {
-            let control: Arc<dyn mandate_gateway::ControlPlane> = mandate_gateway::embedded::Embedded::new(state.clone());
+            let control: Arc<dyn mandate_gateway::ControlPlane> = mandate_embedded::Embedded::new(state.clone());
             let gw = mandate_gateway::Gateway::new(gcfg, control).map_err(|e| anyhow::anyhow!("{e}"))?;
             app = mandate_gateway::router(gw.clone()).merge(app);
             Some(gw)

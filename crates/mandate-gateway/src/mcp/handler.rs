@@ -605,14 +605,19 @@ impl Call<'_> {
             asks.push(target);
             keep.push(item);
         }
-        let requests = asks.iter().map(|t| self.ask(t, None).request(self.environment().as_deref())).collect::<Vec<_>>();
-        let answers = if requests.is_empty() { Vec::new() } else { self.gw.control.decide(requests, self.request_id.as_deref()).await };
+        let requests = asks.iter().map(|t| self.ask(t, None)).collect::<Vec<_>>();
+        let environment = self.environment();
+        let answers = if requests.is_empty() {
+            Vec::new()
+        } else {
+            self.gw.control.decide(&requests, environment.as_deref(), self.request_id.as_deref()).await
+        };
         let visible: Vec<Value> = keep
             .into_iter()
             .zip(asks.iter())
             .enumerate()
             .filter_map(|(i, (item, t))| {
-                let o = answers.get(i).map(Outcome::from_response)?;
+                let o = answers.get(i)?;
                 o.visible(t.policy.approval).then_some(item)
             })
             .collect();
@@ -727,8 +732,11 @@ impl Call<'_> {
         let arguments = Canonical::new(&arguments, Limits::ARGUMENTS).map_err(|e| invalid(&e.to_string(), e.code()))?.into_value();
         let forward = forwarded_params(method, name_key, &name, (method != "resources/read").then_some(&arguments), params);
         let target = Target::of(&self.upstream, method, &name);
-        let request = self.ask(&target, Some(&arguments)).request(self.environment().as_deref());
-        let outcome = self.gw.decide_one(request, self.request_id.as_deref(), target.policy.approval).await;
+        let environment = self.environment();
+        let outcome = self
+            .gw
+            .decide_one(&self.ask(&target, Some(&arguments)), environment.as_deref(), self.request_id.as_deref(), target.policy.approval)
+            .await;
         Ok(Decided { started, method: target.method, name, arguments, forward, target, outcome })
     }
 

@@ -7,15 +7,16 @@ use axum::body::Bytes;
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode, Uri};
 use axum::response::Response;
-use mandate_core::{AgentStatus, Classification, Intent, TaskStatus};
-use mandate_policy::{Decision, Evaluation, PrincipalInput, TaskContext};
+use mandate_core::Classification;
+use mandate_pdp::{Authority, DenyReason, HypotheticalTask, Subject};
+use mandate_policy::Decision;
 use maud::{Markup, html};
 use serde_json::{Map, Value};
 
 use super::pages::session;
 use super::view::{self, Nav, badge, csrf_field};
 use super::{Form, Viewer, guard_post};
-use crate::pipeline::{self, Checked};
+use crate::pipeline;
 use crate::state::AppState;
 
 /// Longest context JSON accepted.
@@ -62,10 +63,9 @@ struct Step {
 /// What the what-if found.
 struct Outcome {
     steps: Vec<Step>,
-    /// `None` when a step before policy already decided (a real request stops there).
-    policy: Option<Evaluation>,
-    /// What a real request would get: the outcome word and the stable reason.
-    verdict: (&'static str, String),
+    /// The decision core's verdict: what a real request would get, and the policies' part
+    /// (`input` is `None` when a step before policy decided: a real request stops there).
+    verdict: mandate_pdp::Verdict,
     synthetic_task: bool,
 }
 
@@ -97,9 +97,10 @@ pub async fn evaluate(State(state): State<Arc<AppState>>, headers: HeaderMap, ur
     super::html(status, render(&state, &v, &req, Some(result)))
 }
 
-/// Runs the request through the same steps as a real decision: the agent's status, the task's
-/// state and its intent ceiling, then the policies (enforced and shadow sets). `Err` is a form
-/// that cannot be evaluated: a stable code and a message.
+/// Runs the request through the decision core, exactly as a real decision would go (the
+/// registry's liveness, the delegation chain, the intent ceiling, the policies and the shadow
+/// set), under a hypothetical authority: the named task, or none. `Err` is a form that cannot
+/// be evaluated: a stable code and a message.
 async fn what_if(state: &AppState, r: &Request) -> Result<Outcome, (&'static str, String)> {
     let required =
         [("subject", &r.subject_id), ("action", &r.action), ("resource type", &r.resource_type), ("resource id", &r.resource_id)];
@@ -119,7 +120,7 @@ async fn what_if(state: &AppState, r: &Request) -> Result<Outcome, (&'static str
             Err(e) => return Err(("invalid_context", format!("the context is not valid JSON: {e}"))),
         }
     };
-    let mut action_props = Map::new();
+    let mut action_properties = Map::new();
     if !r.kind.is_empty() {
         if r.kind.parse::<mandate_policy::ActionKind>().is_err() {
             return Err((
@@ -127,62 +128,26 @@ async fn what_if(state: &AppState, r: &Request) -> Result<Outcome, (&'static str
                 format!("action kind `{}` is not one of read, write, execute", crate::error::short(&r.kind)),
             ));
         }
-        action_props.insert("kind".into(), Value::String(r.kind.clone()));
+        action_properties.insert("kind".into(), Value::String(r.kind.clone()));
     }
-    let mut resource_props = Map::new();
+    let mut resource_properties = Map::new();
     if !r.classification.is_empty() {
-        resource_props.insert("classification".into(), Value::String(r.classification.clone()));
+        if r.classification.parse::<Classification>().is_err() {
+            return Err(("unknown_classification", format!("classification `{}` is not known", crate::error::short(&r.classification))));
+        }
+        resource_properties.insert("classification".into(), Value::String(r.classification.clone()));
     }
-    let checked = Checked {
-        subject_type,
-        subject_id: &r.subject_id,
-        subject_props: None,
-        action: &r.action,
-        action_props: Some(&action_props),
-        resource_type: &r.resource_type,
-        resource_id: &r.resource_id,
-        resource_props: Some(&resource_props),
-        context: Some(&context),
-    };
-    let classification = match r.classification.as_str() {
-        "" => Classification::Restricted,
-        c => c
-            .parse::<Classification>()
-            .map_err(|_| ("unknown_classification", format!("classification `{}` is not known", crate::error::short(c))))?,
-    };
 
-    let mut steps = Vec::new();
-    let mut stop: Option<String> = None;
-    let mut synthetic_task = false;
-    let (principal, task) = if subject_type == "agent" {
+    let mut agent_shown = None;
+    let subject = if subject_type == "agent" {
         let name = r.subject_id.rsplit_once("/agent/").map_or(r.subject_id.as_str(), |(_, n)| n);
         let agent =
             state.registry.agent(name).ok_or(("agent_not_found", format!("agent `{}` is not registered", crate::error::short(name))))?;
-        let active = agent.status == AgentStatus::Active;
-        steps.push(Step { what: "agent", ok: active, note: format!("`{}` is {}", agent.name.as_str(), agent.status.as_str()) });
-        if !active {
-            stop.get_or_insert_with(|| "agent_disabled".into());
-        }
         let task = if r.task.is_empty() {
-            synthetic_task = true;
-            steps.push(Step {
-                what: "task",
-                ok: true,
-                note: "none given: evaluated as if under a live task whose intent covers exactly this request".into(),
-            });
-            TaskContext {
-                id: "what-if".into(),
-                intent: Intent {
-                    purpose: "what-if".into(),
-                    actions: vec![r.action.clone()],
-                    resources: vec![format!("{}:{}", r.resource_type, r.resource_id)],
-                    max_classification: classification,
-                    on_behalf_of: None,
-                },
-                depth: 0,
-                chain: Vec::new(),
-            }
+            None
         } else {
+            // The task's granted intent is read from the store (the registry keeps only what
+            // liveness needs); whether it may act is the decision core's, from the registry.
             let Some(t) =
                 state.store.get_task(&r.task).await.map_err(|_| ("unavailable", "the store is unavailable; try again".to_owned()))?
             else {
@@ -194,68 +159,81 @@ async fn what_if(state: &AppState, r: &Request) -> Result<Outcome, (&'static str
                     format!("task `{}` belongs to agent `{}`, not `{}`", t.id, t.agent.as_str(), agent.name.as_str()),
                 ));
             }
-            let live = t.status == TaskStatus::Live && t.expires_at_ms > state.clock.now_ms();
-            steps.push(Step { what: "task", ok: live, note: format!("`{}` is {}", t.id, if live { "live" } else { t.status.as_str() }) });
-            if !live {
-                let reason = match t.status {
-                    TaskStatus::Revoked => "task_revoked",
-                    TaskStatus::Completed => "task_completed",
-                    _ => "task_expired",
-                };
-                stop.get_or_insert_with(|| reason.into());
-            }
-            match t.intent.check(&r.action, &r.resource_type, &r.resource_id, classification) {
-                Ok(()) => steps.push(Step { what: "intent ceiling", ok: true, note: "inside the task's intent".into() }),
-                Err(v) => {
-                    steps.push(Step { what: "intent ceiling", ok: false, note: format!("outside the task's intent: {}", v.code()) });
-                    stop.get_or_insert_with(|| v.code().to_owned());
-                }
-            }
-            let chain = ancestors(state, &t).await;
-            TaskContext { id: t.id.clone(), intent: t.intent.clone(), depth: t.depth, chain }
+            Some(HypotheticalTask { id: t.id, intent: t.intent, depth: t.depth })
         };
-        (pipeline::agent_principal(&agent), Some(task))
+        agent_shown = Some(agent.clone());
+        Subject::Agent {
+            id: agent.spiffe_id.as_str().to_owned(),
+            authority: Authority::Hypothetical { agent: agent.name.as_str().to_owned(), task },
+        }
     } else {
         if !r.task.is_empty() {
             return Err(("invalid_request", "only agents act under tasks: leave the task empty for other subjects".into()));
         }
-        (PrincipalInput::Other { kind: subject_type.to_owned(), id: r.subject_id.clone(), properties: Map::new() }, None)
+        Subject::Other { kind: subject_type.to_owned(), id: r.subject_id.clone(), properties: Map::new() }
     };
-    let input = match pipeline::what_if_input(state, &checked, principal, task) {
-        Ok(i) => i,
-        Err(reason) => return Err(("unknown_classification", format!("the request cannot be evaluated: {reason}"))),
+    let req = mandate_pdp::Request {
+        subject,
+        action: r.action.clone(),
+        action_properties,
+        resource_type: r.resource_type.clone(),
+        resource_id: r.resource_id.clone(),
+        resource_properties,
+        context,
     };
-    let eval = state.policy.evaluate(&input);
-    let verdict = match &stop {
-        Some(reason) => ("deny", reason.clone()),
-        None => (outcome_word(&eval.enforced), eval.enforced.reason.clone()),
-    };
-    Ok(Outcome { steps, policy: Some(eval), verdict, synthetic_task })
+    let verdict = mandate_pdp::decide(&pipeline::view(state), &req);
+    Ok(Outcome {
+        steps: steps(state, r, agent_shown.as_deref(), &verdict),
+        verdict,
+        synthetic_task: agent_shown.is_some() && r.task.is_empty(),
+    })
 }
 
-/// The SPIFFE ids of the agents the task was delegated through, nearest first.
-async fn ancestors(state: &AppState, task: &mandate_core::Task) -> Vec<String> {
-    let mut chain = Vec::new();
-    let mut parent = task.parent_id.clone();
-    while let Some(id) = parent.take() {
-        if chain.len() >= 32 {
-            break;
-        }
-        let Ok(Some(t)) = state.store.get_task(&id).await else { break };
-        if let Some(a) = state.registry.agent(t.agent.as_str()) {
-            chain.push(a.spiffe_id.as_str().to_owned());
-        }
-        parent = t.parent_id.clone();
+/// The steps before policy, as the decision core took them.
+fn steps(state: &AppState, r: &Request, agent: Option<&mandate_core::Agent>, v: &mandate_pdp::Verdict) -> Vec<Step> {
+    let Some(agent) = agent else { return Vec::new() };
+    let reason = v.outcome.deny_reason();
+    let mut steps = Vec::new();
+    let agent_ok = !matches!(reason, Some(DenyReason::AgentDisabled | DenyReason::AgentUnknown));
+    steps.push(Step { what: "agent", ok: agent_ok, note: format!("`{}` is {}", agent.name.as_str(), agent.status.as_str()) });
+    let task_ok = !reason.is_some_and(|r| r.is_liveness() && !matches!(r, DenyReason::AgentDisabled | DenyReason::AgentUnknown));
+    if r.task.is_empty() {
+        steps.push(Step {
+            what: "task",
+            ok: true,
+            note: "none given: evaluated as if under a live task whose intent covers exactly this request".into(),
+        });
+    } else {
+        let note = match (task_ok, reason) {
+            (true, _) => format!("`{}` is live", r.task),
+            (false, Some(reason)) => {
+                let known = state.registry.task(&r.task).map_or("unknown", |t| t.status.as_str());
+                format!("`{}` may not act ({}): it is {known}", r.task, reason.as_str())
+            }
+            (false, None) => format!("`{}` may not act", r.task),
+        };
+        steps.push(Step { what: "task", ok: task_ok, note });
     }
-    chain
+    match reason {
+        Some(r) if r.is_ceiling() => {
+            steps.push(Step { what: "intent ceiling", ok: false, note: format!("outside the task's intent: {r}") })
+        }
+        _ if v.input.is_some() => steps.push(Step { what: "intent ceiling", ok: true, note: "inside the task's intent".into() }),
+        _ => steps.push(Step { what: "intent ceiling", ok: false, note: "not reached".into() }),
+    }
+    steps
 }
 
-fn outcome_word(d: &Decision) -> &'static str {
-    match d.outcome {
-        mandate_policy::Outcome::Allow => "allow",
-        mandate_policy::Outcome::Deny => "deny",
-        mandate_policy::Outcome::ApprovalRequired => "approval required",
+fn outcome_word(o: mandate_pdp::Outcome) -> &'static str {
+    match o {
+        mandate_pdp::Outcome::Allow => "allow",
+        mandate_pdp::Outcome::Deny(_) => "deny",
+        mandate_pdp::Outcome::ApprovalRequired => "approval required",
     }
+}
+
+fn shadow_word(d: &Decision) -> &'static str {
+    outcome_word(mandate_pdp::Outcome::of_policy(d))
 }
 
 fn render(state: &AppState, v: &Viewer, r: &Request, result: Option<Result<Outcome, (&'static str, String)>>) -> Markup {
@@ -327,25 +305,26 @@ fn outcome(result: &Result<Outcome, (&'static str, String)>) -> Markup {
                     p.error role="alert" { (message) " " span.code { "(" (code) ")" } }
                 }
                 Ok(o) => {
-                    p.verdict { "A real request would get: " (badge(o.verdict.0)) " " code { (o.verdict.1) } }
+                    p.verdict { "A real request would get: " (badge(outcome_word(o.verdict.outcome))) " " code { (o.verdict.outcome.reason()) } }
                     ol.steps {
                         @for s in &o.steps {
                             li class=(if s.ok { "ok" } else { "bad" }) { b { (s.what) } ": " (s.note) }
                         }
-                        @if let Some(eval) = &o.policy {
-                            li class=(if eval.enforced.allowed() { "ok" } else { "bad" }) {
-                                b { "policies" } ": " (badge(outcome_word(&eval.enforced))) " " code { (eval.enforced.reason) }
-                                @if !eval.enforced.policies.is_empty() { " by " @for (i, p) in eval.enforced.policies.iter().enumerate() { @if i > 0 { ", " } code { (p) } } }
-                                " (set " code { (eval.enforced.version) } ")"
-                                @if !eval.enforced.obligations.is_empty() {
-                                    ul { @for ob in &eval.enforced.obligations { li { "obligation " code { (ob.kind) } " from " code { (ob.policy) } @if !ob.value.is_empty() { ": " (ob.value) } } } }
+                        @if o.verdict.input.is_some() {
+                            @let v = &o.verdict;
+                            li class=(if v.allowed() { "ok" } else { "bad" }) {
+                                b { "policies" } ": " (badge(outcome_word(v.outcome))) " " code { (v.outcome.reason()) }
+                                @if !v.policies.is_empty() { " by " @for (i, p) in v.policies.iter().enumerate() { @if i > 0 { ", " } code { (p) } } }
+                                " (set " code { (v.policy_version) } ")"
+                                @if !v.obligations.is_empty() {
+                                    ul { @for ob in &v.obligations { li { "obligation " code { (ob.kind) } " from " code { (ob.policy) } @if !ob.value.is_empty() { ": " (ob.value) } } } }
                                 }
-                                @if !eval.enforced.errors.is_empty() {
-                                    ul.errors { @for e in &eval.enforced.errors { li { (e) } } }
+                                @if !v.policy_errors.is_empty() {
+                                    ul.errors { @for e in &v.policy_errors { li { (e) } } }
                                 }
                             }
-                            @if let Some(s) = &eval.shadow {
-                                li.shadow { b { "shadow set" } ": " (badge(outcome_word(s))) " " code { (s.reason) } " (set " code { (s.version) } ", not enforced)" }
+                            @if let Some(s) = &v.shadow {
+                                li.shadow { b { "shadow set" } ": " (badge(shadow_word(s))) " " code { (s.reason) } " (set " code { (s.version) } ", not enforced)" }
                             }
                         }
                     }

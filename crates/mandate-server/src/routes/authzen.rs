@@ -26,7 +26,7 @@ pub async fn evaluation(State(state): State<Arc<AppState>>, headers: HeaderMap, 
         Err(e) => return e.into_response(),
     };
     let rid = request_id(&headers);
-    let decided = pipeline::decide_all(&state, std::slice::from_ref(&req), &caller.actor(), rid.as_deref()).await;
+    let decided = pipeline::decide_requests(&state, vec![pipeline::parse(&state, req)], &caller.actor(), rid.as_deref(), |_| false).await;
     let receipts = receipts_for(&state, &caller);
     match decided.into_iter().next() {
         Some(Ok(verdict)) => Json(answer(&verdict, receipts.as_ref(), &caller)).into_response(),
@@ -66,11 +66,12 @@ pub async fn evaluations(State(state): State<Arc<AppState>>, headers: HeaderMap,
     let stop = |r: Result<&Verdict, &str>| match (semantic, r) {
         (EvaluationsSemantic::ExecuteAll, _) => false,
         // An item that cannot be decided is not a permit: it stops a deny-on-first-deny batch.
-        (EvaluationsSemantic::DenyOnFirstDeny, r) => !r.is_ok_and(|v| v.allowed),
-        (EvaluationsSemantic::PermitOnFirstPermit, r) => r.is_ok_and(|v| v.allowed),
+        (EvaluationsSemantic::DenyOnFirstDeny, r) => !r.is_ok_and(Verdict::allowed),
+        (EvaluationsSemantic::PermitOnFirstPermit, r) => r.is_ok_and(Verdict::allowed),
     };
     let rid = request_id(&headers);
-    let decided = pipeline::decide_until(&state, &merged, &caller.actor(), rid.as_deref(), stop).await;
+    let parsed = merged.into_iter().map(|r| pipeline::parse(&state, r)).collect();
+    let decided = pipeline::decide_requests(&state, parsed, &caller.actor(), rid.as_deref(), stop).await;
     if implicit && let [Err(message)] = decided.as_slice() {
         return ApiError::coded(StatusCode::BAD_REQUEST, "invalid_request", message.clone()).into_response();
     }
@@ -93,7 +94,7 @@ fn receipts_for(state: &AppState, caller: &auth::Caller) -> Option<Receipts> {
 fn answer(verdict: &Verdict, receipts: Option<&Receipts>, caller: &auth::Caller) -> EvaluationResponse {
     let mut response = verdict.response();
     if let (Some(r), Some(serde_json::Value::Object(ctx))) = (receipts, response.context.as_mut()) {
-        let receipt = r.make(&caller.token_id, &verdict.decision_id, verdict.task_id.as_deref(), verdict.agent.as_deref());
+        let receipt = r.make(&caller.token_id, &verdict.decision_id, verdict.task_id(), verdict.agent());
         ctx.insert("receipt".into(), serde_json::Value::String(receipt));
     }
     response

@@ -57,7 +57,7 @@ pub(super) async fn delegate(
     let claims = parent.claims();
     if let Err(reason) = crate::pipeline::may_act_now(state, &parent).await {
         let message = format!("task `{}` cannot delegate: {}", claims.task_id, why_not(reason));
-        return Err(refuse(state, Some(&parent), OAuthFailure::invalid_grant(message, reason)).await);
+        return Err(refuse(state, Some(&parent), OAuthFailure::invalid_grant(message, reason.as_str())).await);
     }
 
     let max = state.settings.max_delegation_depth;
@@ -181,13 +181,14 @@ async fn refuse(state: &AppState, parent: Option<&VerifiedMandate>, failure: OAu
 }
 
 /// Words for why a mandate's task may not act ([`crate::pipeline::may_act`]'s reasons).
-fn why_not(reason: &str) -> &'static str {
+fn why_not(reason: mandate_pdp::DenyReason) -> &'static str {
+    use mandate_pdp::DenyReason as R;
     match reason {
-        "task_revoked" => "it (or a task it was delegated from) was revoked",
-        "task_completed" => "it was completed",
-        "task_expired" => "it has expired",
-        "agent_disabled" => "its agent is disabled",
-        "task_unknown" => "it is not known",
+        R::TaskRevoked => "it (or a task it was delegated from) was revoked",
+        R::TaskCompleted => "it was completed",
+        R::TaskExpired => "it has expired",
+        R::AgentDisabled => "its agent is disabled",
+        R::TaskUnknown => "it is not known",
         _ => "it may not act",
     }
 }

@@ -1,20 +1,22 @@
-//! The control plane in the same process (`mandate serve` with a `[gateway]` section):
-//! mandates are checked against the server's own keys and registry, decisions run the
-//! pipeline directly, evidence goes to the server's audit writer. No HTTP hop anywhere.
+//! The control plane in the same process as the gateway (`mandate serve` with a `[gateway]`
+//! section): mandates are checked against the server's own keys and registry, the gateway's
+//! typed asks go to the decision core as they are (the mandate verified once, no AuthZEN
+//! round trip), evidence goes to the server's audit writer. No HTTP hop anywhere.
+//!
+//! This crate is where the two are wired: `mandate-gateway` knows only its
+//! [`ControlPlane`] trait, so a remote gateway links no store, no SQL and no console.
 
 use std::sync::Arc;
 
 use async_trait::async_trait;
 use mandate_audit::NewEvent;
-use mandate_proto::authzen::{EvaluationRequest, EvaluationResponse};
-use mandate_proto::gateway::{RevocationEntry, RevocationKind};
+use mandate_gateway::authz::{Ask, Outcome};
+use mandate_gateway::{ControlPlane, Refusal, Revoked, as_revoked};
 use mandate_server::pipeline;
 use mandate_server::{AppState, FeedItem};
 use mandate_token::VerifiedMandate;
 use tokio::sync::broadcast;
 use zeroize::Zeroizing;
-
-use crate::control::{ControlPlane, Refusal, Revoked};
 
 /// The actor recorded on decisions the embedded gateway asks for.
 pub const ACTOR: &str = "gateway:embedded";
@@ -46,17 +48,6 @@ impl Embedded {
     }
 }
 
-/// A feed entry as a revocation, if it stops something from acting.
-pub fn as_revoked(entry: &RevocationEntry) -> Option<Revoked> {
-    if !entry.status.stops() {
-        return None;
-    }
-    Some(match entry.kind {
-        RevocationKind::Task => Revoked::Task(entry.id.clone()),
-        RevocationKind::Agent => Revoked::Agent(entry.id.clone()),
-    })
-}
-
 #[async_trait]
 impl ControlPlane for Embedded {
     async fn check_mandate(&self, token: &str) -> Result<Arc<VerifiedMandate>, Refusal> {
@@ -64,17 +55,19 @@ impl ControlPlane for Embedded {
         let mandate = pipeline::verified_mandate(&self.state, token).map_err(|e| Refusal::with_code("invalid_mandate", e.code()))?;
         match pipeline::may_act_now(&self.state, &mandate).await {
             Ok(_) => Ok(mandate),
-            Err(reason) => Err(Refusal::of(reason, mandate)),
+            Err(reason) => Err(Refusal::of(reason.as_str(), mandate)),
         }
     }
 
-    async fn decide(&self, requests: Vec<EvaluationRequest>, request_id: Option<&str>) -> Vec<EvaluationResponse> {
-        pipeline::decide_all(&self.state, &requests, ACTOR, request_id)
+    async fn decide(&self, asks: &[Ask<'_>], environment: Option<&str>, request_id: Option<&str>) -> Vec<Outcome> {
+        let requests = asks.iter().map(|a| Ok(a.decision_request(environment))).collect();
+        pipeline::decide_requests(&self.state, requests, ACTOR, request_id, |_| false)
             .await
             .into_iter()
             .map(|r| match r {
-                Ok(v) => v.response(),
-                Err(message) => pipeline::item_error(400, &message),
+                Ok(v) => outcome(&v),
+                // A typed ask always carries every member; should one not, it is a deny.
+                Err(_) => Outcome::refused("evaluation_error"),
             })
             .collect()
     }
@@ -115,5 +108,18 @@ impl ControlPlane for Embedded {
             Ok(a) => Ok(a.status.as_str().to_owned()),
             Err(e) => Err(e.code),
         }
+    }
+}
+
+/// A verdict as the gateway acts on it.
+pub fn outcome(v: &pipeline::Verdict) -> Outcome {
+    Outcome {
+        allowed: v.allowed(),
+        reason: v.reason().to_owned(),
+        decision_id: Some(v.decision_id.clone()),
+        error_code: v.decided.error_code.map(str::to_owned),
+        policies: v.policies().to_vec(),
+        approval_id: v.approval_id.clone(),
+        receipt: None,
     }
 }

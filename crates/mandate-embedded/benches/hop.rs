@@ -2,9 +2,9 @@
 //! control plane over a real `AppState` (SQLite store, the starter policies, the group-commit
 //! audit writer running for real underneath):
 //!
-//! mandate check (`Embedded::check_mandate`, verified once then cached) → the AuthZEN request
-//! the gateway builds for the call (`Ask::request`, arguments turned into their policy view) →
-//! the pipeline's decision → the decision event and the `tool.call` evidence event enqueued.
+//! mandate check (`Embedded::check_mandate`, verified once then cached) → the typed request
+//! the gateway builds for the call (`Ask::decision_request`) → the decision core's decision
+//! (arguments turned into their policy view) → the decision event and the `tool.call` evidence event enqueued.
 //!
 //! Two variants:
 //! - `enqueue`: the decision event is queued to the audit writer without waiting for it to be
@@ -32,9 +32,9 @@ use axum::http::Request;
 use criterion::Criterion;
 use mandate_core::canonical::{Canonical, Limits};
 use mandate_core::{Classification, Clock, SystemClock, TrustDomain};
+use mandate_embedded::{ACTOR, Embedded};
 use mandate_gateway::ControlPlane;
 use mandate_gateway::authz::{Ask, CallRecord, Outcome};
-use mandate_gateway::embedded::{ACTOR, Embedded};
 use mandate_gateway::scrub::{Found, Scrubber};
 use mandate_policy::ActionKind;
 use mandate_server::{AppState, Settings, pipeline};
@@ -133,7 +133,7 @@ impl Fixture {
     /// The AuthZEN request the gateway builds for `tools/call tickets.search`, as
     /// `Call::ask` in the handler does it (context: protocol, method, tool; `Ask::request`
     /// adds upstream, environment and the arguments' policy view).
-    fn ask<'a>(&'a self, mandate: &'a VerifiedMandate, arguments: &'a Value) -> Ask<'a> {
+    fn ask<'a>(&'a self, mandate: &'a Arc<VerifiedMandate>, arguments: &'a Value) -> Ask<'a> {
         let mut context = Map::new();
         context.insert("protocol".into(), json!("mcp"));
         context.insert("method".into(), json!("tools/call"));
@@ -184,11 +184,10 @@ impl Fixture {
         let environment = self.control.environment();
         // As `decide_call` does: the arguments in their canonical form, decided and forwarded.
         let arguments = Canonical::new(&self.arguments, Limits::ARGUMENTS).unwrap().into_value();
-        let request = self.ask(&mandate, &arguments).request(environment.as_deref());
-        let checked = pipeline::check(&request).unwrap();
-        let verdict = pipeline::decide(&self.state, &checked);
+        let request = self.ask(&mandate, &arguments).decision_request(environment.as_deref());
+        let verdict = pipeline::decide(&self.state, &request);
         let _ack = self.state.audit.enqueue(verdict.event(&self.state, ACTOR, None)).await.unwrap();
-        let outcome = Outcome::from_response(&verdict.response());
+        let outcome = mandate_embedded::outcome(&verdict);
         self.control.record(self.evidence(&mandate, &outcome, started));
         outcome.allowed
     }
@@ -210,9 +209,9 @@ impl Fixture {
         let environment = self.control.environment();
         // As `decide_call` does: the arguments in their canonical form, decided and forwarded.
         let arguments = Canonical::new(&self.arguments, Limits::ARGUMENTS).unwrap().into_value();
-        let request = self.ask(&mandate, &arguments).request(environment.as_deref());
-        let answers = self.control.decide(vec![request], None).await;
-        let outcome = Outcome::from_response(&answers[0]);
+        let ask = self.ask(&mandate, &arguments);
+        let answers = self.control.decide(std::slice::from_ref(&ask), environment.as_deref(), None).await;
+        let outcome = answers.into_iter().next().unwrap();
         if evidence {
             self.control.record(self.evidence(&mandate, &outcome, started));
         }
@@ -239,14 +238,9 @@ fn bench(c: &mut Criterion, rt: &tokio::runtime::Runtime, f: &Fixture) {
     let mandate = rt.block_on(f.control.check_mandate(&f.token)).unwrap();
     let env = f.control.environment();
     group.bench_function("part/canonical_arguments", |b| b.iter(|| Canonical::new(&f.arguments, Limits::ARGUMENTS).unwrap()));
-    group.bench_function("part/ask_request", |b| b.iter(|| f.ask(&mandate, &f.arguments).request(env.as_deref())));
-    let request = f.ask(&mandate, &f.arguments).request(env.as_deref());
-    group.bench_function("part/pipeline_decide", |b| {
-        b.iter(|| {
-            let checked = pipeline::check(&request).unwrap();
-            pipeline::decide(&f.state, &checked).allowed
-        })
-    });
+    group.bench_function("part/ask_request", |b| b.iter(|| f.ask(&mandate, &f.arguments).decision_request(env.as_deref())));
+    let request = f.ask(&mandate, &f.arguments).decision_request(env.as_deref());
+    group.bench_function("part/pipeline_decide", |b| b.iter(|| pipeline::decide(&f.state, &request).allowed()));
     let outcome = Outcome {
         allowed: true,
         reason: "allowed".into(),
