@@ -87,3 +87,12 @@ pub struct IntrospectionResponse {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub act: Option<Value>,
 }
+
+/// `GET /.well-known/jwks.json` (RFC 7517 §5): the control plane's mandate signing keys. Each
+/// key stays a JSON object here; `mandate_token::PublicKey::from_jwk` reads one.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct JwkSet {
+    /// No `keys` member reads as no keys.
+    #[serde(default)]
+    pub keys: Vec<Value>,
+}
