@@ -3,6 +3,8 @@
 
 pub mod revocations;
 
+use std::time::Duration;
+
 use mandate_proto::admin::{
     AddIssuerRequest, AgentStatusChange, AgentView, ApprovalDecisionRequest, ApprovalView, AuditEventsResponse, AuditVerifyResponse,
     CreateTokenRequest, CreateTokenResponse, EndTaskRequest, EndTaskResponse, EntitiesLoadResponse, IssuerView, KeyRotateResponse,
@@ -15,13 +17,16 @@ use mandate_proto::gateway::{
     RegisterGatewayResponse,
 };
 use mandate_proto::oauth::{
-    GRANT_TOKEN_EXCHANGE, IntrospectionResponse, OAuthError, TOKEN_TYPE_ACCESS_TOKEN, TOKEN_TYPE_JWT, TokenExchangeResponse,
+    GRANT_TOKEN_EXCHANGE, IntrospectionResponse, JwkSet, OAuthError, TOKEN_TYPE_ACCESS_TOKEN, TOKEN_TYPE_JWT, TokenExchangeResponse,
 };
 use mandate_proto::{ApiErrorBody, ErrorDetail};
 use reqwest::{Method, RequestBuilder, Response, StatusCode};
-use serde::Serialize;
 use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
 use serde_json::Value;
+
+/// How long a request may take in all, unless the call says otherwise ([`Client::within`]).
+pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// What went wrong talking to the server.
 #[derive(Debug, thiserror::Error)]
@@ -29,10 +34,16 @@ use serde_json::Value;
 pub enum ClientError {
     #[error("cannot reach the server at `{url}`: {reason}")]
     Connect { url: String, reason: String },
+    /// The server refused with its stable error `code` (`{"error":{"code":…}}`).
     #[error("{message} ({code}, HTTP {status})")]
     Api { status: u16, code: String, message: String },
+    /// The server answered with JSON, but not the JSON this call expects (for a refusal: one
+    /// without an error code).
     #[error("unexpected answer from the server (HTTP {status}): {body}")]
     Unexpected { status: u16, body: String },
+    /// The server's answer is not JSON at all (or could not be read in full).
+    #[error("the server's answer is not JSON (HTTP {status}): {body}")]
+    NotJson { status: u16, body: String },
     #[error("`{0}` is not a valid server URL")]
     BadUrl(String),
 }
@@ -45,6 +56,44 @@ impl ClientError {
             _ => None,
         }
     }
+
+    /// The HTTP status the server answered with; `None` when there was no answer. A success
+    /// status here means the server did what was asked but its answer did not decode.
+    pub fn status(&self) -> Option<u16> {
+        match self {
+            ClientError::Api { status, .. } | ClientError::Unexpected { status, .. } | ClientError::NotJson { status, .. } => Some(*status),
+            ClientError::Connect { .. } | ClientError::BadUrl(_) => None,
+        }
+    }
+}
+
+/// How a [`Client`] connects.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct ClientOptions {
+    /// How long a request may take in all, unless the call says otherwise
+    /// ([`Client::within`]).
+    pub timeout: Duration,
+    /// How long connecting may take; `None`: the operating system's limit.
+    pub connect_timeout: Option<Duration>,
+}
+
+impl Default for ClientOptions {
+    fn default() -> Self {
+        ClientOptions { timeout: DEFAULT_TIMEOUT, connect_timeout: None }
+    }
+}
+
+impl ClientOptions {
+    pub fn connect_timeout(mut self, d: Duration) -> Self {
+        self.connect_timeout = Some(d);
+        self
+    }
+
+    pub fn timeout(mut self, d: Duration) -> Self {
+        self.timeout = d;
+        self
+    }
 }
 
 pub type Result<T> = std::result::Result<T, ClientError>;
@@ -54,19 +103,26 @@ pub struct Client {
     base: String,
     token: Option<String>,
     http: reqwest::Client,
+    /// The total timeout of every request this handle makes, instead of the client's.
+    call_timeout: Option<Duration>,
 }
 
 impl Client {
     pub fn new(base_url: &str, token: Option<String>) -> Result<Self> {
+        Self::with_options(base_url, token, ClientOptions::default())
+    }
+
+    pub fn with_options(base_url: &str, token: Option<String>, options: ClientOptions) -> Result<Self> {
         let parsed = url::Url::parse(base_url).map_err(|_| ClientError::BadUrl(base_url.to_owned()))?;
         if !matches!(parsed.scheme(), "http" | "https") {
             return Err(ClientError::BadUrl(base_url.to_owned()));
         }
-        let http = reqwest::Client::builder()
-            .timeout(std::time::Duration::from_secs(30))
-            .build()
-            .map_err(|e| ClientError::Connect { url: base_url.to_owned(), reason: root_cause(&e) })?;
-        Ok(Client { base: base_url.trim_end_matches('/').to_owned(), token, http })
+        let mut builder = reqwest::Client::builder().timeout(options.timeout);
+        if let Some(d) = options.connect_timeout {
+            builder = builder.connect_timeout(d);
+        }
+        let http = builder.build().map_err(|e| ClientError::Connect { url: base_url.to_owned(), reason: root_cause(&e) })?;
+        Ok(Client { base: base_url.trim_end_matches('/').to_owned(), token, http, call_timeout: None })
     }
 
     pub fn base_url(&self) -> &str {
@@ -75,13 +131,33 @@ impl Client {
 
     /// The same client with another bearer credential.
     pub fn with_token(&self, token: Option<String>) -> Self {
-        Client { base: self.base.clone(), token, http: self.http.clone() }
+        Client { token, ..self.clone() }
+    }
+
+    /// The same client (sharing its connections), each of whose requests must be answered in
+    /// full within `timeout`; a request that is not fails with [`ClientError::Connect`]
+    /// (`timed out`). This replaces the client's timeout and, for
+    /// [`get_approval`](Client::get_approval), the one derived from the wait.
+    pub fn within(&self, timeout: Duration) -> Self {
+        Client { call_timeout: Some(timeout), ..self.clone() }
     }
 
     fn req(&self, method: Method, path: &str) -> RequestBuilder {
-        let b = self.http.request(method, format!("{}{}", self.base, path));
+        let b = self.timed(self.http.request(method, format!("{}{}", self.base, path)));
         match &self.token {
             Some(t) => b.bearer_auth(t),
+            None => b,
+        }
+    }
+
+    /// A request without this client's credential.
+    fn anonymous(&self, method: Method, path: &str) -> RequestBuilder {
+        self.timed(self.http.request(method, format!("{}{}", self.base, path)))
+    }
+
+    fn timed(&self, b: RequestBuilder) -> RequestBuilder {
+        match self.call_timeout {
+            Some(t) => b.timeout(t),
             None => b,
         }
     }
@@ -114,6 +190,11 @@ impl Client {
     }
 
     pub async fn jwks(&self) -> Result<Value> {
+        self.json(self.req(Method::GET, "/.well-known/jwks.json")).await
+    }
+
+    /// The control plane's signing keys, as a typed key set.
+    pub async fn jwk_set(&self) -> Result<JwkSet> {
         self.json(self.req(Method::GET, "/.well-known/jwks.json")).await
     }
 
@@ -150,7 +231,7 @@ impl Client {
             ("subject_token_type", TOKEN_TYPE_JWT),
             ("authorization_details", details.as_str()),
         ];
-        let resp = self.send(self.http.post(format!("{}/oauth2/token", self.base)).form(&form)).await?;
+        let resp = self.send(self.anonymous(Method::POST, "/oauth2/token").form(&form)).await?;
         decode_oauth(resp).await
     }
 
@@ -166,7 +247,7 @@ impl Client {
             ("actor_token_type", TOKEN_TYPE_JWT),
             ("authorization_details", details.as_str()),
         ];
-        let resp = self.send(self.http.post(format!("{}/oauth2/token", self.base)).form(&form)).await?;
+        let resp = self.send(self.anonymous(Method::POST, "/oauth2/token").form(&form)).await?;
         decode_oauth(resp).await
     }
 
@@ -210,11 +291,16 @@ impl Client {
         self.json(self.req(Method::GET, "/v1/approvals").query(&q)).await
     }
 
-    /// One approval; with `wait_secs`, once it is no longer pending or the wait is over.
+    /// One approval; with `wait_secs`, once it is no longer pending or the wait is over (the
+    /// request may then take `wait_secs` + 10 s, unless made [`within`](Client::within) a
+    /// timeout).
     pub async fn get_approval(&self, id: &str, wait_secs: Option<u64>) -> Result<ApprovalView> {
         let mut b = self.req(Method::GET, &format!("/v1/approvals/{}", seg(id)));
         if let Some(w) = wait_secs {
-            b = b.query(&[("wait", w.to_string())]).timeout(std::time::Duration::from_secs(w + 10));
+            b = b.query(&[("wait", w.to_string())]);
+            if self.call_timeout.is_none() {
+                b = b.timeout(Duration::from_secs(w.saturating_add(10)));
+            }
         }
         self.json(b).await
     }
@@ -234,7 +320,17 @@ impl Client {
     }
 
     pub async fn evaluate_batch(&self, r: &EvaluationsRequest) -> Result<EvaluationsResponse> {
-        self.json(self.req(Method::POST, "/access/v1/evaluations").json(r)).await
+        self.evaluate_batch_traced(r, None).await
+    }
+
+    /// [`Client::evaluate_batch`] on behalf of a request the caller is serving: `request_id`
+    /// is sent as `x-request-id`, so the control plane's log and trail name it.
+    pub async fn evaluate_batch_traced(&self, r: &EvaluationsRequest, request_id: Option<&str>) -> Result<EvaluationsResponse> {
+        let mut b = self.req(Method::POST, "/access/v1/evaluations").json(r);
+        if let Some(id) = request_id {
+            b = b.header("x-request-id", id);
+        }
+        self.json(b).await
     }
 
     pub async fn introspect(&self, token: &str) -> Result<IntrospectionResponse> {
@@ -243,7 +339,7 @@ impl Client {
     }
 
     pub async fn revoke_token(&self, token: &str) -> Result<()> {
-        let resp = self.send(self.http.post(format!("{}/oauth2/revoke", self.base)).form(&[("token", token)])).await?;
+        let resp = self.send(self.anonymous(Method::POST, "/oauth2/revoke").form(&[("token", token)])).await?;
         if resp.status().is_success() { Ok(()) } else { Err(error_of(resp).await) }
     }
 
@@ -453,7 +549,14 @@ async fn decode<T: DeserializeOwned>(resp: Response) -> Result<T> {
         return Err(error_of(resp).await);
     }
     let text = resp.text().await.unwrap_or_default();
-    serde_json::from_str(&text).map_err(|_| ClientError::Unexpected { status: status.as_u16(), body: truncate(&text) })
+    serde_json::from_str(&text).map_err(|_| {
+        let (status, body) = (status.as_u16(), truncate(&text));
+        if serde_json::from_str::<serde::de::IgnoredAny>(&text).is_ok() {
+            ClientError::Unexpected { status, body }
+        } else {
+            ClientError::NotJson { status, body }
+        }
+    })
 }
 
 async fn decode_oauth<T: DeserializeOwned>(resp: Response) -> Result<T> {
@@ -475,15 +578,36 @@ async fn decode_oauth<T: DeserializeOwned>(resp: Response) -> Result<T> {
     Err(ClientError::Unexpected { status: status.as_u16(), body: truncate(&text) })
 }
 
+/// A refusal's stable code, read leniently: an [`ApiErrorBody`] without its `message` still
+/// names the code.
+#[derive(Deserialize)]
+struct CodedError {
+    error: CodedDetail,
+}
+
+#[derive(Deserialize)]
+struct CodedDetail {
+    code: String,
+    #[serde(default)]
+    message: String,
+}
+
+/// A refusal (any status that is not a success): [`ClientError::Api`] when the body carries a
+/// stable code, else [`ClientError::Unexpected`] (JSON) or [`ClientError::NotJson`]; a 404
+/// without a code (a proxy's, say) reads as `not_found`.
 async fn error_of(resp: Response) -> ClientError {
     let status = resp.status();
     let text = resp.text().await.unwrap_or_default();
-    match serde_json::from_str::<ApiErrorBody>(&text) {
-        Ok(b) => ClientError::Api { status: status.as_u16(), code: b.error.code, message: b.error.message },
-        Err(_) if status == StatusCode::NOT_FOUND => {
-            ClientError::Api { status: 404, code: "not_found".into(), message: "not found".into() }
-        }
-        Err(_) => ClientError::Unexpected { status: status.as_u16(), body: truncate(&text) },
+    if let Ok(CodedError { error: CodedDetail { code, message } }) = serde_json::from_str(&text) {
+        return ClientError::Api { status: status.as_u16(), code, message };
+    }
+    if status == StatusCode::NOT_FOUND {
+        return ClientError::Api { status: 404, code: "not_found".into(), message: "not found".into() };
+    }
+    if serde_json::from_str::<serde::de::IgnoredAny>(&text).is_ok() {
+        ClientError::Unexpected { status: status.as_u16(), body: truncate(&text) }
+    } else {
+        ClientError::NotJson { status: status.as_u16(), body: truncate(&text) }
     }
 }
 
