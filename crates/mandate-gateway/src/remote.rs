@@ -17,6 +17,9 @@
 //!   here. Sealed answers are cached briefly. A dynamic secret's credential for a task is asked
 //!   for as a lease (`POST /v1/secrets/{name}/leases`), sealed the same way and bound to the
 //!   task; the admin connection never leaves the control plane.
+//!
+//! Every call goes through [`mandate_client::Client`]'s typed methods; a refusal is matched on
+//! the control plane's stable error code ([`ClientError::code`]), never on its JSON.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
@@ -25,8 +28,9 @@ use std::time::{Duration, Instant};
 use async_trait::async_trait;
 use base64::Engine;
 use mandate_audit::NewEvent;
-use mandate_proto::authzen::{EvaluationRequest, EvaluationResponse, EvaluationsRequest, EvaluationsResponse};
-use mandate_proto::gateway::{GatewaySealedView, GatewayView, RevocationEntry, RevocationKind, SEAL_SUITE};
+use mandate_client::{Client, ClientError, ClientOptions};
+use mandate_proto::authzen::{EvaluationRequest, EvaluationResponse, EvaluationsRequest};
+use mandate_proto::gateway::{EvidenceEvent, GatewaySealedView, GatewayView, RevocationEntry, RevocationKind, SEAL_SUITE};
 use mandate_secrets::{GatewayPrivateKey, GatewaySealed};
 use mandate_token::{MandateVerifier, PublicKey, VerifiedMandate};
 use parking_lot::{Mutex, RwLock};
@@ -37,6 +41,7 @@ use zeroize::Zeroizing;
 use crate::authz::{Ask, Outcome};
 use crate::control::{ControlPlane, GATEWAY_CODES, Refusal, Revoked, as_revoked};
 
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
 const DECISION_TIMEOUT: Duration = Duration::from_secs(5);
 const JWKS_MIN_INTERVAL: Duration = Duration::from_secs(5);
 const SEALED_TTL: Duration = Duration::from_secs(5);
@@ -44,6 +49,7 @@ const SEALED_TTL: Duration = Duration::from_secs(5);
 /// database round trip or two.
 const LEASE_TTL: Duration = Duration::from_secs(30);
 const LEASE_TIMEOUT: Duration = Duration::from_secs(20);
+const EVIDENCE_TIMEOUT: Duration = Duration::from_secs(10);
 const CACHE_MAX: usize = 50_000;
 const EVIDENCE_QUEUE: usize = 65_536;
 const EVIDENCE_BATCH: usize = 512;
@@ -73,9 +79,8 @@ pub enum Registration {
 }
 
 pub struct Remote {
-    base: String,
-    token: String,
-    http: reqwest::Client,
+    /// The control plane, with this gateway's `pep` token.
+    client: Client,
     key: GatewayPrivateKey,
     /// The name this gateway is registered under, once the control plane said so.
     name: RwLock<Option<String>>,
@@ -104,53 +109,39 @@ impl Remote {
     async fn evaluations(&self, requests: Vec<EvaluationRequest>, request_id: Option<&str>) -> Vec<EvaluationResponse> {
         let n = requests.len();
         let body = EvaluationsRequest { evaluations: Some(requests), ..Default::default() };
-        let mut req =
-            self.http.post(format!("{}/access/v1/evaluations", self.base)).bearer_auth(&self.token).timeout(DECISION_TIMEOUT).json(&body);
-        if let Some(r) = request_id {
-            req = req.header("x-request-id", r);
-        }
+        let deny = |reason: &str| {
+            (0..n).map(|_| EvaluationResponse { decision: false, context: Some(json!({ "reason": reason })) }).collect::<Vec<_>>()
+        };
         let fail = |why: &str| {
             tracing::warn!(reason = %why, "decision request failed; denying");
-            (0..n)
-                .map(|_| EvaluationResponse { decision: false, context: Some(json!({ "reason": "control_plane_unavailable" })) })
-                .collect::<Vec<_>>()
+            deny("control_plane_unavailable")
         };
-        let resp = match req.send().await {
-            Ok(r) => r,
-            Err(e) => return fail(&root_cause(&e)),
-        };
-        if !resp.status().is_success() {
-            let status = resp.status();
-            let code = resp.json::<Value>().await.ok().and_then(|b| b.pointer("/error/code").and_then(Value::as_str).map(str::to_owned));
-            if code.as_deref() == Some("gateway_revoked") {
-                // This gateway was revoked: nothing it asks is allowed, and it says why.
-                tracing::error!("this gateway is revoked at the control plane; denying every call");
-                return (0..n)
-                    .map(|_| EvaluationResponse { decision: false, context: Some(json!({ "reason": "gateway_revoked" })) })
-                    .collect();
-            }
-            return fail(&format!("HTTP {status}"));
-        }
-        match resp.json::<EvaluationsResponse>().await {
+        match self.client.within(DECISION_TIMEOUT).evaluate_batch_traced(&body, request_id).await {
             Ok(r) if r.evaluations.len() == n => r.evaluations,
             Ok(_) => fail("the batch answer has the wrong length"),
-            Err(_) => fail("the batch answer is not AuthZEN"),
+            Err(e) if e.code() == Some("gateway_revoked") => {
+                // This gateway was revoked: nothing it asks is allowed, and it says why.
+                tracing::error!("this gateway is revoked at the control plane; denying every call");
+                deny("gateway_revoked")
+            }
+            Err(e) => match e.status() {
+                Some(s) if is_success(s) => fail("the batch answer is not AuthZEN"),
+                Some(s) => fail(&format!("HTTP {}", status_text(s))),
+                None => fail(&unreached(&e)),
+            },
         }
     }
 
     /// Connects (best effort: a control plane that is down now is retried on use) and starts
     /// the revocation follower and the evidence sender.
     pub async fn start(opts: RemoteOptions) -> Result<Arc<Remote>, String> {
-        let http = reqwest::Client::builder()
-            .connect_timeout(Duration::from_secs(3))
-            .build()
-            .map_err(|e| format!("cannot build the HTTP client: {e}"))?;
+        // Every call sets its own timeout (`Client::within`).
+        let client = Client::with_options(&opts.url, Some(opts.pep_token), ClientOptions::default().connect_timeout(CONNECT_TIMEOUT))
+            .map_err(|e| format!("cannot talk to the control plane: {e}"))?;
         let (tx, rx) = mpsc::channel(EVIDENCE_QUEUE);
         let (revocations, _) = broadcast::channel(4096);
         let remote = Arc::new(Remote {
-            base: opts.url.trim_end_matches('/').to_owned(),
-            token: opts.pep_token,
-            http,
+            client,
             key: opts.key,
             name: RwLock::new(None),
             leeway_secs: opts.leeway_secs,
@@ -169,7 +160,8 @@ impl Remote {
             stream_connected: std::sync::atomic::AtomicBool::new(false),
         });
         if let Err(e) = remote.refresh_keys().await {
-            tracing::warn!(error = %e, url = %remote.base, "the control plane is not reachable yet; every call is denied until it is");
+            let url = remote.client.base_url();
+            tracing::warn!(error = %e, url = %url, "the control plane is not reachable yet; every call is denied until it is");
         }
         tokio::spawn(send_evidence(Arc::downgrade(&remote), rx));
         tokio::spawn(crate::remote_feed::follow(Arc::downgrade(&remote)));
@@ -180,28 +172,20 @@ impl Remote {
     /// that the registered public key is this gateway's. A registration with another key is an
     /// error: the control plane would seal to a key this gateway does not hold.
     pub async fn registration(&self) -> Result<Registration, String> {
-        let resp = match self
-            .http
-            .get(format!("{}/v1/gateways/self", self.base))
-            .bearer_auth(&self.token)
-            .timeout(DECISION_TIMEOUT)
-            .send()
-            .await
-        {
-            Ok(r) => r,
-            Err(e) => return Ok(Registration::Unknown(root_cause(&e))),
+        let view = match self.client.within(DECISION_TIMEOUT).gateway_self().await {
+            Ok(v) => v,
+            Err(e) => {
+                let Some(status) = e.status() else { return Ok(Registration::Unknown(unreached(&e))) };
+                if matches!(e, ClientError::NotJson { .. }) {
+                    return Ok(Registration::Unknown(format!("the control plane answered {} without JSON", status_text(status))));
+                }
+                if is_success(status) {
+                    return Err("the control plane's answer is not a gateway registration".to_owned());
+                }
+                let code = e.code().unwrap_or("error").to_owned();
+                return Ok(if (400..500).contains(&status) { Registration::Refused(code) } else { Registration::Unknown(code) });
+            }
         };
-        let status = resp.status();
-        let body: Value = match resp.json().await {
-            Ok(b) => b,
-            Err(_) => return Ok(Registration::Unknown(format!("the control plane answered {status} without JSON"))),
-        };
-        if !status.is_success() {
-            let code = body.pointer("/error/code").and_then(Value::as_str).unwrap_or("error").to_owned();
-            return Ok(if status.is_client_error() { Registration::Refused(code) } else { Registration::Unknown(code) });
-        }
-        let view: GatewayView =
-            serde_json::from_value(body).map_err(|_| "the control plane's answer is not a gateway registration".to_owned())?;
         let mine = self.key.public_key().map_err(|e| e.to_string())?.to_base64();
         if view.public_key != mine {
             return Err(format!(
@@ -242,12 +226,9 @@ impl Remote {
         })
     }
 
-    pub(crate) fn base(&self) -> &str {
-        &self.base
-    }
-
-    pub(crate) fn token(&self) -> &str {
-        &self.token
+    /// The control plane, with this gateway's `pep` token.
+    pub(crate) fn client(&self) -> &Client {
+        &self.client
     }
 
     /// Waits (at most `within`) until every evidence event recorded so far has been delivered
@@ -298,65 +279,6 @@ impl Remote {
         }
     }
 
-    async fn get_json(&self, path: &str) -> Result<Value, String> {
-        let resp = self
-            .http
-            .get(format!("{}{}", self.base, path))
-            .bearer_auth(&self.token)
-            .timeout(DECISION_TIMEOUT)
-            .send()
-            .await
-            .map_err(|e| format!("cannot reach the control plane: {}", root_cause(&e)))?;
-        let status = resp.status();
-        let body: Value = resp.json().await.map_err(|_| "the control plane's answer is not JSON".to_owned())?;
-        if !status.is_success() {
-            let code = body.pointer("/error/code").and_then(Value::as_str).unwrap_or("error");
-            return Err(format!("the control plane answered {status}: {code}"));
-        }
-        Ok(body)
-    }
-
-    /// GETs JSON; the error is the control plane's stable code (`unreachable` when there was no
-    /// answer).
-    async fn get_coded(&self, path: &str) -> Result<Value, String> {
-        let resp =
-            self.http.get(format!("{}{}", self.base, path)).bearer_auth(&self.token).timeout(DECISION_TIMEOUT).send().await.map_err(
-                |e| {
-                    tracing::warn!(path = %path, error = %root_cause(&e), "cannot reach the control plane");
-                    "unreachable".to_owned()
-                },
-            )?;
-        let status = resp.status();
-        let body: Value = resp.json().await.map_err(|_| "bad_response".to_owned())?;
-        if !status.is_success() {
-            return Err(body.pointer("/error/code").and_then(Value::as_str).unwrap_or("error").to_owned());
-        }
-        Ok(body)
-    }
-
-    /// POSTs JSON; the error is the control plane's stable code (`unreachable` when there was no
-    /// answer).
-    async fn post_json(&self, path: &str, body: &Value) -> Result<Value, String> {
-        let resp = self
-            .http
-            .post(format!("{}{}", self.base, path))
-            .bearer_auth(&self.token)
-            .timeout(LEASE_TIMEOUT)
-            .json(body)
-            .send()
-            .await
-            .map_err(|e| {
-                tracing::warn!(path = %path, error = %root_cause(&e), "cannot reach the control plane");
-                "unreachable".to_owned()
-            })?;
-        let status = resp.status();
-        let body: Value = resp.json().await.map_err(|_| "bad_response".to_owned())?;
-        if !status.is_success() {
-            return Err(body.pointer("/error/code").and_then(Value::as_str).unwrap_or("error").to_owned());
-        }
-        Ok(body)
-    }
-
     /// A dynamic secret's credential for `task`, from the control plane (cached briefly).
     async fn lease(&self, me: &str, name: &str, task: Option<&str>) -> Result<(u32, Zeroizing<Vec<u8>>), String> {
         let task = task.ok_or_else(|| "secret_needs_task".to_owned())?;
@@ -365,12 +287,17 @@ impl Remote {
         let (version, sealed) = match cached {
             Some(c) => c,
             None => {
-                let grant = self.post_json(&format!("/v1/secrets/{name}/leases"), &json!({ "task": task })).await.map_err(|code| {
-                    tracing::warn!(secret = %name, task = %task, code = %code, "cannot get a dynamic credential");
-                    passed_on(code)
-                })?;
-                let c = grant.get("credential").cloned().ok_or_else(|| "secret_unavailable".to_owned())?;
-                let (version, sealed) = sealed_of(c, me, name)?;
+                let grant = match self.client.within(LEASE_TIMEOUT).lease(name, task).await {
+                    Ok(g) => g,
+                    // An answer that is not a lease grant.
+                    Err(e) if e.status().is_some_and(is_success) => return Err("secret_unavailable".to_owned()),
+                    Err(e) => {
+                        let code = coded(&e, &format!("/v1/secrets/{name}/leases"));
+                        tracing::warn!(secret = %name, task = %task, code = %code, "cannot get a dynamic credential");
+                        return Err(passed_on(code));
+                    }
+                };
+                let (version, sealed) = sealed_of(grant.credential, me, name)?;
                 let mut leases = self.leases.lock();
                 if leases.len() >= CACHE_MAX {
                     leases.clear();
@@ -386,15 +313,11 @@ impl Remote {
     /// Fetches issuer, audience and signing keys.
     async fn refresh_keys(&self) -> Result<(), String> {
         *self.jwks_fetched.lock() = Some(Instant::now());
-        let info = self.get_json("/v1/info").await?;
-        let issuer = info.get("issuer").and_then(Value::as_str).ok_or("`/v1/info` has no issuer")?.to_owned();
-        let audience = info.get("audience").and_then(Value::as_str).ok_or("`/v1/info` has no audience")?.to_owned();
-        let jwks = self.get_json("/.well-known/jwks.json").await?;
-        let keys: Vec<PublicKey> = jwks
-            .get("keys")
-            .and_then(Value::as_array)
-            .map(|ks| ks.iter().filter_map(|k| PublicKey::from_jwk(k).ok()).collect())
-            .unwrap_or_default();
+        let client = self.client.within(DECISION_TIMEOUT);
+        let info = client.info().await.map_err(|e| described(&e, "/v1/info"))?;
+        let (issuer, audience) = (info.issuer, info.audience);
+        let jwks = client.jwk_set().await.map_err(|e| described(&e, "/.well-known/jwks.json"))?;
+        let keys: Vec<PublicKey> = jwks.keys.iter().filter_map(|k| PublicKey::from_jwk(k).ok()).collect();
         if keys.is_empty() {
             return Err("the control plane's JWKS holds no usable key".into());
         }
@@ -478,13 +401,16 @@ impl ControlPlane for Remote {
         let (version, sealed) = match cached {
             Some(c) => c,
             None => {
-                let v = match self.get_coded(&format!("/v1/secrets/{name}/sealed")).await {
+                let v = match self.client.within(DECISION_TIMEOUT).sealed_secret(name).await {
                     Ok(v) => v,
-                    Err(code) if code == "secret_is_dynamic" => {
+                    Err(e) if e.code() == Some("secret_is_dynamic") => {
                         self.dynamic.lock().insert(name.to_owned(), Instant::now());
                         return self.lease(&me, name, task).await;
                     }
-                    Err(code) => {
+                    // An answer that is not a sealed secret.
+                    Err(e) if e.status().is_some_and(is_success) => return Err("secret_unavailable".to_owned()),
+                    Err(e) => {
+                        let code = coded(&e, &format!("/v1/secrets/{name}/sealed"));
                         tracing::warn!(secret = %name, code = %code, "cannot fetch a sealed secret");
                         return Err(passed_on(code));
                     }
@@ -511,7 +437,7 @@ impl ControlPlane for Remote {
     }
 
     fn issuer(&self) -> String {
-        self.identity.read().as_ref().map(|(i, _)| i.clone()).unwrap_or_else(|| self.base.clone())
+        self.identity.read().as_ref().map(|(i, _)| i.clone()).unwrap_or_else(|| self.client.base_url().to_owned())
     }
 
     async fn wait_approval(&self, id: &str, wait: std::time::Duration) -> Result<String, String> {
@@ -519,27 +445,19 @@ impl ControlPlane for Remote {
             return Err("invalid_approval_id".to_owned());
         }
         let secs = wait.as_secs().clamp(1, 30);
-        let resp = self
-            .http
-            .get(format!("{}/v1/approvals/{id}?wait={secs}", self.base))
-            .bearer_auth(&self.token)
-            .timeout(wait + DECISION_TIMEOUT)
-            .send()
-            .await
-            .map_err(|_| "control_plane_unavailable".to_owned())?;
-        if !resp.status().is_success() {
-            return Err(format!("approval_status_{}", resp.status().as_u16()));
-        }
-        let body: Value = resp.json().await.map_err(|_| "control_plane_bad_response".to_owned())?;
-        let status = body.get("status").and_then(Value::as_str).ok_or_else(|| "control_plane_bad_response".to_owned())?;
-        let expired = status == "pending" && body.get("expires_at_ms").and_then(Value::as_i64).is_some_and(|e| e <= now_ms());
-        Ok(if expired { "expired".to_owned() } else { status.to_owned() })
+        let approval = self.client.within(wait + DECISION_TIMEOUT).get_approval(id, Some(secs)).await.map_err(|e| match e.status() {
+            None => "control_plane_unavailable".to_owned(),
+            Some(s) if is_success(s) => "control_plane_bad_response".to_owned(),
+            Some(s) => format!("approval_status_{s}"),
+        })?;
+        let expired = approval.status == "pending" && approval.expires_at_ms <= now_ms();
+        Ok(if expired { "expired".to_owned() } else { approval.status })
     }
 }
 
 async fn send_evidence(remote: std::sync::Weak<Remote>, mut rx: mpsc::Receiver<NewEvent>) {
     // Events waiting to be sent, already in wire form, oldest first.
-    let mut queue: std::collections::VecDeque<(Value, usize)> = std::collections::VecDeque::new();
+    let mut queue: std::collections::VecDeque<(EvidenceEvent, usize)> = std::collections::VecDeque::new();
     loop {
         if queue.is_empty() {
             match rx.recv().await {
@@ -561,35 +479,28 @@ async fn send_evidence(remote: std::sync::Weak<Remote>, mut rx: mpsc::Receiver<N
             take += 1;
             bytes += n;
         }
-        let events: Vec<Value> = queue.iter().take(take).map(|(v, _)| v.clone()).collect();
+        let events: Vec<EvidenceEvent> = queue.iter().take(take).map(|(v, _)| v.clone()).collect();
         let Some(r) = remote.upgrade() else { return };
-        let sent = r
-            .http
-            .post(format!("{}/v1/evidence", r.base))
-            .bearer_auth(&r.token)
-            .timeout(Duration::from_secs(10))
-            .json(&json!({ "events": events }))
-            .send()
-            .await;
-        match sent {
-            Ok(resp) if resp.status().is_success() => {
+        match r.client.within(EVIDENCE_TIMEOUT).submit_evidence(&events).await.map_err(|e| (e.status(), e)) {
+            // Accepted (an answer that does not decode still says the events are durable).
+            Ok(_) | Err((Some(200..=299), _)) => {
                 queue.drain(..take);
                 r.delivered(take);
             }
-            Ok(resp) if resp.status().is_client_error() => {
-                tracing::error!(status = %resp.status(), n = take, "the control plane refused evidence events; dropping them");
+            Err((Some(status @ 400..=499), _)) => {
+                tracing::error!(status = %status_text(status), n = take, "the control plane refused evidence events; dropping them");
                 queue.drain(..take);
                 r.delivered(take);
             }
-            Ok(resp) => {
+            Err((Some(status), _)) => {
                 drop(r);
-                tracing::warn!(status = %resp.status(), "evidence not accepted yet; retrying");
+                tracing::warn!(status = %status_text(status), "evidence not accepted yet; retrying");
                 tokio::time::sleep(Duration::from_millis(200)).await;
                 continue;
             }
-            Err(e) => {
+            Err((None, e)) => {
                 drop(r);
-                tracing::warn!(error = %root_cause(&e), "cannot reach the control plane for evidence; retrying");
+                tracing::warn!(error = %unreached(&e), "cannot reach the control plane for evidence; retrying");
                 tokio::time::sleep(Duration::from_millis(200)).await;
                 continue;
             }
@@ -604,16 +515,17 @@ async fn send_evidence(remote: std::sync::Weak<Remote>, mut rx: mpsc::Receiver<N
 }
 
 /// An event as `/v1/evidence` takes it, with its encoded size.
-fn wire(e: NewEvent) -> (Value, usize) {
+fn wire(e: NewEvent) -> (EvidenceEvent, usize) {
     let mut details = e.details;
     // The decision's receipt binds the event to it; it is not part of what is recorded.
-    let receipt = details.as_object_mut().and_then(|m| m.remove(crate::authz::RECEIPT));
-    let mut v = json!({ "kind": e.kind, "ts_ms": e.ts_ms, "agent": e.agent, "task": e.task, "details": details });
-    if let (Some(r), Value::Object(m)) = (receipt, &mut v) {
-        m.insert("receipt".into(), r);
-    }
-    let n = v.to_string().len() + 1;
-    (v, n)
+    let receipt = details.as_object_mut().and_then(|m| m.remove(crate::authz::RECEIPT)).map(|r| match r {
+        Value::String(s) => s,
+        // Never the case (the receipt is the decision's string); sent as it is, refused.
+        other => other.to_string(),
+    });
+    let ev = EvidenceEvent { kind: e.kind, ts_ms: e.ts_ms, agent: e.agent, task: e.task, details, receipt };
+    let n = serde_json::to_vec(&ev).map_or(0, |v| v.len()) + 1;
+    (ev, n)
 }
 
 fn now_secs() -> i64 {
@@ -626,6 +538,46 @@ pub(crate) fn root_cause(e: &(dyn std::error::Error + 'static)) -> String {
         cur = next;
     }
     mandate_core::clip(&cur.to_string())
+}
+
+fn is_success(status: u16) -> bool {
+    (200..300).contains(&status)
+}
+
+/// An HTTP status as logs show it (`503 Service Unavailable`).
+fn status_text(status: u16) -> String {
+    axum::http::StatusCode::from_u16(status).map_or_else(|_| status.to_string(), |s| s.to_string())
+}
+
+/// Why the control plane could not be asked (no answer).
+fn unreached(e: &ClientError) -> String {
+    match e {
+        ClientError::Connect { reason, .. } => reason.clone(),
+        other => other.to_string(),
+    }
+}
+
+/// A failed call to `path` as a stable code: the control plane's own, `unreachable` when there
+/// was no answer, `bad_response` when the answer was not JSON, `error` when it had no code.
+fn coded(e: &ClientError, path: &str) -> String {
+    if e.status().is_none() {
+        tracing::warn!(path = %path, error = %unreached(e), "cannot reach the control plane");
+        return "unreachable".to_owned();
+    }
+    if matches!(e, ClientError::NotJson { .. }) {
+        return "bad_response".to_owned();
+    }
+    e.code().unwrap_or("error").to_owned()
+}
+
+/// A failed call to `path` in words, for the log.
+fn described(e: &ClientError, path: &str) -> String {
+    match (e.status(), e) {
+        (None, e) => format!("cannot reach the control plane: {}", unreached(e)),
+        (Some(_), ClientError::NotJson { .. }) => "the control plane's answer is not JSON".to_owned(),
+        (Some(s), _) if is_success(s) => format!("the control plane's answer to `{path}` is not what it should be"),
+        (Some(s), e) => format!("the control plane answered {}: {}", status_text(s), e.code().unwrap_or("error")),
+    }
 }
 
 /// Milliseconds since the epoch, by this machine's clock.
@@ -646,13 +598,190 @@ fn passed_on(code: String) -> String {
 
 /// The version and sealed parts of a [`GatewaySealedView`] (base64url, no padding), which must
 /// name this gateway, the secret asked for and the suite this gateway speaks.
-fn sealed_of(v: Value, me: &str, name: &str) -> Result<(u32, GatewaySealed), String> {
+fn sealed_of(view: GatewaySealedView, me: &str, name: &str) -> Result<(u32, GatewaySealed), String> {
     let unavailable = || "secret_unavailable".to_owned();
-    let view: GatewaySealedView = serde_json::from_value(v).map_err(|_| unavailable())?;
     if view.gateway != me || view.name != name || view.suite != SEAL_SUITE {
         tracing::warn!(secret = %name, gateway = %view.gateway, suite = %view.suite, "a sealed secret is not for this gateway or this secret");
         return Err(unavailable());
     }
     let b = |s: &str| base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(s).map_err(|_| unavailable());
     Ok((view.version, GatewaySealed { enc: b(&view.enc)?, ciphertext: b(&view.ciphertext)? }))
+}
+
+#[cfg(test)]
+mod tests {
+    //! What the gateway makes of each kind of control-plane answer, against a real HTTP server
+    //! on 127.0.0.1 standing in for the control plane.
+
+    use axum::Router;
+    use axum::http::StatusCode;
+    use axum::response::{IntoResponse, Response};
+    use axum::routing::{get, post};
+
+    use super::*;
+
+    async fn remote_at(app: Router, key: GatewayPrivateKey) -> Arc<Remote> {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+        let opts = RemoteOptions { url: format!("http://{addr}"), pep_token: "pep".into(), key, leeway_secs: 60 };
+        Remote::start(opts).await.unwrap()
+    }
+
+    async fn remote(app: Router) -> Arc<Remote> {
+        remote_at(app, GatewayPrivateKey::generate()).await
+    }
+
+    fn coded(status: StatusCode, code: &str) -> Response {
+        (status, axum::Json(json!({ "error": { "code": code, "message": "refused" } }))).into_response()
+    }
+
+    fn registered(key: &GatewayPrivateKey) -> GatewayView {
+        GatewayView {
+            name: "gw".into(),
+            public_key: key.public_key().unwrap().to_base64(),
+            secrets: vec!["api".into(), "db".into()],
+            token_id: "tok_1".into(),
+            created_at_ms: 1,
+            created_by: "admin".into(),
+            revoked_at_ms: None,
+        }
+    }
+
+    fn reasons(r: &[EvaluationResponse]) -> Vec<String> {
+        r.iter()
+            .map(|e| {
+                assert!(!e.decision);
+                e.context.as_ref().and_then(|c| c.get("reason")).and_then(Value::as_str).unwrap_or_default().to_owned()
+            })
+            .collect()
+    }
+
+    #[tokio::test]
+    async fn an_unreachable_control_plane_denies_everything() {
+        let addr = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap().local_addr().unwrap();
+        let opts =
+            RemoteOptions { url: format!("http://{addr}"), pep_token: "pep".into(), key: GatewayPrivateKey::generate(), leeway_secs: 60 };
+        let r = Remote::start(opts).await.unwrap();
+        let out = r.evaluations(vec![EvaluationRequest::default(); 3], Some("req-1")).await;
+        assert_eq!(reasons(&out), vec!["control_plane_unavailable"; 3]);
+        assert!(matches!(r.registration().await, Ok(Registration::Unknown(_))));
+        assert_eq!(r.secret("api", None).await.unwrap_err(), "secret_unavailable");
+        assert_eq!(r.wait_approval("apr_1", Duration::from_secs(1)).await.unwrap_err(), "control_plane_unavailable");
+        assert!(r.check_mandate("not-a-mandate").await.is_err());
+    }
+
+    #[tokio::test]
+    async fn a_revoked_gateway_is_denied_with_its_own_reason_and_other_refusals_fail_closed() {
+        let app = Router::new().route("/access/v1/evaluations", post(|| async { coded(StatusCode::FORBIDDEN, "gateway_revoked") }));
+        let out = remote(app).await.evaluations(vec![EvaluationRequest::default(); 2], None).await;
+        assert_eq!(reasons(&out), vec!["gateway_revoked"; 2]);
+
+        for app in [
+            Router::new().route("/access/v1/evaluations", post(|| async { coded(StatusCode::FORBIDDEN, "forbidden") })),
+            Router::new().route("/access/v1/evaluations", post(|| async { (StatusCode::BAD_GATEWAY, "proxy down").into_response() })),
+            Router::new().route("/access/v1/evaluations", post(|| async { (StatusCode::OK, "not json").into_response() })),
+            // One answer for a batch of two.
+            Router::new().route(
+                "/access/v1/evaluations",
+                post(|| async { axum::Json(json!({ "evaluations": [{ "decision": true, "context": { "reason": "allowed" } }] })) }),
+            ),
+        ] {
+            let out = remote(app).await.evaluations(vec![EvaluationRequest::default(); 2], None).await;
+            assert_eq!(reasons(&out), vec!["control_plane_unavailable"; 2]);
+        }
+    }
+
+    #[tokio::test]
+    async fn the_registration_says_refused_unknown_or_wrong() {
+        let app = Router::new().route("/v1/gateways/self", get(|| async { coded(StatusCode::NOT_FOUND, "gateway_not_registered") }));
+        let r = remote(app).await;
+        assert!(matches!(r.registration().await, Ok(Registration::Refused(c)) if c == "gateway_not_registered"));
+        assert_eq!(r.secret("api", None).await.unwrap_err(), "gateway_not_registered");
+
+        let app = Router::new().route("/v1/gateways/self", get(|| async { coded(StatusCode::UNAUTHORIZED, "unauthenticated") }));
+        let r = remote(app).await;
+        assert!(matches!(r.registration().await, Ok(Registration::Refused(c)) if c == "unauthenticated"));
+        assert_eq!(r.secret("api", None).await.unwrap_err(), "secret_unavailable");
+
+        let app = Router::new().route("/v1/gateways/self", get(|| async { coded(StatusCode::SERVICE_UNAVAILABLE, "unavailable") }));
+        assert!(matches!(remote(app).await.registration().await, Ok(Registration::Unknown(c)) if c == "unavailable"));
+
+        let app =
+            Router::new().route("/v1/gateways/self", get(|| async { (StatusCode::BAD_REQUEST, axum::Json(json!({ "no": "code" }))) }));
+        assert!(matches!(remote(app).await.registration().await, Ok(Registration::Refused(c)) if c == "error"));
+
+        let app = Router::new().route("/v1/gateways/self", get(|| async { (StatusCode::BAD_GATEWAY, "proxy down").into_response() }));
+        let got = remote(app).await.registration().await;
+        assert!(matches!(&got, Ok(Registration::Unknown(w)) if w == "the control plane answered 502 Bad Gateway without JSON"), "{got:?}");
+
+        let app = Router::new().route("/v1/gateways/self", get(|| async { axum::Json(json!({ "name": "gw" })) }));
+        let r = remote(app).await;
+        assert!(r.registration().await.is_err());
+        assert_eq!(r.secret("api", None).await.unwrap_err(), "gateway_key_mismatch");
+
+        // Registered, but with another gateway's key.
+        let other = registered(&GatewayPrivateKey::generate());
+        let app = Router::new().route("/v1/gateways/self", get(move || async move { axum::Json(other) }));
+        let r = remote(app).await;
+        assert!(r.registration().await.unwrap_err().contains("is registered with public key"));
+        assert_eq!(r.secret("api", None).await.unwrap_err(), "gateway_key_mismatch");
+
+        let key = GatewayPrivateKey::generate();
+        let view = registered(&key);
+        let app = Router::new().route("/v1/gateways/self", get(move || async move { axum::Json(view) }));
+        assert!(matches!(remote_at(app, key).await.registration().await, Ok(Registration::Registered(v)) if v.name == "gw"));
+    }
+
+    #[tokio::test]
+    async fn secret_refusals_pass_on_their_stable_codes() {
+        let key = GatewayPrivateKey::generate();
+        let view = registered(&key);
+        let app = Router::new()
+            .route("/v1/gateways/self", get(move || async move { axum::Json(view) }))
+            .route("/v1/secrets/api/sealed", get(|| async { coded(StatusCode::FORBIDDEN, "secret_not_granted") }))
+            .route("/v1/secrets/gone/sealed", get(|| async { coded(StatusCode::NOT_FOUND, "secret_not_found") }))
+            .route("/v1/secrets/odd/sealed", get(|| async { coded(StatusCode::INTERNAL_SERVER_ERROR, "internal_error") }))
+            .route("/v1/secrets/text/sealed", get(|| async { (StatusCode::OK, "not json").into_response() }))
+            .route("/v1/secrets/db/sealed", get(|| async { coded(StatusCode::CONFLICT, "secret_is_dynamic") }))
+            .route("/v1/secrets/db/leases", post(|| async { coded(StatusCode::SERVICE_UNAVAILABLE, "lease_database_unreachable") }));
+        let r = remote_at(app, key).await;
+        assert_eq!(r.secret("api", None).await.unwrap_err(), "secret_not_granted");
+        assert_eq!(r.secret("gone", None).await.unwrap_err(), "secret_not_found");
+        assert_eq!(r.secret("odd", None).await.unwrap_err(), "secret_unavailable");
+        assert_eq!(r.secret("text", None).await.unwrap_err(), "secret_unavailable");
+        assert_eq!(r.secret("db", None).await.unwrap_err(), "secret_needs_task");
+        assert_eq!(r.secret("db", Some("tsk_1")).await.unwrap_err(), "lease_database_unreachable");
+    }
+
+    #[tokio::test]
+    async fn a_waited_approval_is_its_status_or_a_stable_code() {
+        fn approval(id: &str, status: &str, expires_at_ms: i64) -> Value {
+            json!({
+                "id": id, "task_id": "tsk_1", "agent": "bot", "mandate_jti": "j", "action": "call", "resource_type": "Tool",
+                "resource_id": "t", "arguments_digest": "d", "binding": "b", "decision_id": "dec_1", "status": status,
+                "created_at_ms": 1, "expires_at_ms": expires_at_ms
+            })
+        }
+        let app = Router::new().route(
+            "/v1/approvals/{id}",
+            get(|axum::extract::Path(id): axum::extract::Path<String>| async move {
+                match id.as_str() {
+                    "apr_ok" => axum::Json(approval(&id, "approved", i64::MAX)).into_response(),
+                    "apr_pending" => axum::Json(approval(&id, "pending", i64::MAX)).into_response(),
+                    "apr_stale" => axum::Json(approval(&id, "pending", 1)).into_response(),
+                    "apr_text" => (StatusCode::OK, "not json").into_response(),
+                    _ => coded(StatusCode::NOT_FOUND, "approval_not_found"),
+                }
+            }),
+        );
+        let r = remote(app).await;
+        let wait = Duration::from_secs(1);
+        assert_eq!(r.wait_approval("apr_ok", wait).await.unwrap(), "approved");
+        assert_eq!(r.wait_approval("apr_pending", wait).await.unwrap(), "pending");
+        assert_eq!(r.wait_approval("apr_stale", wait).await.unwrap(), "expired");
+        assert_eq!(r.wait_approval("apr_text", wait).await.unwrap_err(), "control_plane_bad_response");
+        assert_eq!(r.wait_approval("apr_none", wait).await.unwrap_err(), "approval_status_404");
+        assert_eq!(r.wait_approval("../x", wait).await.unwrap_err(), "invalid_approval_id");
+    }
 }

@@ -1,5 +1,6 @@
 //! Follows the control plane's revocation stream for a remote gateway: reconnects with
-//! backoff and resumes from the last sequence number it saw (see `mandate_client::revocations`).
+//! backoff and resumes from the last sequence number it saw (see `mandate_client::revocations`),
+//! with the gateway's own client and `pep` token. The feed yields typed entries.
 
 use std::sync::Weak;
 use std::sync::atomic::Ordering;
@@ -9,17 +10,10 @@ use mandate_client::revocations::{FeedEvent, subscribe};
 use crate::remote::Remote;
 
 pub(crate) async fn follow(remote: Weak<Remote>) {
-    let client = {
+    let mut sub = {
         let Some(r) = remote.upgrade() else { return };
-        match mandate_client::Client::new(r.base(), Some(r.token().to_owned())) {
-            Ok(c) => c,
-            Err(e) => {
-                tracing::error!(error = %e, "cannot follow revocations: bad control plane URL");
-                return;
-            }
-        }
+        subscribe(r.client(), None)
     };
-    let mut sub = subscribe(&client, None);
     loop {
         let ev = sub.next().await;
         let Some(r) = remote.upgrade() else { return };
