@@ -1,12 +1,13 @@
 //! Mandate's storage contract: the [`Store`] trait every backend implements, the filters its
 //! queries take, the one error type it returns, and the [`conformance`] suite every backend must
-//! pass.
+//! pass. Beside it, the [`credentials`] contract: what dynamic credentials ask of a database.
 //!
 //! Nothing here names a database: backends (`mandate-store-sqlite`, later PostgreSQL) live in
 //! their own crates and only the binary chooses one.
 
 mod change;
 pub mod conformance;
+pub mod credentials;
 mod error;
 mod query;
 mod secret;
