@@ -19,40 +19,35 @@
 //!    retries.
 //!
 //! No password, admin URL or credential URL reaches a log, an error, an answer or the trail.
+//!
+//! This module speaks no SQL: the database side of steps 2 and 3 (the statements, their
+//! transactions and timeouts, an already dropped role) is a [`CredentialProvider`]'s, given
+//! in [`Settings::dynamic_credentials`](crate::Settings::dynamic_credentials); the binary gives
+//! the PostgreSQL one, `mandate_dyncreds_postgres::PgCredentials`. Its [`CredentialError`]s
+//! become [`LeaseError`]s with the same codes and messages.
 
 use std::collections::HashSet;
 use std::fmt;
-use std::str::FromStr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Weak};
-use std::time::Duration;
 
-use base64::Engine as _;
-use hmac::{Hmac, Mac};
 use mandate_audit::kinds;
 use mandate_core::TaskStatus;
 use mandate_secrets::{SealedSecret, SecretError};
+pub use mandate_store::credentials::{CredentialError, CredentialProvider};
+use mandate_store::credentials::{NewRole, ROLE_PLACEHOLDER};
 use mandate_store::{Lease, LeaseFilter, SealedSecretBlob, SecretKind, StoreError};
 use serde::Deserialize;
 use serde_json::json;
-use sha2::{Digest, Sha256};
-use sqlx::postgres::{PgConnectOptions, PgConnection};
-use sqlx::{ConnectOptions, Connection};
 use zeroize::Zeroizing;
 
 use crate::state::{AppState, new_id, random_b64, random_hex};
 
 /// Every minted role's name starts with this; the rest is random lowercase hex.
 pub const ROLE_PREFIX: &str = "mandate_";
-/// How long one conversation with an admin database may take (connect included).
-const ADMIN_TIMEOUT: Duration = Duration::from_secs(10);
 /// At most this many grants in a template, each at most this long.
 const MAX_GRANTS: usize = 64;
 const MAX_GRANT_BYTES: usize = 4096;
-/// The placeholder a grant names the role with.
-const ROLE_PLACEHOLDER: &str = "{role}";
-/// PostgreSQL's default SCRAM iteration count.
-const SCRAM_ITERATIONS: u32 = 4096;
 
 /// The configuration of a `postgres-dynamic` secret, checked. Its `Debug` shows no URL.
 pub struct PgDynamicConfig {
@@ -108,7 +103,9 @@ impl PgDynamicConfig {
         })?;
         let admin = Zeroizing::new(file.admin_url);
         let admin_url = pg_url("admin_url", &admin)?;
-        PgConnectOptions::from_str(&admin).map_err(|_| refuse("`admin_url` is not a PostgreSQL connection URL"))?;
+        if !mandate_store::credentials::admin_url_parses(&admin) {
+            return Err(refuse("`admin_url` is not a PostgreSQL connection URL"));
+        }
         let connect = match file.connect_url {
             Some(text) => {
                 let url = pg_url("connect_url", &text)?;
@@ -154,19 +151,6 @@ impl PgDynamicConfig {
         url.set_username(role).map_err(|()| LeaseError::Config)?;
         url.set_password(Some(password)).map_err(|()| LeaseError::Config)?;
         Ok(Zeroizing::new(url.to_string()))
-    }
-
-    async fn connect(&self) -> Result<PgConnection, LeaseError> {
-        let opts = PgConnectOptions::from_str(&self.admin)
-            .map_err(|_| LeaseError::Config)?
-            .application_name("mandate")
-            .statement_cache_capacity(0)
-            .disable_statement_logging();
-        match tokio::time::timeout(ADMIN_TIMEOUT, opts.connect()).await {
-            Ok(Ok(conn)) => Ok(conn),
-            Ok(Err(e)) => Err(admin_error(&e)),
-            Err(_) => Err(LeaseError::Unreachable("the connection timed out".into())),
-        }
     }
 }
 
@@ -224,22 +208,15 @@ impl LeaseError {
     }
 }
 
-/// A database failure, told without anything the admin URL holds.
-fn admin_error(e: &sqlx::Error) -> LeaseError {
-    match e {
-        sqlx::Error::Database(db) => {
-            let code = db.code().map(|c| c.into_owned()).unwrap_or_default();
-            if code.starts_with("28") {
-                // Invalid authorization: the message names the admin user.
-                LeaseError::Refused(format!("the admin login was refused (SQLSTATE {code})"))
-            } else {
-                LeaseError::Refused(format!("{} (SQLSTATE {code})", mandate_core::clip(db.message())))
-            }
+/// What the database said, as the lease error it is: the same codes and messages whatever
+/// speaks to the database.
+impl From<CredentialError> for LeaseError {
+    fn from(e: CredentialError) -> Self {
+        match e {
+            CredentialError::Unreachable(what) => LeaseError::Unreachable(what),
+            CredentialError::Refused { sqlstate, message } => LeaseError::Refused(format!("{message} (SQLSTATE {sqlstate})")),
+            CredentialError::Config => LeaseError::Config,
         }
-        sqlx::Error::Io(io) => LeaseError::Unreachable(io.kind().to_string()),
-        sqlx::Error::Tls(_) => LeaseError::Unreachable("TLS failed".into()),
-        sqlx::Error::Configuration(_) => LeaseError::Config,
-        _ => LeaseError::Unreachable("the connection failed".into()),
     }
 }
 
@@ -333,7 +310,7 @@ impl AppState {
             }
             d
         };
-        if let Err(e) = create_role(&config, &role, &password, lease.expires_at_ms).await {
+        if let Err(e) = self.create_role(&config, &role, &password, lease.expires_at_ms).await {
             tracing::warn!(secret = %record.name, task = %task_id, role = %role, code = e.code(), error = %e, "could not mint a database role");
             if let Err(se) = self.store.drop_lease(&id, self.clock.now_ms(), "mint_failed").await {
                 tracing::error!(lease = %id, error = %se, "could not mark a failed lease dropped; the sweep will drop it");
@@ -390,6 +367,22 @@ impl AppState {
         PgDynamicConfig::parse(&value).map_err(|_| LeaseError::Config)
     }
 
+    /// What speaks to the databases of dynamic secrets ([`Settings::dynamic_credentials`]).
+    ///
+    /// [`Settings::dynamic_credentials`]: crate::Settings::dynamic_credentials
+    fn credentials(&self) -> Result<&dyn CredentialProvider, LeaseError> {
+        self.settings
+            .dynamic_credentials
+            .as_deref()
+            .ok_or_else(|| LeaseError::Unreachable("this server was started without a driver for dynamic credentials".into()))
+    }
+
+    /// The task's role at the database, with the template's grants, valid until `expires_at_ms`.
+    async fn create_role(&self, config: &PgDynamicConfig, role: &str, password: &str, expires_at_ms: i64) -> Result<(), LeaseError> {
+        let new = NewRole { name: role, password, valid_until_ms: expires_at_ms, grants: &config.grants };
+        Ok(self.credentials()?.create_role(&config.admin, &new).await?)
+    }
+
     /// Drops one lease's role and marks it dropped; `true` when it is dropped (by this call or
     /// before). Failures are logged and leave the lease due for the next sweep.
     pub(crate) async fn drop_lease(&self, lease: &Lease, reason: &str) -> bool {
@@ -411,7 +404,7 @@ impl AppState {
         match self.store.latest_secret(&lease.secret).await? {
             Some(record) if record.kind == SecretKind::PostgresDynamic => {
                 let config = self.dynamic_config(&record.name, record.version, &record.sealed)?;
-                drop_role(&config, &lease.role).await?;
+                self.credentials()?.drop_role(&config.admin, &lease.role).await?;
             }
             // Deleting a secret with undropped leases is refused; should one be gone anyway, no
             // database is known to drop the role from (it still expires at `expires_at_ms`).
@@ -437,124 +430,6 @@ impl AppState {
 /// A role name this module made: the prefix and lowercase hex, nothing to quote.
 fn valid_role(role: &str) -> bool {
     role.strip_prefix(ROLE_PREFIX).is_some_and(|hex| !hex.is_empty() && hex.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f')))
-}
-
-fn quoted(role: &str) -> String {
-    format!("\"{}\"", role.replace('"', "\"\""))
-}
-
-/// RFC 3339 UTC, as `VALID UNTIL` takes it.
-fn rfc3339(ms: i64) -> Result<String, LeaseError> {
-    let t = time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(ms) * 1_000_000).map_err(|_| LeaseError::Config)?;
-    t.format(&time::format_description::well_known::Rfc3339).map_err(|_| LeaseError::Config)
-}
-
-/// PostgreSQL's stored form of a SCRAM-SHA-256 password (RFC 5802, RFC 7677):
-/// `SCRAM-SHA-256$<iterations>:<salt>$<StoredKey>:<ServerKey>`.
-fn scram_verifier(password: &str, salt: &[u8], iterations: u32) -> String {
-    type HmacSha256 = Hmac<Sha256>;
-    let hmac = |key: &[u8], parts: &[&[u8]]| -> [u8; 32] {
-        let mut mac = <HmacSha256 as Mac>::new_from_slice(key).unwrap_or_else(|_| <HmacSha256 as Mac>::new(&Default::default()));
-        for p in parts {
-            mac.update(p);
-        }
-        mac.finalize().into_bytes().into()
-    };
-    // Hi(): PBKDF2-HMAC-SHA-256, one block.
-    let mut u = Zeroizing::new(hmac(password.as_bytes(), &[salt, &1u32.to_be_bytes()]));
-    let mut salted = Zeroizing::new(*u);
-    for _ in 1..iterations {
-        *u = hmac(password.as_bytes(), &[&u[..]]);
-        for (s, b) in salted.iter_mut().zip(u.iter()) {
-            *s ^= b;
-        }
-    }
-    let client_key = Zeroizing::new(hmac(&salted[..], &[b"Client Key"]));
-    let stored_key = Sha256::digest(&client_key[..]);
-    let server_key = hmac(&salted[..], &[b"Server Key"]);
-    let b64 = base64::engine::general_purpose::STANDARD;
-    format!("SCRAM-SHA-256${iterations}:{}${}:{}", b64.encode(salt), b64.encode(stored_key), b64.encode(server_key))
-}
-
-/// `CREATE ROLE` and the template's grants, in one transaction.
-async fn create_role(config: &PgDynamicConfig, role: &str, password: &str, expires_at_ms: i64) -> Result<(), LeaseError> {
-    let mut salt = [0u8; 16];
-    rand::RngCore::fill_bytes(&mut rand::rngs::OsRng, &mut salt);
-    let verifier = scram_verifier(password, &salt, SCRAM_ITERATIONS);
-    let until = rfc3339(expires_at_ms)?;
-    let role_sql = quoted(role);
-    let work = async {
-        let mut conn = config.connect().await?;
-        let mut tx = conn.begin().await.map_err(|e| admin_error(&e))?;
-        let create = format!("CREATE ROLE {role_sql} LOGIN NOINHERIT PASSWORD '{verifier}' VALID UNTIL '{until}'");
-        sqlx::query(&create).persistent(false).execute(&mut *tx).await.map_err(|e| admin_error(&e))?;
-        for grant in &config.grants {
-            let sql = grant.replace(ROLE_PLACEHOLDER, &role_sql);
-            sqlx::query(&sql).persistent(false).execute(&mut *tx).await.map_err(|e| admin_error(&e))?;
-        }
-        tx.commit().await.map_err(|e| admin_error(&e))?;
-        let _ = conn.close().await;
-        Ok(())
-    };
-    match tokio::time::timeout(ADMIN_TIMEOUT, work).await {
-        Ok(r) => r,
-        // A transaction cut off before its commit is rolled back by the database.
-        Err(_) => Err(LeaseError::Unreachable("the admin database did not answer in time".into())),
-    }
-}
-
-/// Ends the role at the database: no more logins, its sessions ended, what it owns and its
-/// grants dropped, the role dropped. A role that is gone already is fine.
-async fn drop_role(config: &PgDynamicConfig, role: &str) -> Result<(), LeaseError> {
-    let role_sql = quoted(role);
-    let work = async {
-        let mut conn = config.connect().await?;
-        let exists = sqlx::query("SELECT 1 FROM pg_roles WHERE rolname = $1")
-            .bind(role.to_owned())
-            .persistent(false)
-            .fetch_optional(&mut conn)
-            .await
-            .map_err(|e| admin_error(&e))?
-            .is_some();
-        if exists {
-            let steps = [
-                format!("ALTER ROLE {role_sql} NOLOGIN"),
-                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE usename = $1 AND pid <> pg_backend_pid()".to_owned(),
-            ];
-            for sql in &steps {
-                let q = sqlx::query(sql).persistent(false);
-                let q = if sql.contains("$1") { q.bind(role.to_owned()) } else { q };
-                if let Err(e) = q.execute(&mut conn).await
-                    && !gone(&e)
-                {
-                    return Err(admin_error(&e));
-                }
-            }
-            let mut tx = conn.begin().await.map_err(|e| admin_error(&e))?;
-            let dropped = async {
-                sqlx::query(&format!("DROP OWNED BY {role_sql}")).persistent(false).execute(&mut *tx).await?;
-                sqlx::query(&format!("DROP ROLE IF EXISTS {role_sql}")).persistent(false).execute(&mut *tx).await?;
-                Ok::<_, sqlx::Error>(())
-            }
-            .await;
-            match dropped {
-                Ok(()) => tx.commit().await.map_err(|e| admin_error(&e))?,
-                Err(e) if gone(&e) => drop(tx),
-                Err(e) => return Err(admin_error(&e)),
-            }
-        }
-        let _ = conn.close().await;
-        Ok(())
-    };
-    match tokio::time::timeout(ADMIN_TIMEOUT, work).await {
-        Ok(r) => r,
-        Err(_) => Err(LeaseError::Unreachable("the admin database did not answer in time".into())),
-    }
-}
-
-/// The role does not exist (any more): SQLSTATE 42704, undefined_object.
-fn gone(e: &sqlx::Error) -> bool {
-    matches!(e, sqlx::Error::Database(db) if db.code().as_deref() == Some("42704"))
 }
 
 /// What a task's end means for its leases' `drop_reason`.
@@ -661,6 +536,10 @@ mod tests {
             (json!({"admin_url": admin, "grants": ["GRANT SELECT ON t TO {role}; DROP TABLE t"]}), "one statement"),
             (json!({"admin_url": "http://admin:s3cret@db/app", "grants": ["GRANT x TO {role}"]}), "postgres://"),
             (json!({"admin_url": "not a url s3cret", "grants": ["GRANT x TO {role}"]}), "not a URL"),
+            (
+                json!({"admin_url": "postgres://admin:s3cret@db/app?sslmode=bogus", "grants": ["GRANT x TO {role}"]}),
+                "not a PostgreSQL connection URL",
+            ),
             (json!({"admin_url": admin, "grants": ["GRANT x TO {role}"], "connect_url": "postgres://u:s3cret@db/app"}), "no user"),
             (json!({"admin_url": admin, "grants": ["GRANT x TO {role}"], "other": 1}), "unknown field `other`"),
             (json!({"grants": ["GRANT x TO {role}"]}), "missing field `admin_url`"),
@@ -680,32 +559,36 @@ mod tests {
         for bad in ["mandate_", "mandate_AB", "bob", "mandate_1\"; DROP", "xmandate_1"] {
             assert!(!valid_role(bad), "{bad}");
         }
-        assert_eq!(quoted("a\"b"), "\"a\"\"b\"");
-        assert_eq!(rfc3339(1_750_000_000_123).unwrap(), "2025-06-15T15:06:40.123Z");
     }
 
     #[test]
-    fn scram_verifier_matches_a_known_value() {
-        // RFC 7677's test vector: user `user`, password `pencil`, salt `W22ZaJ0SNY7soEsUEjb6gQ==`,
-        // 4096 iterations; its ServerSignature checks StoredKey and ServerKey.
-        let salt = base64::engine::general_purpose::STANDARD.decode("W22ZaJ0SNY7soEsUEjb6gQ==").unwrap();
-        let v = scram_verifier("pencil", &salt, 4096);
-        let (head, keys) = v.split_once('$').unwrap().1.split_once('$').unwrap();
-        assert_eq!(head, "4096:W22ZaJ0SNY7soEsUEjb6gQ==");
-        let (stored, server) = keys.split_once(':').unwrap();
-        let b64 = base64::engine::general_purpose::STANDARD;
-        let server_key = b64.decode(server).unwrap();
-        let auth_message = "n=user,r=rOprNGfwEbeRWgbNEkqO,r=rOprNGfwEbeRWgbNEkqO%hvYDpWUa2RaTCAfuxFIlj)hNlF$k0,s=W22ZaJ0SNY7soEsUEjb6gQ==,i=4096,c=biws,r=rOprNGfwEbeRWgbNEkqO%hvYDpWUa2RaTCAfuxFIlj)hNlF$k0";
-        let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(&server_key).unwrap();
-        mac.update(auth_message.as_bytes());
-        assert_eq!(b64.encode(mac.finalize().into_bytes()), "6rriTRBi23WpRR/wtup+mMhUZUn/dB5nLTJRsjl95G4=");
-        // The client's proof gives ClientKey, whose hash is StoredKey.
-        let stored_key = b64.decode(stored).unwrap();
-        let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(&stored_key).unwrap();
-        mac.update(auth_message.as_bytes());
-        let signature = mac.finalize().into_bytes();
-        let proof = b64.decode("dHzbZapWIk4jUhN+Ute9ytag9zjfMHgsqmmiz7AndVQ=").unwrap();
-        let client_key: Vec<u8> = proof.iter().zip(signature.iter()).map(|(p, s)| p ^ s).collect();
-        assert_eq!(Sha256::digest(&client_key).to_vec(), stored_key);
+    fn database_errors_keep_their_codes_and_messages() {
+        let cases = [
+            (
+                CredentialError::Unreachable("connection refused".into()),
+                "lease_database_unreachable",
+                "the admin database cannot be reached: connection refused",
+            ),
+            (
+                CredentialError::Refused { sqlstate: "42501".into(), message: "permission denied for schema app".into() },
+                "lease_refused_by_database",
+                "the admin database refused: permission denied for schema app (SQLSTATE 42501)",
+            ),
+            (
+                CredentialError::Refused { sqlstate: "28P01".into(), message: "the admin login was refused".into() },
+                "lease_refused_by_database",
+                "the admin database refused: the admin login was refused (SQLSTATE 28P01)",
+            ),
+            (
+                CredentialError::Config,
+                "dynamic_secret_unusable",
+                "the stored postgres-dynamic configuration is not usable; store a valid one with `mandate secret rotate`",
+            ),
+        ];
+        for (e, code, message) in cases {
+            let what = format!("{e:?}");
+            let e = LeaseError::from(e);
+            assert_eq!((e.code(), e.to_string().as_str()), (code, message), "{what}");
+        }
     }
 }

@@ -1,10 +1,12 @@
 //! The runtime settings the binary hands the server, already validated.
 
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
 use mandate_core::TrustDomain;
 use mandate_secrets::MasterKey;
+use mandate_store::credentials::CredentialProvider;
 
 /// Everything the server needs to know that is not state.
 #[derive(Debug, Clone)]
@@ -59,6 +61,10 @@ pub struct Settings {
     pub approval_webhook: Option<crate::webhook::WebhookSettings>,
     /// Mark the console's cookies `Secure` (the server is reached over HTTPS).
     pub console_secure_cookie: bool,
+    /// What creates and drops the per-task roles of `postgres-dynamic` secrets at their
+    /// databases (`mandate serve` gives `mandate_dyncreds_postgres::PgCredentials`). `None`:
+    /// leasing fails as if every such database were unreachable (`lease_database_unreachable`).
+    pub dynamic_credentials: Option<Arc<dyn CredentialProvider>>,
 }
 
 impl Settings {
@@ -90,6 +96,7 @@ impl Settings {
             approval_forbid_owner: false,
             approval_webhook: None,
             console_secure_cookie: false,
+            dynamic_credentials: None,
         }
     }
 

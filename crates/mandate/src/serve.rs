@@ -97,6 +97,8 @@ pub async fn start(cfg: ServeConfig, admin_secret: Option<String>, handle_signal
     settings.max_body_bytes = cfg.max_body_bytes;
     settings.policy_dir = Some(policy_dir.clone());
     settings.shadow_policy_dir = cfg.shadow_policy_dir.clone();
+    // The roles of `postgres-dynamic` secrets are created and dropped by SQL, in its own crate.
+    settings.dynamic_credentials = Some(Arc::new(mandate_dyncreds_postgres::PgCredentials::new()));
     if let Some(text) = std::env::var_os("MANDATE_MASTER_KEY").map(|v| zeroize::Zeroizing::new(v.to_string_lossy().into_owned())) {
         let key = mandate_secrets::MasterKey::from_base64(&text).map_err(|e| anyhow::anyhow!("`MANDATE_MASTER_KEY` is not valid: {e}"))?;
         settings.master_key = Some(key);
