@@ -49,6 +49,7 @@
 //! 4,096 changes behind and missed some. The listener stops when the last clone of the store is
 //! dropped; receivers then get `RecvError::Closed`.
 
+mod databases;
 mod error;
 mod listener;
 mod migrations;
@@ -57,6 +58,7 @@ mod options;
 mod sql;
 mod store;
 
+pub use databases::{create_database, drop_database};
 pub use options::PgOptions;
 pub use store::{PgStore, migrate};
 

@@ -366,10 +366,8 @@ async fn drive_many(
 
 /// `replicas` replicas of `mandate serve` on a fresh PostgreSQL database, driven together.
 async fn run_replicas(args: &Args, server_url: &str, n: usize, replicas: usize) -> anyhow::Result<Report> {
-    use sqlx::Connection as _;
     let name = format!("mandate_load_{}", &uuid::Uuid::new_v4().simple().to_string()[..12]);
-    let mut admin_conn = sqlx::PgConnection::connect(server_url).await.context("cannot connect to the benchmark's PostgreSQL")?;
-    sqlx::query(&format!("CREATE DATABASE {name}")).execute(&mut admin_conn).await?;
+    mandate_store_postgres::create_database(server_url, &name).await.context("cannot create a database on the benchmark's PostgreSQL")?;
     let mut db_url = url::Url::parse(server_url)?;
     db_url.set_path(&format!("/{name}"));
     let db_url = db_url.to_string();
@@ -456,7 +454,7 @@ async fn run_replicas(args: &Args, server_url: &str, n: usize, replicas: usize) 
         let _ = c.kill();
         let _ = c.wait();
     }
-    let _ = sqlx::query(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)")).execute(&mut admin_conn).await;
+    let _ = mandate_store_postgres::drop_database(server_url, &name).await;
     result
 }
 
