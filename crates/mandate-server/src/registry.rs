@@ -166,6 +166,17 @@ fn state_of(task: &Task) -> TaskState {
     }
 }
 
+/// The registry is the decision core's view of liveness: read from memory, updated at once.
+impl mandate_pdp::Liveness for Registry {
+    fn task(&self, id: &str) -> Option<TaskState> {
+        Registry::task(self, id)
+    }
+
+    fn agent(&self, name: &str) -> Option<Arc<Agent>> {
+        Registry::agent(self, name)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use mandate_core::{AgentName, Classification, Intent, SpiffeId, TrustDomain};
@@ -243,16 +254,5 @@ mod tests {
         );
         assert_eq!(reg.task("t1").unwrap().status, TaskStatus::Expired);
         assert_eq!(reg.agent("bot").unwrap().status, AgentStatus::Active);
-    }
-}
-
-/// The registry is the decision core's view of liveness: read from memory, updated at once.
-impl mandate_pdp::Liveness for Registry {
-    fn task(&self, id: &str) -> Option<TaskState> {
-        Registry::task(self, id)
-    }
-
-    fn agent(&self, name: &str) -> Option<Arc<Agent>> {
-        Registry::agent(self, name)
     }
 }
