@@ -20,6 +20,7 @@
 
 mod liveness;
 mod reason;
+mod wire;
 
 use std::sync::Arc;
 
@@ -32,6 +33,7 @@ use serde_json::{Map, Value};
 
 pub use liveness::{Acting, Liveness, MAX_ANCESTORS, TaskState, may_act};
 pub use reason::{ALLOWED, APPROVAL_REQUIRED, DenyReason, Outcome, UnknownReason};
+pub use wire::from_authzen;
 
 /// JSON properties or context, as AuthZEN carries them.
 pub type Props = Map<String, Value>;

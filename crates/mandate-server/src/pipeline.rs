@@ -31,41 +31,7 @@ pub use mandate_pdp::agent_principal;
 /// an agent's mandate verified by this server's keys (from the cache when it was verified
 /// before).
 pub fn parse(state: &AppState, req: EvaluationRequest) -> Result<Request, String> {
-    let subject = req.subject.ok_or("`subject` is required")?;
-    let action = req.action.ok_or("`action` is required")?;
-    let resource = req.resource.ok_or("`resource` is required")?;
-    let required = |v: Option<String>, what: &str| -> Result<String, String> {
-        match v {
-            Some(s) if !s.is_empty() => Ok(s),
-            _ => Err(format!("`{what}` is required")),
-        }
-    };
-    let subject_type = required(subject.kind, "subject.type")?;
-    let subject_id = required(subject.id, "subject.id")?;
-    let action_name = required(action.name, "action.name")?;
-    let resource_type = required(resource.kind, "resource.type")?;
-    let resource_id = required(resource.id, "resource.id")?;
-    let subject = if subject_type == "agent" {
-        let authority = match subject.properties.as_ref().and_then(|p| p.get("mandate")).and_then(Value::as_str) {
-            None => Authority::Missing,
-            Some(token) => match verified_mandate(state, token) {
-                Ok(m) => Authority::Mandate(m),
-                Err(e) => Authority::Invalid { code: e.code() },
-            },
-        };
-        Subject::Agent { id: subject_id, authority }
-    } else {
-        Subject::Other { kind: subject_type, id: subject_id, properties: subject.properties.unwrap_or_default() }
-    };
-    Ok(Request {
-        subject,
-        action: action_name,
-        action_properties: action.properties.unwrap_or_default(),
-        resource_type,
-        resource_id,
-        resource_properties: resource.properties.unwrap_or_default(),
-        context: req.context.unwrap_or_default(),
-    })
+    mandate_pdp::from_authzen(req, |token| verified_mandate(state, token))
 }
 
 /// What the decision core reads of this server: the policy engine, the registry, the default

@@ -26,7 +26,7 @@ fn allowed() -> BTreeMap<&'static str, &'static [&'static str]> {
         ("mandate-token", &["mandate-core"][..]),
         ("mandate-audit", &["mandate-core"][..]),
         // The decision core: no I/O, no store, no HTTP.
-        ("mandate-pdp", &["mandate-core", "mandate-policy", "mandate-token"][..]),
+        ("mandate-pdp", &["mandate-core", "mandate-policy", "mandate-proto", "mandate-token"][..]),
         // Storage: the only crates that speak SQL.
         ("mandate-store", &["mandate-core", "mandate-audit"][..]),
         ("mandate-store-sqlite", &["mandate-core", "mandate-audit", "mandate-store"][..]),
