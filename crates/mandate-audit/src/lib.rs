@@ -9,6 +9,7 @@
 
 mod chain;
 mod checkpoint;
+mod details;
 mod event;
 mod ocsf;
 mod timefmt;
@@ -16,6 +17,7 @@ mod verify;
 
 pub use chain::{canonical_json, seal};
 pub use checkpoint::{CHECKPOINT_CONTEXT, Checkpoint, sign_checkpoint};
+pub use details::{DecisionDetails, EntityRef, ObligationDetails, SecretRef, ShadowDetails, ToolCallDetails};
 pub use event::{ChainHead, GENESIS_HASH, NewEvent, SealedEvent, kinds};
 pub use ocsf::{OCSF_VERSION, to_ocsf};
 pub use timefmt::rfc3339_ms;
