@@ -15,7 +15,7 @@
 use std::sync::Arc;
 use std::time::Instant;
 
-use mandate_audit::{NewEvent, kinds};
+use mandate_audit::{DecisionDetails, EntityRef, NewEvent, ObligationDetails, ShadowDetails, kinds};
 use mandate_core::Classification;
 use mandate_pdp::{Authority, DenyReason, Outcome, Request, Subject, View};
 use mandate_policy::Decision;
@@ -112,40 +112,32 @@ impl Verdict {
     /// The audit event that records this decision.
     pub fn event(&self, state: &AppState, actor: &str, request_id: Option<&str>) -> NewEvent {
         let d = &self.decided;
-        let mut details = json!({
-            "decision_id": self.decision_id,
-            "decision": self.allowed(),
-            "reason": self.reason(),
-            "subject": { "type": self.subject.0, "id": self.subject.1 },
-            "action": self.action,
-            "resource": { "type": self.resource.0, "id": self.resource.1 },
-            "policies": d.policies,
-        });
-        if let Value::Object(m) = &mut details {
-            m.insert("policy_version".into(), json!(d.policy_version));
-            if let Some(c) = d.classification {
-                m.insert("classification".into(), json!(c.as_str()));
-            }
-            if let Some(code) = d.error_code {
-                m.insert("error_code".into(), json!(code));
-            }
-            if let Some(id) = &self.approval_id {
-                m.insert("approval_id".into(), json!(id));
-            }
-            if !d.obligations.is_empty() {
-                m.insert("obligations".into(), json!(self.obligations()));
-            }
-            if let Some(s) = &d.shadow {
-                m.insert(
-                    "shadow".into(),
-                    json!({ "decision": s.allowed(), "reason": s.reason, "policies": s.policies, "policy_version": s.version }),
-                );
-            }
-            if let Some(r) = request_id {
-                m.insert("request_id".into(), json!(r));
-            }
-        }
-        state.event(kinds::DECISION, actor, d.agent.as_deref(), d.task_id.as_deref(), details)
+        let details = DecisionDetails {
+            decision_id: self.decision_id.clone(),
+            decision: self.allowed(),
+            reason: self.reason().to_owned(),
+            subject: EntityRef::new(&self.subject.0, &self.subject.1),
+            action: self.action.clone(),
+            resource: EntityRef::new(&self.resource.0, &self.resource.1),
+            policies: d.policies.clone(),
+            policy_version: Some(d.policy_version.clone()),
+            classification: d.classification.map(|c| c.as_str().to_owned()),
+            error_code: d.error_code.map(str::to_owned),
+            approval_id: self.approval_id.clone(),
+            obligations: d
+                .obligations
+                .iter()
+                .map(|o| ObligationDetails { kind: o.kind.clone(), policy: o.policy.clone(), value: o.value.clone() })
+                .collect(),
+            shadow: d.shadow.as_ref().map(|s| ShadowDetails {
+                decision: s.allowed(),
+                reason: s.reason.clone(),
+                policies: s.policies.clone(),
+                policy_version: s.version.clone(),
+            }),
+            request_id: request_id.map(str::to_owned),
+        };
+        state.event(kinds::DECISION, actor, d.agent.as_deref(), d.task_id.as_deref(), details.into_details())
     }
 
     pub fn response(&self) -> EvaluationResponse {
