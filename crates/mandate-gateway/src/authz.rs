@@ -2,7 +2,7 @@
 //! what the gateway does. Also the evidence a call leaves: the arguments' digest, the
 //! recorded (redacted) arguments, the outcome.
 
-use mandate_audit::{NewEvent, kinds};
+use mandate_audit::{NewEvent, SecretRef, ToolCallDetails, kinds};
 use mandate_core::Classification;
 use mandate_policy::ActionKind;
 use mandate_proto::authzen::{Action, Entity, EvaluationRequest, EvaluationResponse};
@@ -264,47 +264,30 @@ pub struct CallRecord<'a> {
 
 impl CallRecord<'_> {
     pub fn event(&self, now_ms: i64) -> NewEvent {
-        let mut d = json!({
-            "upstream": self.upstream,
-            "protocol": self.protocol,
-            "method": self.method,
-            "tool": self.tool,
-            "action": self.action,
-            "kind": self.kind.as_str(),
-            "decision": self.outcome.allowed,
-            "reason": self.outcome.reason,
-            "forwarded": self.forwarded,
-            "result": self.result,
-            "latency_us": self.latency_us,
-            "response_bytes": self.response_bytes,
-        });
-        if let Value::Object(m) = &mut d {
-            if let Some(id) = &self.outcome.decision_id {
-                m.insert("decision_id".into(), json!(id));
-            }
-            // Only a remote gateway has one; it sends it apart from the details.
-            if let Some(r) = &self.outcome.receipt {
-                m.insert(RECEIPT.into(), json!(r));
-            }
-            if let Some(s) = self.status {
-                m.insert("status".into(), json!(s));
-            }
-            if let Some(args) = self.arguments {
-                m.insert("arguments_sha256".into(), json!(arguments_digest(args)));
-                if self.log_arguments {
-                    m.insert("arguments".into(), redacted(args, self.redact));
-                }
-            }
-            if let Some((name, version)) = self.secret {
-                m.insert("secret".into(), json!({ "name": name, "version": version }));
-            }
-            if let Some(r) = self.request_id {
-                m.insert("request_id".into(), json!(r));
-            }
-            if let Some(r) = self.request_sha256 {
-                m.insert("request_sha256".into(), json!(r));
-            }
+        let d = ToolCallDetails {
+            upstream: self.upstream.to_owned(),
+            protocol: self.protocol.to_owned(),
+            method: self.method.to_owned(),
+            tool: self.tool.to_owned(),
+            action: self.action.to_owned(),
+            kind: self.kind.as_str().to_owned(),
+            decision: self.outcome.allowed,
+            reason: self.outcome.reason.clone(),
+            forwarded: self.forwarded,
+            result: self.result.to_owned(),
+            latency_us: self.latency_us,
+            response_bytes: self.response_bytes as u64,
+            decision_id: self.outcome.decision_id.clone(),
+            // Only a remote gateway has one; it sends it apart from the details (under [`RECEIPT`]).
+            receipt: self.outcome.receipt.clone(),
+            status: self.status,
+            arguments_sha256: self.arguments.map(arguments_digest),
+            arguments: self.arguments.filter(|_| self.log_arguments).map(|args| redacted(args, self.redact)),
+            secret: self.secret.map(|(name, version)| SecretRef { name: name.to_owned(), version }),
+            request_id: self.request_id.map(str::to_owned),
+            request_sha256: self.request_sha256.map(str::to_owned),
         }
+        .into_details();
         NewEvent {
             ts_ms: now_ms,
             kind: kinds::TOOL_CALL.to_owned(),
