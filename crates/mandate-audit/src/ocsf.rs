@@ -25,9 +25,9 @@
 
 use serde_json::{Map, Value, json};
 
-use crate::SealedEvent;
 use crate::kinds;
 use crate::timefmt::rfc3339_ms;
+use crate::{DecisionDetails, SealedEvent, ToolCallDetails};
 
 /// The OCSF schema version the export follows.
 pub const OCSF_VERSION: &str = "1.8.0";
@@ -38,7 +38,8 @@ const PRODUCT: &str = "Mandate";
 /// `event` as an OCSF 1.8.0 event object.
 pub fn to_ocsf(event: &SealedEvent) -> Value {
     let details = event.details();
-    let shape = Shape::of(&event.kind, &details);
+    let typed = Typed::read(&event.kind, &details);
+    let shape = Shape::of(&event.kind, &typed);
     let (category_uid, category_name) = shape.class.category();
     let (activity_id, activity_name) = shape.activity;
     let class_uid = shape.class.uid();
@@ -62,14 +63,14 @@ pub fn to_ocsf(event: &SealedEvent) -> Value {
     let (status_id, status) = if shape.failed() { (2, "Failure") } else { (1, "Success") };
     out.insert("status_id".into(), json!(status_id));
     out.insert("status".into(), json!(status));
-    if let Some(reason) = str_field(&details, "reason") {
+    if let Some(reason) = typed.reason(&details) {
         out.insert("status_detail".into(), json!(reason));
     }
-    out.insert("message".into(), json!(message(event, &details, &shape)));
+    out.insert("message".into(), json!(message(event, &typed, &details, &shape)));
     out.insert("metadata".into(), metadata(event, &shape));
 
     match shape.class {
-        Class::ApiActivity => api_activity(&mut out, event, &details, &shape),
+        Class::ApiActivity => api_activity(&mut out, event, &typed, &details, &shape),
         Class::Authentication => authentication(&mut out, event, &details),
         Class::ApplicationLifecycle => {
             out.insert("app".into(), app(&details));
@@ -80,6 +81,44 @@ pub fn to_ocsf(event: &SealedEvent) -> Value {
     }
     out.insert("unmapped".into(), unmapped(event, details));
     Value::Object(out)
+}
+
+/// The details of the kinds that have a type, read once; every other kind is read from its
+/// JSON.
+enum Typed {
+    /// `None`: a decision event whose details do not read as one (no verdict).
+    Decision(Option<DecisionDetails>),
+    /// A tool call whose details do not read as one reads as an empty one (not forwarded).
+    ToolCall(ToolCallDetails),
+    Other,
+}
+
+impl Typed {
+    fn read(kind: &str, details: &Value) -> Typed {
+        match kind {
+            kinds::DECISION => Typed::Decision(DecisionDetails::from_details(details)),
+            kinds::TOOL_CALL => Typed::ToolCall(ToolCallDetails::from_details(details).unwrap_or_default()),
+            _ => Typed::Other,
+        }
+    }
+
+    /// The stable reason code, when the event states one.
+    fn reason<'a>(&'a self, details: &'a Value) -> Option<&'a str> {
+        match self {
+            Typed::Decision(d) => d.as_ref().and_then(|d| non_empty(&d.reason)),
+            Typed::ToolCall(c) => non_empty(&c.reason),
+            Typed::Other => str_field(details, "reason"),
+        }
+    }
+
+    /// The id of the decision the event is or enforced.
+    fn decision_id<'a>(&'a self, details: &'a Value) -> Option<&'a str> {
+        match self {
+            Typed::Decision(d) => d.as_ref().and_then(|d| non_empty(&d.decision_id)),
+            Typed::ToolCall(c) => c.decision_id.as_deref(),
+            Typed::Other => str_field(details, "decision_id"),
+        }
+    }
 }
 
 /// The OCSF classes Mandate events map to.
@@ -143,19 +182,20 @@ struct Shape {
 }
 
 impl Shape {
-    fn of(kind: &str, details: &Value) -> Shape {
+    fn of(kind: &str, typed: &Typed) -> Shape {
+        let api = |activity| Shape { class: Class::ApiActivity, activity, control: Control::None, failure: false };
+        match typed {
+            Typed::Decision(Some(d)) => Shape { control: Control::Decided(d.decision), ..api(activity_of_action(&d.action)) },
+            Typed::Decision(None) => Shape { control: Control::Unknown, ..api(OTHER) },
+            Typed::ToolCall(c) => Shape { control: Control::Decided(c.forwarded), ..api(activity_of_tool_kind(&c.kind)) },
+            Typed::Other => Shape::of_other(kind),
+        }
+    }
+
+    /// The kinds without typed details: the kind alone says how they map.
+    fn of_other(kind: &str) -> Shape {
         let api = |activity| Shape { class: Class::ApiActivity, activity, control: Control::None, failure: false };
         match kind {
-            kinds::DECISION => {
-                let activity = str_field(details, "action").map_or(OTHER, activity_of_action);
-                let control = details.get("decision").and_then(Value::as_bool).map_or(Control::Unknown, Control::Decided);
-                Shape { control, ..api(activity) }
-            }
-            kinds::TOOL_CALL => {
-                let activity = str_field(details, "kind").map_or(OTHER, activity_of_tool_kind);
-                let forwarded = details.get("forwarded").and_then(Value::as_bool) == Some(true);
-                Shape { control: Control::Decided(forwarded), ..api(activity) }
-            }
             kinds::TASK_OPENED => Shape { control: Control::Decided(true), ..api(CREATE) },
             kinds::TASK_OPEN_DENIED => Shape { control: Control::Decided(false), ..api(CREATE) },
             kinds::TOKEN_ISSUED | kinds::AGENT_REGISTERED | kinds::API_TOKEN_CREATED | kinds::ISSUER_ADDED | kinds::SECRET_PUT => {
@@ -259,7 +299,7 @@ fn metadata(event: &SealedEvent, shape: &Shape) -> Value {
     m
 }
 
-fn api_activity(out: &mut Map<String, Value>, event: &SealedEvent, details: &Value, shape: &Shape) {
+fn api_activity(out: &mut Map<String, Value>, event: &SealedEvent, typed: &Typed, details: &Value, shape: &Shape) {
     let subject_is_agent = matches!(
         event.kind.as_str(),
         kinds::DECISION
@@ -282,41 +322,43 @@ fn api_activity(out: &mut Map<String, Value>, event: &SealedEvent, details: &Val
         }
     }
     if let Control::Decided(allowed) = shape.control {
-        actor.insert("authorizations".into(), authorizations(details, allowed));
+        actor.insert("authorizations".into(), authorizations(typed, details, allowed));
     }
     out.insert("actor".into(), Value::Object(actor));
 
-    let operation = match event.kind.as_str() {
-        kinds::DECISION => str_field(details, "action").unwrap_or(kinds::DECISION).to_owned(),
-        kinds::TOOL_CALL => tool_operation(details),
-        kinds::SECRET_ECHO_REDACTED => {
+    let operation = match (typed, event.kind.as_str()) {
+        (Typed::Decision(d), _) => d.as_ref().and_then(|d| non_empty(&d.action)).unwrap_or(kinds::DECISION).to_owned(),
+        (Typed::ToolCall(c), _) => tool_operation(c, details),
+        (Typed::Other, kinds::SECRET_ECHO_REDACTED) => {
             str_field(details, "tool").or_else(|| str_field(details, "method")).unwrap_or(kinds::SECRET_ECHO_REDACTED).to_owned()
         }
-        kind => kind.to_owned(),
+        (Typed::Other, kind) => kind.to_owned(),
     };
-    let service = match event.kind.as_str() {
-        kinds::TOOL_CALL | kinds::SECRET_ECHO_REDACTED => str_field(details, "upstream").unwrap_or(PRODUCT),
+    let service = match (typed, event.kind.as_str()) {
+        (Typed::ToolCall(c), _) => non_empty(&c.upstream).unwrap_or(PRODUCT),
+        (Typed::Other, kinds::SECRET_ECHO_REDACTED) => str_field(details, "upstream").unwrap_or(PRODUCT),
         _ => PRODUCT,
     };
     let mut api = json!({"operation": operation, "service": {"name": service}});
-    if let (Some(id), Some(map)) = (str_field(details, "decision_id"), api.as_object_mut()) {
+    if let (Some(id), Some(map)) = (typed.decision_id(details), api.as_object_mut()) {
         map.insert("request".into(), json!({"uid": id}));
     }
     out.insert("api".into(), api);
     out.insert("src_endpoint".into(), src_endpoint(event, details));
 
-    let resources = resources(event, details);
+    let resources = resources(event, typed, details);
     if !resources.is_empty() {
         out.insert("resources".into(), Value::Array(resources));
     }
 }
 
-/// What a tool call invoked: the MCP tool, or `METHOD path` for an HTTP upstream.
-fn tool_operation(details: &Value) -> String {
-    if let Some(tool) = str_field(details, "tool") {
+/// What a tool call invoked: the MCP tool, or `METHOD path` for an HTTP upstream. (Mandate's
+/// gateway names an HTTP call's tool itself; a `path` member is taken from other producers.)
+fn tool_operation(call: &ToolCallDetails, details: &Value) -> String {
+    if let Some(tool) = non_empty(&call.tool) {
         return tool.to_owned();
     }
-    match (str_field(details, "method"), str_field(details, "path")) {
+    match (non_empty(&call.method), str_field(details, "path")) {
         (Some(method), Some(path)) => format!("{method} {path}"),
         (Some(method), None) => method.to_owned(),
         (None, Some(path)) => path.to_owned(),
@@ -357,15 +399,26 @@ fn security_control(out: &mut Map<String, Value>, allowed: bool) {
 }
 
 /// One authorization per determining policy; a single policy-less one when no policy decided
-/// (deny by default).
-fn authorizations(details: &Value, allowed: bool) -> Value {
+/// (deny by default). A decision names its policies; a tool call from Mandate's gateway names
+/// none (its decision does), but `policies` and `policy_version` are taken when a producer
+/// sends them, as for the kinds without typed details.
+fn authorizations(typed: &Typed, details: &Value, allowed: bool) -> Value {
     let decision = if allowed { "Allowed" } else { "Denied" };
-    let version = str_field(details, "policy_version");
-    let policies: Vec<Value> = details
-        .get("policies")
-        .and_then(Value::as_array)
-        .map(|list| list.iter().filter_map(|p| policy(p, version)).collect())
-        .unwrap_or_default();
+    let policies: Vec<Value> = match typed {
+        Typed::Decision(Some(d)) => {
+            let version = d.policy_version.as_deref();
+            d.policies.iter().filter_map(|p| policy(&Value::String(p.clone()), version)).collect()
+        }
+        Typed::Decision(None) => Vec::new(),
+        Typed::ToolCall(_) | Typed::Other => {
+            let version = str_field(details, "policy_version");
+            details
+                .get("policies")
+                .and_then(Value::as_array)
+                .map(|list| list.iter().filter_map(|p| policy(p, version)).collect())
+                .unwrap_or_default()
+        }
+    };
     if policies.is_empty() {
         return json!([{"decision": decision}]);
     }
@@ -411,13 +464,22 @@ fn src_endpoint(event: &SealedEvent, details: &Value) -> Value {
     }
 }
 
-fn resources(event: &SealedEvent, details: &Value) -> Vec<Value> {
+fn resources(event: &SealedEvent, typed: &Typed, details: &Value) -> Vec<Value> {
     let mut out = Vec::new();
-    let resource = details.get("resource");
-    if let (Some(kind), Some(id)) = (resource.and_then(|r| str_field(r, "type")), resource.and_then(|r| str_field(r, "id"))) {
-        out.push(json!({"type": kind, "uid": id}));
-    } else if let (kinds::TOOL_CALL, Some(tool)) = (event.kind.as_str(), str_field(details, "tool")) {
-        out.push(json!({"type": "tool", "uid": tool}));
+    match typed {
+        Typed::Decision(Some(d)) if !d.resource.is_empty() => out.push(json!({"type": d.resource.kind, "uid": d.resource.id})),
+        Typed::Decision(_) => {}
+        Typed::ToolCall(c) => {
+            if let Some(tool) = non_empty(&c.tool) {
+                out.push(json!({"type": "tool", "uid": tool}));
+            }
+        }
+        Typed::Other => {
+            let resource = details.get("resource");
+            if let (Some(kind), Some(id)) = (resource.and_then(|r| str_field(r, "type")), resource.and_then(|r| str_field(r, "id"))) {
+                out.push(json!({"type": kind, "uid": id}));
+            }
+        }
     }
     if let Some(task) = &event.task {
         out.push(json!({"type": "task", "uid": task}));
@@ -428,23 +490,23 @@ fn resources(event: &SealedEvent, details: &Value) -> Vec<Value> {
     out
 }
 
-fn message(event: &SealedEvent, details: &Value, shape: &Shape) -> String {
-    let mut m = match shape.control {
-        Control::Decided(allowed) if event.kind == kinds::DECISION => {
-            let verdict = if allowed { "allowed" } else { "denied" };
-            let action = str_field(details, "action").unwrap_or("?");
+fn message(event: &SealedEvent, typed: &Typed, details: &Value, shape: &Shape) -> String {
+    let mut m = match (typed, shape.control) {
+        (Typed::Decision(Some(d)), _) => {
+            let verdict = if d.decision { "allowed" } else { "denied" };
+            let action = non_empty(&d.action).unwrap_or("?");
             let mut m = format!("{verdict} `{action}`");
-            if let Some(r) = details.get("resource") {
-                let kind = str_field(r, "type").unwrap_or("?");
-                let id = str_field(r, "id").unwrap_or("?");
+            if !d.resource.is_empty() {
+                let kind = non_empty(&d.resource.kind).unwrap_or("?");
+                let id = non_empty(&d.resource.id).unwrap_or("?");
                 m.push_str(&format!(" on `{kind}:{id}`"));
             }
             m
         }
-        Control::Decided(forwarded) if event.kind == kinds::TOOL_CALL => {
-            let verdict = if forwarded { "forwarded" } else { "did not forward" };
-            let mut m = format!("{verdict} `{}`", tool_operation(details));
-            if let Some(upstream) = str_field(details, "upstream") {
+        (Typed::ToolCall(c), _) => {
+            let verdict = if c.forwarded { "forwarded" } else { "did not forward" };
+            let mut m = format!("{verdict} `{}`", tool_operation(c, details));
+            if let Some(upstream) = non_empty(&c.upstream) {
                 m.push_str(&format!(" to `{upstream}`"));
             }
             m
@@ -457,7 +519,7 @@ fn message(event: &SealedEvent, details: &Value, shape: &Shape) -> String {
     if let Some(task) = &event.task {
         m.push_str(&format!(" task `{task}`"));
     }
-    if let Some(reason) = str_field(details, "reason") {
+    if let Some(reason) = typed.reason(details) {
         m.push_str(&format!(": {reason}"));
     }
     m
@@ -479,6 +541,11 @@ fn unmapped(event: &SealedEvent, details: Value) -> Value {
 
 fn str_field<'a>(v: &'a Value, key: &str) -> Option<&'a str> {
     v.get(key).and_then(Value::as_str)
+}
+
+/// A typed member that is there: an empty string is one a record did not carry.
+fn non_empty(s: &str) -> Option<&str> {
+    (!s.is_empty()).then_some(s)
 }
 
 #[cfg(test)]
