@@ -4,13 +4,13 @@
 
 use std::collections::HashMap;
 
-use mandate_audit::{SealedEvent, kinds};
+use mandate_audit::{DecisionDetails, SealedEvent, ToolCallDetails, kinds};
 use mandate_core::Task;
 use mandate_proto::admin::AuditVerifyResponse;
 use maud::{Markup, html};
 use serde_json::Value;
 
-use super::view::{badge, kv, plain, seg, short, time};
+use super::view::{badge, kv, pairs, plain, seg, short, time};
 
 /// The phase of a task's life an event belongs to (its colour on the timeline).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -60,7 +60,7 @@ pub fn render(events: &[SealedEvent], verify: &AuditVerifyResponse, ids: &[Strin
     let phases: Vec<Phase> = events.iter().map(|e| Phase::of(e, delegated(e))).collect();
     let count = |p: Phase| phases.iter().filter(|x| **x == p).count();
     let decisions: Vec<&SealedEvent> = events.iter().filter(|e| e.kind == kinds::DECISION).collect();
-    let allowed = decisions.iter().filter(|e| e.details().get("decision").and_then(Value::as_bool) == Some(true)).count();
+    let allowed = decisions.iter().filter(|e| DecisionDetails::of(e).is_some_and(|d| d.decision)).count();
     let verified_to = if verify.ok { verify.last_seq } else { verify.bad_seq.map(|b| b.saturating_sub(1)) };
     html! {
         section.timeline {
@@ -161,16 +161,18 @@ fn title(e: &SealedEvent, d: &Value, phase: Phase) -> Markup {
             kinds::TASK_OPENED => { "Task opened" }
             kinds::TOKEN_ISSUED => { "Mandate issued" }
             kinds::DECISION => {
-                @let outcome = match (d.get("decision").and_then(Value::as_bool), s("reason").as_str()) {
-                    (_, "approval_required") => "approval required",
-                    (Some(true), _) => "allow",
+                @let decision = DecisionDetails::from_details(d);
+                @let outcome = match &decision {
+                    Some(x) if x.reason == "approval_required" => "approval required",
+                    Some(x) if x.decision => "allow",
                     _ => "deny",
                 };
-                "Decision " (badge(outcome)) " " code { (s("action")) }
+                "Decision " (badge(outcome)) " " code { (decision.map(|x| x.action).unwrap_or_default()) }
             }
             kinds::TOOL_CALL => {
-                "Tool call " code { (s("tool")) }
-                @if d.get("forwarded").and_then(Value::as_bool) == Some(true) { " " (badge("forwarded")) } @else { " " (badge("refused")) }
+                @let call = ToolCallDetails::from_details(d).unwrap_or_default();
+                "Tool call " code { (call.tool) }
+                @if call.forwarded { " " (badge("forwarded")) } @else { " " (badge("refused")) }
             }
             kinds::SECRET_ECHO_REDACTED => {
                 "Secret echo " (badge("redacted")) " " code { (s("tool")) }
@@ -213,49 +215,39 @@ fn body(e: &SealedEvent, d: &Value) -> Markup {
             )
         }
         kinds::TOKEN_ISSUED => kv(d, &[("jti", "Token id"), ("aud", "Audience"), ("scope", "Scope"), ("kid", "Signing key")]),
-        kinds::DECISION => {
-            let mut all = d.as_object().cloned().unwrap_or_default();
-            if let Some(r) = d.get("resource") {
-                let text = format!("{}:{}", r.get("type").map(plain).unwrap_or_default(), r.get("id").map(plain).unwrap_or_default());
-                all.insert("resource".into(), Value::String(text));
+        kinds::DECISION => match DecisionDetails::from_details(d) {
+            Some(x) => {
+                let resource = if x.resource.is_empty() { String::new() } else { format!("{}:{}", x.resource.kind, x.resource.id) };
+                let obligations: Vec<String> = x.obligations.iter().map(|o| format!("{} {} ({})", o.kind, o.value, o.policy)).collect();
+                pairs(&[
+                    ("Resource", resource),
+                    ("Classification", x.classification.unwrap_or_default()),
+                    ("Reason", x.reason),
+                    ("Error", x.error_code.unwrap_or_default()),
+                    ("Policies", x.policies.join(", ")),
+                    ("Policy set", x.policy_version.unwrap_or_default()),
+                    ("Obligations", obligations.join("; ")),
+                    ("Decision id", x.decision_id),
+                ])
             }
-            if let Some(Value::Array(obs)) = d.get("obligations") {
-                let text: Vec<String> = obs
-                    .iter()
-                    .map(|o| {
-                        let (kind, value, policy) = (o.get("type").map(plain), o.get("value").map(plain), o.get("policy").map(plain));
-                        format!("{} {} ({})", kind.unwrap_or_default(), value.unwrap_or_default(), policy.unwrap_or_default())
-                    })
-                    .collect();
-                all.insert("obligations".into(), Value::String(text.join("; ")));
-            }
-            kv(
-                &Value::Object(all),
-                &[
-                    ("resource", "Resource"),
-                    ("classification", "Classification"),
-                    ("reason", "Reason"),
-                    ("error_code", "Error"),
-                    ("policies", "Policies"),
-                    ("policy_version", "Policy set"),
-                    ("obligations", "Obligations"),
-                    ("decision_id", "Decision id"),
-                ],
-            )
+            // Not a decision record (no verdict): what it holds, as it is.
+            None => kv(d, &[("reason", "Reason"), ("decision_id", "Decision id")]),
+        },
+        kinds::TOOL_CALL => {
+            let x = ToolCallDetails::from_details(d).unwrap_or_default();
+            // A record without a latency (one a remote gateway left it out of) shows none.
+            let latency = if x.latency_us == 0 { String::new() } else { x.latency_us.to_string() };
+            pairs(&[
+                ("Upstream", x.upstream),
+                ("Action", x.action),
+                ("Kind", x.kind),
+                ("Decision", x.reason),
+                ("Outcome", x.result),
+                ("Latency (µs)", latency),
+                ("Arguments digest", x.arguments_sha256.unwrap_or_default()),
+                ("Decision id", x.decision_id.unwrap_or_default()),
+            ])
         }
-        kinds::TOOL_CALL => kv(
-            d,
-            &[
-                ("upstream", "Upstream"),
-                ("action", "Action"),
-                ("kind", "Kind"),
-                ("reason", "Decision"),
-                ("result", "Outcome"),
-                ("latency_us", "Latency (µs)"),
-                ("arguments_sha256", "Arguments digest"),
-                ("decision_id", "Decision id"),
-            ],
-        ),
         kinds::SECRET_ECHO_REDACTED => {
             let mut all = d.as_object().cloned().unwrap_or_default();
             if let Some(sec) = d.get("secret") {

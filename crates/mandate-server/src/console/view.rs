@@ -124,12 +124,19 @@ pub fn plain(v: &Value) -> String {
 
 /// Label/value pairs of `details` for the keys that are present.
 pub fn kv(details: &Value, keys: &[(&str, &str)]) -> Markup {
+    let items: Vec<(&str, String)> =
+        keys.iter().filter_map(|(key, label)| details.get(*key).filter(|v| !is_empty(v)).map(|v| (*label, plain(v)))).collect();
+    pairs(&items)
+}
+
+/// Label/value pairs, in order, leaving out those whose text is empty.
+pub fn pairs(items: &[(&str, String)]) -> Markup {
     html! {
         dl.kv {
-            @for (key, label) in keys {
-                @if let Some(v) = details.get(*key).filter(|v| !is_empty(v)) {
+            @for (label, text) in items {
+                @if !text.is_empty() {
                     dt { (label) }
-                    dd { (plain(v)) }
+                    dd { (text) }
                 }
             }
         }
