@@ -9,16 +9,17 @@
 //! - [`Proxy`]: an HTTP proxy that records every request it forwards (in front of an upstream,
 //!   to see exactly what the gateway sent it) and can run a hook before forwarding one;
 //! - [`Recorder`]: a tiny HTTP API upstream that records what it receives and answers JSON;
+//! - [`TcpRelay`]: a TCP relay that can be cut (a network partition) and moved;
+//! - [`demo_tools`]: the Rust demo tool server; [`raw_status`]: one request line as written;
 //! - [`eventually`], [`tool_calls`]: bounded polling, for evidence that arrives a little later.
 //!
 //! Every await is bounded; everything listens on 127.0.0.1.
 
 use std::collections::HashMap;
 use std::future::Future;
-use std::io::{BufRead, BufReader};
 use std::pin::Pin;
 use std::process::{Child, Command, Stdio};
-use std::sync::{Arc, Mutex, mpsc};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use axum::body::Body;
@@ -33,7 +34,7 @@ use rmcp::transport::streamable_http_client::StreamableHttpClientTransportConfig
 use rmcp::{ClientLifecycleMode, ClientServiceExt};
 use serde_json::{Value, json};
 
-use super::{Options, Server};
+use super::{Options, Server, announced, log_lines};
 
 /// Upper bound for any single step (a request, a connection, a process start).
 pub const STEP: Duration = Duration::from_secs(30);
@@ -84,9 +85,7 @@ pub fn toml_str(s: &str) -> String {
 /// returned guard.
 pub fn serve_with_gateway(config: &str, envs: Vec<(String, String)>) -> (Server, tempfile::TempDir) {
     let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("mandate.toml");
-    std::fs::write(&path, config).unwrap();
-    let server = Server::start_with(Options { extra_args: vec!["--config".into(), path.display().to_string()], envs });
+    let server = Server::start_with(Options { envs, ..Options::with_config(dir.path(), config) });
     (server, dir)
 }
 
@@ -156,9 +155,10 @@ pub struct GatewayProcess {
 }
 
 impl GatewayProcess {
-    /// Starts the gateway with `config` (top-level gateway tables) and exactly the `MANDATE_*`
-    /// variables in `envs` (none is inherited), and waits for its `listening on` line.
-    pub fn start(config: &str, envs: &[(&str, &str)]) -> GatewayProcess {
+    /// `mandate gateway --config DIR/gateway.toml --listen 127.0.0.1:0` (the file holding
+    /// `config`), with none of this process's `MANDATE_*` variables, `MANDATE_LOG=log` if
+    /// given, then `envs`; stdin closed, stdout and stderr piped.
+    fn command(config: &str, log: Option<&str>, envs: &[(&str, &str)]) -> (tempfile::TempDir, Command) {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("gateway.toml");
         std::fs::write(&path, config).unwrap();
@@ -169,37 +169,27 @@ impl GatewayProcess {
                 cmd.env_remove(k);
             }
         }
-        cmd.env("MANDATE_LOG", "info").stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped());
+        if let Some(level) = log {
+            cmd.env("MANDATE_LOG", level);
+        }
+        cmd.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped());
         for (k, v) in envs {
             cmd.env(k, v);
         }
+        (dir, cmd)
+    }
+
+    /// Starts the gateway with `config` (top-level gateway tables) and exactly the `MANDATE_*`
+    /// variables in `envs` (none is inherited), and waits for its `listening on` line.
+    pub fn start(config: &str, envs: &[(&str, &str)]) -> GatewayProcess {
+        let (dir, mut cmd) = Self::command(config, Some("info"), envs);
         let mut child = cmd.spawn().expect("start mandate gateway");
-        let stdout = child.stdout.take().unwrap();
-        let stderr = child.stderr.take().unwrap();
-        let (tx, rx) = mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                if let Some(url) = line.strip_prefix("mandate gateway: listening on ") {
-                    let _ = tx.send(url.to_owned());
-                }
-            }
-        });
-        let log_path = dir.path().join("gateway.log");
-        std::thread::spawn(move || {
-            use std::io::Write;
-            let mut f = std::fs::OpenOptions::new().create(true).append(true).open(log_path).unwrap();
-            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                let _ = writeln!(f, "{line}");
-            }
-        });
-        let url = match rx.recv_timeout(Duration::from_secs(60)) {
-            Ok(u) => u,
-            Err(_) => {
-                let _ = child.kill();
-                let _ = child.wait();
-                let log = std::fs::read_to_string(dir.path().join("gateway.log")).unwrap_or_default();
-                panic!("mandate gateway did not start:\n{log}");
-            }
+        log_lines(child.stderr.take().unwrap(), dir.path().join("gateway.log"));
+        let Some(url) = announced(child.stdout.take().unwrap(), "mandate gateway: listening on ", Duration::from_secs(60)) else {
+            let _ = child.kill();
+            let _ = child.wait();
+            let log = std::fs::read_to_string(dir.path().join("gateway.log")).unwrap_or_default();
+            panic!("mandate gateway did not start:\n{log}");
         };
         GatewayProcess { url, child: Some(child), dir }
     }
@@ -207,21 +197,8 @@ impl GatewayProcess {
     /// Starts the gateway as [`GatewayProcess::start`] does, expecting it to refuse to start:
     /// answers its exit status and what it wrote (stdout and stderr).
     pub fn refused(config: &str, envs: &[(&str, &str)]) -> (std::process::ExitStatus, String) {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("gateway.toml");
-        std::fs::write(&path, config).unwrap();
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_mandate"));
-        cmd.arg("gateway").arg("--config").arg(&path).args(["--listen", "127.0.0.1:0"]);
-        for (k, _) in std::env::vars() {
-            if k.starts_with("MANDATE_") {
-                cmd.env_remove(k);
-            }
-        }
-        cmd.stdin(Stdio::null());
-        for (k, v) in envs {
-            cmd.env(k, v);
-        }
-        let mut child = cmd.stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
+        let (_dir, mut cmd) = Self::command(config, None, envs);
+        let mut child = cmd.spawn().unwrap();
         let deadline = Instant::now() + Duration::from_secs(60);
         while child.try_wait().unwrap().is_none() {
             if Instant::now() > deadline {
@@ -334,6 +311,32 @@ pub async fn stateless_request(url: &str, mandate: &str, method: &str, name: Opt
     (status, bounded(method, resp.json::<Value>()).await.unwrap_or(Value::Null))
 }
 
+/// Sends one `GET` request line exactly as written (no client normalizes `target`) to
+/// `server` with the mandate as bearer, and returns the answer's status.
+pub async fn raw_status(server: &Server, target: &str, mandate: &str) -> u16 {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let addr = server.url.strip_prefix("http://").unwrap();
+    let mut stream = bounded("connect", tokio::net::TcpStream::connect(addr)).await.unwrap();
+    let req = format!("GET {target} HTTP/1.1\r\nHost: {addr}\r\nAuthorization: Bearer {mandate}\r\nConnection: close\r\n\r\n");
+    bounded("write", stream.write_all(req.as_bytes())).await.unwrap();
+    let mut buf = Vec::new();
+    bounded("read", stream.read_to_end(&mut buf)).await.unwrap();
+    let text = String::from_utf8_lossy(&buf);
+    text.split_whitespace().nth(1).and_then(|s| s.parse().ok()).unwrap_or_else(|| panic!("no status line in {text:?}"))
+}
+
+// ---------------------------------------------------------------------------------------------
+// The Rust demo tool server
+// ---------------------------------------------------------------------------------------------
+
+/// `mandate_demo_tools` on a free loopback port, answering 401 to requests without
+/// `Authorization: Bearer <require_bearer>` when that is given.
+pub async fn demo_tools(require_bearer: Option<&str>) -> mandate_demo_tools::DemoToolsHandle {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let opts = mandate_demo_tools::DemoToolsOptions { require_bearer: require_bearer.map(str::to_owned), ..Default::default() };
+    mandate_demo_tools::spawn(listener, opts).unwrap()
+}
+
 // ---------------------------------------------------------------------------------------------
 // Evidence
 // ---------------------------------------------------------------------------------------------
@@ -379,6 +382,17 @@ pub fn summary(calls: &[Value]) -> Vec<(String, bool, String)> {
 // ---------------------------------------------------------------------------------------------
 // Recording proxy and recording HTTP upstream
 // ---------------------------------------------------------------------------------------------
+
+/// Serves `app` on a free loopback port until the task is aborted: `http://127.0.0.1:PORT` and
+/// the task.
+pub async fn serve_router(app: axum::Router) -> (String, tokio::task::JoinHandle<()>) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    let task = tokio::spawn(async move {
+        let _ = axum::serve(listener, app).await;
+    });
+    (url, task)
+}
 
 /// One HTTP request as a recorder or proxy received it.
 #[derive(Debug, Clone)]
@@ -448,8 +462,6 @@ pub struct Proxy {
 impl Proxy {
     /// `target` is a base URL (`http://127.0.0.1:PORT`).
     pub async fn start(target: &str, hook: Option<Hook>) -> Proxy {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let url = format!("http://{}", listener.local_addr().unwrap());
         let seen = Arc::new(Mutex::new(Vec::new()));
         let state = ProxyState {
             target: target.trim_end_matches('/').to_owned(),
@@ -457,10 +469,7 @@ impl Proxy {
             hook,
             http: reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build().unwrap(),
         };
-        let app = axum::Router::new().fallback(forward).with_state(state);
-        let task = tokio::spawn(async move {
-            let _ = axum::serve(listener, app).await;
-        });
+        let (url, task) = serve_router(axum::Router::new().fallback(forward).with_state(state)).await;
         Proxy { url, seen, task }
     }
 
@@ -524,13 +533,8 @@ pub struct Recorder {
 
 impl Recorder {
     pub async fn start() -> Recorder {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let url = format!("http://{}", listener.local_addr().unwrap());
         let seen = Arc::new(Mutex::new(Vec::new()));
-        let app = axum::Router::new().fallback(record).with_state(RecorderState { seen: seen.clone() });
-        let task = tokio::spawn(async move {
-            let _ = axum::serve(listener, app).await;
-        });
+        let (url, task) = serve_router(axum::Router::new().fallback(record).with_state(RecorderState { seen: seen.clone() })).await;
         Recorder { url, seen, task }
     }
 
@@ -561,25 +565,32 @@ async fn record(State(st): State<RecorderState>, req: Request) -> Response {
 // ---------------------------------------------------------------------------------------------
 
 /// Relays TCP connections from a free loopback port to `target`; [`TcpRelay::cut`] drops every
-/// open connection and refuses new ones until [`TcpRelay::reopen`].
+/// open connection and refuses new ones until [`TcpRelay::reopen`]; [`TcpRelay::retarget`]
+/// sends new connections elsewhere (a restarted server listens on another port).
 pub struct TcpRelay {
     /// `http://127.0.0.1:PORT`
     pub url: String,
     open: Arc<std::sync::atomic::AtomicBool>,
     cut: tokio::sync::watch::Sender<u64>,
+    target: Arc<Mutex<String>>,
     task: tokio::task::JoinHandle<()>,
+}
+
+/// `HOST:PORT` of `http://HOST:PORT`.
+fn host_port(url: &str) -> String {
+    url.strip_prefix("http://").unwrap().trim_end_matches('/').to_owned()
 }
 
 impl TcpRelay {
     /// `target` is `http://HOST:PORT`.
     pub async fn start(target: &str) -> TcpRelay {
         use std::sync::atomic::Ordering;
-        let target = target.strip_prefix("http://").unwrap().trim_end_matches('/').to_owned();
+        let target = Arc::new(Mutex::new(host_port(target)));
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let url = format!("http://{}", listener.local_addr().unwrap());
         let open = Arc::new(std::sync::atomic::AtomicBool::new(true));
         let (cut, _) = tokio::sync::watch::channel(0u64);
-        let (o, c) = (open.clone(), cut.clone());
+        let (o, c, t) = (open.clone(), cut.clone(), target.clone());
         let task = tokio::spawn(async move {
             loop {
                 let Ok((mut inbound, _)) = listener.accept().await else { return };
@@ -587,7 +598,7 @@ impl TcpRelay {
                     continue; // dropped at once: the connection is refused
                 }
                 let mut cut_rx = c.subscribe();
-                let target = target.clone();
+                let target = t.lock().unwrap().clone();
                 tokio::spawn(async move {
                     let Ok(mut outbound) = tokio::net::TcpStream::connect(target).await else { return };
                     tokio::select! {
@@ -597,7 +608,7 @@ impl TcpRelay {
                 });
             }
         });
-        TcpRelay { url, open, cut, task }
+        TcpRelay { url, open, cut, target, task }
     }
 
     pub fn cut(&self) {
@@ -607,6 +618,11 @@ impl TcpRelay {
 
     pub fn reopen(&self) {
         self.open.store(true, std::sync::atomic::Ordering::SeqCst);
+    }
+
+    /// New connections go to `target` (`http://HOST:PORT`); open ones stay where they are.
+    pub fn retarget(&self, target: &str) {
+        *self.target.lock().unwrap() = host_port(target);
     }
 }
 

@@ -3,9 +3,10 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::indexing_slicing)] // test code
 #![allow(dead_code)]
 pub mod gateway;
+pub mod postgres;
 pub mod python;
 
-use std::io::{BufRead, BufReader};
+use std::io::{BufRead, BufReader, Read};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
@@ -29,6 +30,15 @@ pub struct Options {
     pub envs: Vec<(String, String)>,
 }
 
+impl Options {
+    /// `--config DIR/mandate.toml`, the file written with `config` (the serve config's TOML).
+    pub fn with_config(dir: &Path, config: &str) -> Options {
+        let path = dir.join("mandate.toml");
+        std::fs::write(&path, config).unwrap();
+        Options { extra_args: vec!["--config".into(), path.display().to_string()], envs: Vec::new() }
+    }
+}
+
 impl Server {
     pub fn start() -> Server {
         let tmp = tempfile::tempdir().unwrap();
@@ -42,6 +52,16 @@ impl Server {
         let tmp = tempfile::tempdir().unwrap();
         let dir = tmp.path().to_owned();
         let mut s = Server::start_in(&dir, opts);
+        s._tmp = Some(tmp);
+        s
+    }
+
+    /// A server on a temporary directory of its own, with `config` (the serve config's TOML) as
+    /// `--config` and `envs` in its environment.
+    pub fn start_configured(config: &str, envs: Vec<(String, String)>) -> Server {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().to_owned();
+        let mut s = Server::start_in(&dir, Options { envs, ..Options::with_config(&dir, config) });
         s._tmp = Some(tmp);
         s
     }
@@ -65,31 +85,11 @@ impl Server {
             cmd.env(k, v);
         }
         let mut child = cmd.spawn().expect("start mandate serve");
-        let stdout = child.stdout.take().unwrap();
-        let stderr = child.stderr.take().unwrap();
-        let (tx, rx) = mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                if let Some(url) = line.strip_prefix("mandate: listening on ") {
-                    let _ = tx.send(url.to_owned());
-                }
-            }
-        });
-        let log_path = dir.join("server.log");
-        std::thread::spawn(move || {
-            let mut f = std::fs::OpenOptions::new().create(true).append(true).open(log_path).unwrap();
-            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                use std::io::Write;
-                let _ = writeln!(f, "{line}");
-            }
-        });
-        let url = match rx.recv_timeout(Duration::from_secs(60)) {
-            Ok(u) => u,
-            Err(_) => {
-                let _ = child.kill();
-                let log = std::fs::read_to_string(dir.join("server.log")).unwrap_or_default();
-                panic!("mandate serve did not start:\n{log}");
-            }
+        log_lines(child.stderr.take().unwrap(), dir.join("server.log"));
+        let Some(url) = announced(child.stdout.take().unwrap(), "mandate: listening on ", Duration::from_secs(60)) else {
+            let _ = child.kill();
+            let log = std::fs::read_to_string(dir.join("server.log")).unwrap_or_default();
+            panic!("mandate serve did not start:\n{log}");
         };
         Server { url, dir: dir.to_owned(), child: Some(child), _tmp: None }
     }
@@ -151,6 +151,39 @@ impl Drop for Server {
     }
 }
 
+/// Reads a child's stdout in a thread of its own until a line starts with `prefix`, and
+/// answers the rest of that line; `None` if none came within `within` (the stream ended or
+/// time ran out). Keeps draining the stream afterwards, so the child never blocks on it.
+pub fn announced(stdout: impl Read + Send + 'static, prefix: &'static str, within: Duration) -> Option<String> {
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            if let Some(rest) = line.strip_prefix(prefix) {
+                let _ = tx.send(rest.to_owned());
+            }
+        }
+    });
+    rx.recv_timeout(within).ok()
+}
+
+/// Appends every line of a child's `stream` to the file `log`, in a thread of its own.
+pub fn log_lines(stream: impl Read + Send + 'static, log: PathBuf) {
+    std::thread::spawn(move || {
+        use std::io::Write;
+        let mut f = std::fs::OpenOptions::new().create(true).append(true).open(log).unwrap();
+        for line in BufReader::new(stream).lines().map_while(Result::ok) {
+            let _ = writeln!(f, "{line}");
+        }
+    });
+}
+
+/// The names, sorted.
+pub fn sorted(names: impl IntoIterator<Item = impl Into<String>>) -> Vec<String> {
+    let mut v: Vec<String> = names.into_iter().map(Into::into).collect();
+    v.sort();
+    v
+}
+
 /// An agent registered with a fresh Ed25519 key.
 #[derive(Clone)]
 pub struct TestAgent {
@@ -192,6 +225,13 @@ pub fn read_intent() -> Value {
         "max_classification": "internal",
         "lifetime_seconds": 600
     })
+}
+
+/// The error code of a token exchange with `attestation` for [`read_intent`], which must be
+/// refused.
+pub async fn exchange_refusal(server: &Server, attestation: &str) -> String {
+    let err = server.anon().exchange(attestation, &read_intent()).await.unwrap_err();
+    err.code().unwrap_or("").to_owned()
 }
 
 /// Opens a task and returns (mandate, task id).

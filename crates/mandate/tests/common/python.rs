@@ -1,7 +1,9 @@
 //! The official MCP Python SDK (`mcp` 2.3.0 from PyPI) for end-to-end tests: a virtualenv built
-//! on first use, and the two scripts in `tests/py/` that use it.
+//! on first use, and the scripts in `tests/py/` that use it.
 //!
 //! - [`python_mcp`]: the venv's interpreter (or `MANDATE_TEST_PYTHON`).
+//! - [`start_upstream`], [`start_recording_upstream`]: any server script of `tests/py/` on a
+//!   free port, by name ([`PyUpstream`]: its URL, what it recorded; killed on drop).
 //! - [`PyServer`]: `tests/py/mcp_server.py` over streamable HTTP on a free port; killed on drop.
 //! - [`PyClient`]: one run of `tests/py/mcp_client.py` with a list of steps; its JSON report.
 //!
@@ -192,16 +194,101 @@ pub struct PyServerOptions {
     pub record_headers: bool,
 }
 
+/// A server script of `tests/py/` on the venv's interpreter, on a free loopback port: it
+/// announces itself with `listening on URL` as its first line on stdout. Killed on drop.
+pub struct PyUpstream {
+    /// The URL the script announced.
+    pub url: String,
+    child: Child,
+    record: Option<PathBuf>,
+    stderr_file: PathBuf,
+    _tmp: tempfile::TempDir,
+}
+
+/// Starts `tests/py/<script> ARGS --port 0` and waits for it to announce its URL.
+pub fn start_upstream(script_name: &str, args: &[&str]) -> PyUpstream {
+    start(script_name, args, None)
+}
+
+/// [`start_upstream`] with `RECORD_FLAG FILE` added, FILE in the upstream's own temporary
+/// directory: the script writes there one JSON object per line for each thing it received
+/// (see [`PyUpstream::recorded`]).
+pub fn start_recording_upstream(script_name: &str, args: &[&str], record_flag: &str) -> PyUpstream {
+    start(script_name, args, Some(record_flag))
+}
+
+fn start(script_name: &str, args: &[&str], record_flag: Option<&str>) -> PyUpstream {
+    let python = python_mcp();
+    let tmp = tempfile::tempdir().unwrap();
+    let stderr_file = tmp.path().join("stderr");
+    let record = record_flag.map(|_| tmp.path().join("record.jsonl"));
+    let mut cmd = Command::new(&python);
+    cmd.arg(script(script_name)).args(args).args(["--port", "0"]);
+    if let (Some(flag), Some(file)) = (record_flag, &record) {
+        cmd.arg(flag).arg(file);
+    }
+    let mut child = cmd
+        .env("PYTHONUNBUFFERED", "1")
+        .env("PYTHONDONTWRITEBYTECODE", "1")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(File::create(&stderr_file).unwrap())
+        .spawn()
+        .unwrap_or_else(|e| panic!("cannot start {cmd:?}: {e}"));
+
+    let stdout = child.stdout.take().unwrap();
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        let mut lines = BufReader::new(stdout).lines();
+        let first = lines.next().and_then(Result::ok);
+        let _ = tx.send(first);
+        for _ in lines.map_while(Result::ok) {} // keep the pipe drained
+    });
+    let line = rx.recv_timeout(SERVER_START).ok().flatten();
+    let Some(url) = line.as_deref().and_then(|l| l.strip_prefix("listening on ")).map(str::to_owned) else {
+        let _ = child.kill();
+        let _ = child.wait();
+        panic!(
+            "{script_name} {args:?} did not announce itself (first stdout line: {line:?}):\n{}",
+            fs::read_to_string(&stderr_file).unwrap_or_default()
+        );
+    };
+    PyUpstream { url, child, record, stderr_file, _tmp: tmp }
+}
+
+impl PyUpstream {
+    /// Every line the script recorded, parsed, oldest first (none before the first). Panics
+    /// unless started with [`start_recording_upstream`].
+    pub fn recorded(&self) -> Vec<Value> {
+        let file = self.record.as_ref().expect("the upstream was started without a record file");
+        let text = match fs::read_to_string(file) {
+            Ok(t) => t,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => String::new(),
+            Err(e) => panic!("{}: {e}", file.display()),
+        };
+        text.lines().map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("bad record {l:?}: {e}"))).collect()
+    }
+
+    /// What the script wrote to stderr so far (SDK logs, tracebacks).
+    pub fn stderr(&self) -> String {
+        fs::read_to_string(&self.stderr_file).unwrap_or_default()
+    }
+}
+
+impl Drop for PyUpstream {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
 /// `tests/py/mcp_server.py` (tools `notes.read`, `notes.write`, `shell.exec`; resource
 /// `notes://1`; prompt `summarise`) on `127.0.0.1` over streamable HTTP. Killed on drop.
 pub struct PyServer {
     /// `http://127.0.0.1:PORT/mcp`
     pub url: String,
     pub port: u16,
-    child: Child,
-    headers_file: Option<PathBuf>,
-    stderr_file: PathBuf,
-    _tmp: tempfile::TempDir,
+    upstream: PyUpstream,
 }
 
 /// The tool names `mcp_server.py` lists, in order.
@@ -215,52 +302,23 @@ impl PyServer {
 
     /// [`PyServer::start`] with more arguments for `mcp_server.py` (`--reserved-name-tools`).
     pub fn start_with_args(opts: PyServerOptions, args: &[&str]) -> PyServer {
-        let python = python_mcp();
-        let tmp = tempfile::tempdir().unwrap();
-        let stderr_file = tmp.path().join("server.stderr");
-        let headers_file = opts.record_headers.then(|| tmp.path().join("headers.jsonl"));
-        let mut cmd = Command::new(&python);
-        cmd.arg(script("mcp_server.py")).args(["--port", "0"]);
+        let mut all: Vec<&str> = Vec::new();
         if let Some(secret) = &opts.require_bearer {
-            cmd.args(["--require-bearer", secret]);
+            all.extend(["--require-bearer", secret.as_str()]);
         }
-        if let Some(file) = &headers_file {
-            cmd.arg("--record-headers").arg(file);
-        }
-        cmd.args(args);
-        let mut child = cmd
-            .env("PYTHONUNBUFFERED", "1")
-            .env("PYTHONDONTWRITEBYTECODE", "1")
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(File::create(&stderr_file).unwrap())
-            .spawn()
-            .unwrap_or_else(|e| panic!("cannot start {cmd:?}: {e}"));
-
-        let stdout = child.stdout.take().unwrap();
-        let (tx, rx) = mpsc::channel();
-        std::thread::spawn(move || {
-            let mut lines = BufReader::new(stdout).lines();
-            let first = lines.next().and_then(Result::ok);
-            let _ = tx.send(first);
-            for _ in lines.map_while(Result::ok) {} // keep the pipe drained
-        });
-        let line = rx.recv_timeout(SERVER_START).ok().flatten();
-        let url = line.as_deref().and_then(|l| l.strip_prefix("listening on ")).map(str::to_owned);
-        let Some(url) = url else {
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!(
-                "mcp_server.py did not announce itself (first stdout line: {line:?}):\n{}",
-                fs::read_to_string(&stderr_file).unwrap_or_default()
-            );
+        all.extend_from_slice(args);
+        let upstream = if opts.record_headers {
+            start_recording_upstream("mcp_server.py", &all, "--record-headers")
+        } else {
+            start_upstream("mcp_server.py", &all)
         };
+        let url = upstream.url.clone();
         let port = url
             .strip_prefix("http://127.0.0.1:")
             .and_then(|rest| rest.strip_suffix("/mcp"))
             .and_then(|p| p.parse().ok())
             .unwrap_or_else(|| panic!("unexpected server URL {url:?}"));
-        PyServer { url, port, child, headers_file, stderr_file, _tmp: tmp }
+        PyServer { url, port, upstream }
     }
 
     /// One JSON object per HTTP request the server received, oldest first:
@@ -268,25 +326,12 @@ impl PyServer {
     /// Each line is written before the response starts, so a request the caller has seen
     /// answered is already here. Panics unless started with `record_headers`.
     pub fn recorded(&self) -> Vec<Value> {
-        let file = self.headers_file.as_ref().expect("PyServer started without record_headers");
-        let text = match fs::read_to_string(file) {
-            Ok(t) => t,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => String::new(),
-            Err(e) => panic!("{}: {e}", file.display()),
-        };
-        text.lines().map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("bad header record {l:?}: {e}"))).collect()
+        self.upstream.recorded()
     }
 
     /// What the server wrote to stderr so far (SDK logs, tracebacks).
     pub fn stderr(&self) -> String {
-        fs::read_to_string(&self.stderr_file).unwrap_or_default()
-    }
-}
-
-impl Drop for PyServer {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        self.upstream.stderr()
     }
 }
 
