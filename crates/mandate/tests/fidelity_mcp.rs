@@ -15,79 +15,34 @@
 
 mod common;
 
-use std::fs;
-use std::io::{BufRead, BufReader};
-use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
-use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use common::gateway::{McpClient, bounded, call, reason, rmcp_connect, serve_with_gateway, tool_calls};
-use common::python::{python_mcp, script};
+use common::python::{PyUpstream, start_recording_upstream};
 use common::{Server, open_task, register_agent};
 use mandate_client::Client;
 use rmcp::model::ReadResourceRequestParams;
 use serde_json::{Value, json};
 
-/// `fidelity_server.py` on a free port; killed on drop.
-struct Upstream {
-    url: String,
-    record: PathBuf,
-    child: Child,
-    _dir: tempfile::TempDir,
-}
+/// `fidelity_server.py`, recording every call and read it executed.
+struct Upstream(PyUpstream);
 
 impl Upstream {
     fn start() -> Upstream {
-        let dir = tempfile::tempdir().unwrap();
-        let record = dir.path().join("record.jsonl");
-        let mut child = Command::new(python_mcp())
-            .arg(script("fidelity_server.py"))
-            .args(["--port", "0", "--record"])
-            .arg(&record)
-            .env("PYTHONUNBUFFERED", "1")
-            .env("PYTHONDONTWRITEBYTECODE", "1")
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(fs::File::create(dir.path().join("stderr")).unwrap())
-            .spawn()
-            .unwrap();
-        let stdout = child.stdout.take().unwrap();
-        let (tx, rx) = mpsc::channel();
-        std::thread::spawn(move || {
-            let mut lines = BufReader::new(stdout).lines();
-            let _ = tx.send(lines.next().and_then(Result::ok));
-            for _ in lines.map_while(Result::ok) {}
-        });
-        let line = rx.recv_timeout(Duration::from_secs(60)).ok().flatten();
-        let url = line.as_deref().and_then(|l| l.strip_prefix("listening on ")).map(str::to_owned).unwrap_or_else(|| {
-            panic!("fidelity_server.py did not start: {}", fs::read_to_string(dir.path().join("stderr")).unwrap_or_default())
-        });
-        Upstream { url, record, child, _dir: dir }
-    }
-
-    /// Every call and read the upstream executed, oldest first.
-    fn recorded(&self) -> Vec<Value> {
-        fs::read_to_string(&self.record).unwrap_or_default().lines().map(|l| serde_json::from_str(l).unwrap()).collect()
+        Upstream(start_recording_upstream("fidelity_server.py", &[], "--record"))
     }
 
     fn calls(&self) -> Vec<Value> {
-        self.recorded().into_iter().filter(|r| r["kind"] == "call").map(|r| r["arguments"].clone()).collect()
+        self.0.recorded().into_iter().filter(|r| r["kind"] == "call").map(|r| r["arguments"].clone()).collect()
     }
 
     fn reads(&self) -> Vec<(String, String)> {
-        self.recorded()
+        self.0
+            .recorded()
             .into_iter()
             .filter(|r| r["kind"] == "read")
             .map(|r| (r["uri"].as_str().unwrap().to_owned(), r["path"].as_str().unwrap().to_owned()))
             .collect()
-    }
-}
-
-impl Drop for Upstream {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
     }
 }
 
@@ -115,7 +70,7 @@ classification = "internal"
 kind = "read"
 classification = "internal"
 "#,
-        upstream.url
+        upstream.0.url
     );
     let (server, cfg) = serve_with_gateway(&config, Vec::new());
     let t = server.admin().create_token("approver", "carol@example.com").await.unwrap();

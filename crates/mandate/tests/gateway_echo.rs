@@ -8,15 +8,12 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Stdio};
-use std::sync::mpsc;
 use std::time::Duration;
 
 use base64::Engine;
 use base64::engine::general_purpose::{STANDARD, STANDARD_NO_PAD, URL_SAFE, URL_SAFE_NO_PAD};
 use common::gateway::{GatewayIdentity, GatewayProcess, bounded, eventually, intent, serve_with_gateway};
-use common::python::{python_mcp, script};
+use common::python::start_upstream;
 use common::{Options, Server, open_task, register_agent};
 use mandate_secrets::MasterKey;
 use serde_json::{Value, json};
@@ -24,44 +21,6 @@ use serde_json::{Value, json};
 const MCP_SECRET: &str = "sk-echo-7f3a9c2e51d8b604";
 const API_SECRET: &str = "api-s3cret/with+chars=42";
 const TOOLS: [&str; 7] = ["echo.raw", "echo.base64", "echo.base64url", "echo.percent", "echo.hex", "echo.json_escaped", "echo.error"];
-
-/// `echo_server.py` in one of its modes; killed on drop.
-struct Echo {
-    url: String,
-    child: Child,
-}
-
-impl Echo {
-    fn start(mode: &str) -> Echo {
-        let mut child = Command::new(python_mcp())
-            .arg(script("echo_server.py"))
-            .args([mode, "--port", "0"])
-            .env("PYTHONUNBUFFERED", "1")
-            .env("PYTHONDONTWRITEBYTECODE", "1")
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .unwrap();
-        let stdout = child.stdout.take().unwrap();
-        let (tx, rx) = mpsc::channel();
-        std::thread::spawn(move || {
-            let mut lines = BufReader::new(stdout).lines();
-            let _ = tx.send(lines.next().and_then(Result::ok));
-            for _ in lines.map_while(Result::ok) {}
-        });
-        let line = rx.recv_timeout(Duration::from_secs(60)).ok().flatten().unwrap_or_default();
-        let url = line.strip_prefix("listening on ").unwrap_or_else(|| panic!("echo_server.py {mode} did not start: {line:?}")).to_owned();
-        Echo { url, child }
-    }
-}
-
-impl Drop for Echo {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
 
 fn percent(v: &str, upper: bool) -> String {
     v.bytes().map(|b| if upper { format!("%{b:02X}") } else { format!("%{b:02x}") }).collect()
@@ -317,7 +276,7 @@ async fn check_evidence(admin: &mandate_client::Client, task: &str, answers: usi
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn echoed_secrets_never_reach_the_agent_through_the_embedded_gateway() {
-    let (mcp, api) = (Echo::start("--mcp"), Echo::start("--http"));
+    let (mcp, api) = (start_upstream("echo_server.py", &["--mcp"]), start_upstream("echo_server.py", &["--http"]));
     let (server, _cfg) = serve_with_gateway(&format!("[gateway]\n{}", config(&mcp.url, &api.url)), Vec::new());
     let admin = server.admin();
     admin.put_secret("echo-token", MCP_SECRET, "echo server bearer").await.unwrap();
@@ -338,7 +297,7 @@ async fn echoed_secrets_never_reach_the_agent_through_the_embedded_gateway() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn echoed_secrets_never_reach_the_agent_through_the_remote_gateway() {
-    let (mcp, api) = (Echo::start("--mcp"), Echo::start("--http"));
+    let (mcp, api) = (start_upstream("echo_server.py", &["--mcp"]), start_upstream("echo_server.py", &["--http"]));
     let master = MasterKey::generate().to_base64().to_string();
     let server = Server::start_with(Options { envs: vec![("MANDATE_MASTER_KEY".into(), master.clone())], ..Default::default() });
     let admin = server.admin();

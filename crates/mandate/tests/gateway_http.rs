@@ -7,10 +7,9 @@
 
 mod common;
 
-use common::gateway::{Recorder, Seen, bounded, intent, serve_with_gateway, summary, tool_calls};
+use common::gateway::{Recorder, Seen, bounded, intent, raw_status, serve_with_gateway, summary, tool_calls};
 use common::{Server, TestAgent, open_task, register_agent};
 use serde_json::{Value, json};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 const API_KEY: &str = "billing-api-key-4471-s3cret";
 
@@ -232,18 +231,6 @@ async fn a_writer_creates_an_invoice() {
     assert_forwarded_cleanly(&seen[0], &mandate);
     let trail = tool_calls(&s.server.admin(), &task, 1).await;
     assert_eq!(summary(&trail), [("/invoices".to_owned(), true, "allowed".to_owned())]);
-}
-
-/// Sends one request line as written (no client normalises it) and returns the status.
-async fn raw_status(server: &Server, target: &str, mandate: &str) -> u16 {
-    let addr = server.url.strip_prefix("http://").unwrap();
-    let mut stream = bounded("connect", tokio::net::TcpStream::connect(addr)).await.unwrap();
-    let req = format!("GET {target} HTTP/1.1\r\nHost: {addr}\r\nAuthorization: Bearer {mandate}\r\nConnection: close\r\n\r\n");
-    bounded("write", stream.write_all(req.as_bytes())).await.unwrap();
-    let mut buf = Vec::new();
-    bounded("read", stream.read_to_end(&mut buf)).await.unwrap();
-    let text = String::from_utf8_lossy(&buf);
-    text.split_whitespace().nth(1).and_then(|s| s.parse().ok()).unwrap_or_else(|| panic!("no status line in {text:?}"))
 }
 
 /// A request cannot reach anything on the upstream that no route names: dot segments (plain

@@ -9,76 +9,13 @@
 
 mod common;
 
-use std::fs::{self, File};
-use std::io::{BufRead, BufReader};
-use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
-use std::sync::mpsc;
-use std::time::Duration;
-
-use common::gateway::{bounded, intent, serve_with_gateway, tool_calls};
-use common::python::{python_mcp, script};
+use common::gateway::{bounded, intent, raw_status, serve_with_gateway, tool_calls};
+use common::python::{PyUpstream, start_recording_upstream};
 use common::{Server, TestAgent, open_task, register_agent};
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 const API_KEY: &str = "billing-api-key-8812-s3cret";
-
-/// `tests/py/http_upstream.py` on a free port; killed on drop.
-struct Upstream {
-    url: String,
-    child: Child,
-    record: PathBuf,
-    _tmp: tempfile::TempDir,
-}
-
-impl Upstream {
-    fn start() -> Upstream {
-        let tmp = tempfile::tempdir().unwrap();
-        let record = tmp.path().join("requests.jsonl");
-        let stderr = tmp.path().join("stderr");
-        let mut child = Command::new(python_mcp())
-            .arg(script("http_upstream.py"))
-            .args(["--port", "0", "--record"])
-            .arg(&record)
-            .env("PYTHONUNBUFFERED", "1")
-            .env("PYTHONDONTWRITEBYTECODE", "1")
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(File::create(&stderr).unwrap())
-            .spawn()
-            .unwrap();
-        let stdout = child.stdout.take().unwrap();
-        let (tx, rx) = mpsc::channel();
-        std::thread::spawn(move || {
-            let mut lines = BufReader::new(stdout).lines();
-            let _ = tx.send(lines.next().and_then(Result::ok));
-            for _ in lines.map_while(Result::ok) {}
-        });
-        let line = rx.recv_timeout(Duration::from_secs(60)).ok().flatten();
-        let Some(url) = line.as_deref().and_then(|l| l.strip_prefix("listening on ")).map(str::to_owned) else {
-            let _ = child.kill();
-            panic!("http_upstream.py did not start ({line:?}):\n{}", fs::read_to_string(&stderr).unwrap_or_default());
-        };
-        Upstream { url, child, record, _tmp: tmp }
-    }
-
-    /// Every request the upstream received, oldest first.
-    fn received(&self) -> Vec<Value> {
-        match fs::read_to_string(&self.record) {
-            Ok(t) => t.lines().map(|l| serde_json::from_str(l).unwrap()).collect(),
-            Err(_) => Vec::new(),
-        }
-    }
-}
-
-impl Drop for Upstream {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
 
 fn config(url: &str) -> String {
     let route = |method: &str, path: &str, action: &str, kind: &str, extra: &str| {
@@ -110,12 +47,12 @@ fn config(url: &str) -> String {
 
 struct Setup {
     server: Server,
-    upstream: Upstream,
+    upstream: PyUpstream,
     _cfg: tempfile::TempDir,
 }
 
 async fn setup() -> Setup {
-    let upstream = Upstream::start();
+    let upstream = start_recording_upstream("http_upstream.py", &[], "--record");
     let (server, cfg) = serve_with_gateway(&config(&upstream.url), Vec::new());
     server.admin().put_secret("billing-key", API_KEY, "billing API key").await.unwrap();
     Setup { server, upstream, _cfg: cfg }
@@ -184,18 +121,6 @@ fn code(got: &(u16, Value)) -> (u16, &str) {
     (got.0, got.1["error"]["code"].as_str().unwrap_or(""))
 }
 
-/// Sends one request line as written (no client normalizes it) and returns the status.
-async fn raw_status(server: &Server, target: &str, mandate: &str) -> u16 {
-    let addr = server.url.strip_prefix("http://").unwrap();
-    let mut stream = bounded("connect", tokio::net::TcpStream::connect(addr)).await.unwrap();
-    let req = format!("GET {target} HTTP/1.1\r\nHost: {addr}\r\nAuthorization: Bearer {mandate}\r\nConnection: close\r\n\r\n");
-    bounded("write", stream.write_all(req.as_bytes())).await.unwrap();
-    let mut buf = Vec::new();
-    bounded("read", stream.read_to_end(&mut buf)).await.unwrap();
-    let text = String::from_utf8_lossy(&buf);
-    text.split_whitespace().nth(1).and_then(|s| s.parse().ok()).unwrap_or_else(|| panic!("no status line in {text:?}"))
-}
-
 /// (tool, reason) of each recorded call.
 fn reasons(trail: &[Value]) -> Vec<(String, String)> {
     trail.iter().map(|d| (d["tool"].as_str().unwrap_or("").to_owned(), d["reason"].as_str().unwrap_or("").to_owned())).collect()
@@ -216,7 +141,7 @@ async fn an_encoded_slash_cannot_reach_another_route() {
     for path in ["/files/%2e%2e", "/files/.%2E", "/files/..%2Fadmin"] {
         assert_eq!(raw_status(&s.server, &format!("/api/billing{path}"), &mandate).await, 400, "{path}");
     }
-    assert!(s.upstream.received().is_empty(), "a refused request reached the upstream: {:#?}", s.upstream.received());
+    assert!(s.upstream.recorded().is_empty(), "a refused request reached the upstream: {:#?}", s.upstream.recorded());
 
     // Spellings of one request are one request: decided and forwarded as `/invoices/1`
     // (the intent holds invoice 1 only), `/files/report.txt`.
@@ -227,7 +152,7 @@ async fn an_encoded_slash_cannot_reach_another_route() {
     // A route that takes encoded slashes: decided as `doc:a/b`, forwarded in one spelling.
     let doc = call("GET", "/docs/a%2fb").send(&s, &mandate).await;
     assert_eq!((doc.0, &doc.1["params"]), (200, &json!({"path": "a/b"})), "{doc:?}");
-    let got = s.upstream.received();
+    let got = s.upstream.recorded();
     let raw: Vec<&str> = got.iter().map(|r| r["raw_path"].as_str().unwrap()).collect();
     assert_eq!(raw, ["/invoices/1", "/files/report.txt", "/docs/a%2Fb"]);
     assert!(got.iter().all(|r| r["folded_headers"]["x-api-key"] == API_KEY));
@@ -270,12 +195,12 @@ async fn a_method_override_cannot_turn_a_write_into_a_delete() {
     for (i, a) in attempts.into_iter().enumerate() {
         assert_eq!(code(&a.send(&s, &mandate).await), (400, "method_override_refused"), "attempt {i}");
     }
-    assert!(s.upstream.received().is_empty(), "an override reached the upstream: {:#?}", s.upstream.received());
+    assert!(s.upstream.recorded().is_empty(), "an override reached the upstream: {:#?}", s.upstream.recorded());
 
     // The write itself goes through, and is executed as the write it was decided as.
     let ok = call("POST", "/invoices").body("application/json", json_body.clone()).send(&s, &mandate).await;
     assert_eq!((ok.0, ok.1["executed"].as_str(), ok.1["route"].as_str()), (200, Some("POST"), Some("invoices.create")), "{ok:?}");
-    let got = s.upstream.received();
+    let got = s.upstream.recorded();
     assert_eq!(got.len(), 1);
     assert_eq!((got[0]["method"].as_str(), got[0]["executed"].as_str()), (Some("POST"), Some("POST")));
     assert_eq!(got[0]["body"].as_str().unwrap().as_bytes(), json_body.as_slice());
@@ -301,13 +226,13 @@ async fn a_repeated_query_key_is_refused_unless_the_route_takes_a_list() {
         assert_eq!(code(&call("GET", path).send(&s, &mandate).await), (400, "query_key_repeated"), "{path}");
     }
     assert_eq!(code(&call("GET", "/invoices/1?x=%ZZ").send(&s, &mandate).await), (400, "query_bad_encoding"));
-    assert!(s.upstream.received().is_empty(), "{:#?}", s.upstream.received());
+    assert!(s.upstream.recorded().is_empty(), "{:#?}", s.upstream.recorded());
 
     // A declared list keeps every value, in order; everything is written in one encoding
     // (`+` and `%20` are one space, a literal `+` and `;` are data).
     let list = call("GET", "/accounts/7/statement?tag=b&month=2026-01&tag=a&q=x+y%20z%2B1;2").send(&s, &mandate).await;
     assert_eq!(list.0, 200, "{list:?}");
-    let got = s.upstream.received();
+    let got = s.upstream.recorded();
     assert_eq!(got.len(), 1);
     assert_eq!(got[0]["raw_query"], "tag=b&month=2026-01&tag=a&q=x%20y%20z%2B1%3B2");
     assert_eq!(got[0]["query_pairs"], json!([["tag", "b"], ["month", "2026-01"], ["tag", "a"], ["q", "x y z+1;2"]]));
@@ -342,7 +267,7 @@ async fn a_header_spelled_with_underscores_does_not_ride_along() {
     let twice = call("GET", "/accounts/9/statement").header("x-tenant", "a").header("x-tenant", "b").send(&s, &mandate).await;
     assert_eq!(code(&twice), (400, "header_repeated"));
 
-    let got = s.upstream.received();
+    let got = s.upstream.recorded();
     assert_eq!(got.len(), 3, "{got:#?}");
     for r in &got {
         let names: Vec<String> = r["headers"].as_array().unwrap().iter().map(|h| h[0].as_str().unwrap().to_owned()).collect();
@@ -398,7 +323,7 @@ async fn evidence_binds_the_whole_request() {
     );
     assert_eq!(trail[3]["tool"], "/accounts/7/statement");
     // What was recorded is what the upstream got.
-    let got = s.upstream.received();
+    let got = s.upstream.recorded();
     assert_eq!((got[3]["raw_path"].as_str(), got[3]["raw_query"].as_str()), (Some("/accounts/7/statement"), Some("tag=x")));
     assert_eq!(got[2]["body"], "hellp");
 }
@@ -425,11 +350,11 @@ async fn an_approval_covers_the_approved_body_only() {
     let other = pay(1000).send(&s, &mandate).await;
     assert_eq!(code(&other), (403, "approval_required"), "{other:?}");
     assert_ne!(other.1["error"]["approval_id"].as_str(), Some(id.as_str()));
-    assert!(s.upstream.received().is_empty());
+    assert!(s.upstream.recorded().is_empty());
 
     let approved = pay(10).send(&s, &mandate).await;
     assert_eq!(approved.0, 200, "{approved:?}");
-    let got = s.upstream.received();
+    let got = s.upstream.recorded();
     assert_eq!(got.len(), 1);
     assert_eq!((got[0]["raw_query"].as_str(), got[0]["body"].as_str()), (Some("account=1"), Some(r#"{"amount":10}"#)));
 }
@@ -450,8 +375,8 @@ async fn an_approval_covers_the_approved_query_only() {
     approver.approve(&id, Some("ok".into())).await.unwrap();
     let other = pay("/payments?account=2").send(&s, &mandate).await;
     assert_eq!(code(&other), (403, "approval_required"), "{other:?}");
-    assert!(s.upstream.received().is_empty());
+    assert!(s.upstream.recorded().is_empty());
     let approved = pay("/payments?account=1").send(&s, &mandate).await;
     assert_eq!(approved.0, 200, "{approved:?}");
-    assert_eq!(s.upstream.received()[0]["raw_query"], "account=1");
+    assert_eq!(s.upstream.recorded()[0]["raw_query"], "account=1");
 }
