@@ -15,11 +15,11 @@ use std::time::{Duration, Instant};
 use axum::body::Bytes;
 use axum::extract::State;
 use axum::http::HeaderMap;
-use common::gateway::{STEP, bounded, call, intent, reason, rmcp_connect};
-use common::{Options, Server, TestAgent, open_task, register_agent};
+use common::gateway::{STEP, bounded, call, demo_tools, intent, reason, rmcp_connect};
+use common::{Server, TestAgent, open_task, register_agent};
 use hmac::{Hmac, Mac};
 use mandate_client::Client;
-use mandate_demo_tools::{DemoToolsHandle, DemoToolsOptions};
+use mandate_demo_tools::DemoToolsHandle;
 use mandate_proto::admin::ApprovalView;
 use serde_json::{Value, json};
 use sha2::Sha256;
@@ -60,17 +60,11 @@ struct Setup {
     tools: DemoToolsHandle,
     agent: TestAgent,
     approver: Client,
-    _cfg: tempfile::TempDir,
 }
 
 /// `approvals`: lines of the `[approvals]` table; `wait`: the gateway's `approval_wait_secs`.
 async fn setup(approvals: &str, wait: u64) -> Setup {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let tools =
-        mandate_demo_tools::spawn(listener, DemoToolsOptions { require_bearer: Some(UPSTREAM_SECRET.into()), ..Default::default() })
-            .unwrap();
-    let cfg = tempfile::tempdir().unwrap();
-    let path = cfg.path().join("mandate.toml");
+    let tools = demo_tools(Some(UPSTREAM_SECRET)).await;
     let toml = format!(
         r#"
 [approvals]
@@ -92,16 +86,12 @@ classification = "internal"
 "#,
         url = tools.mcp_url()
     );
-    std::fs::write(&path, toml).unwrap();
-    let server = Server::start_with(Options {
-        extra_args: vec!["--config".into(), path.display().to_string()],
-        envs: vec![("MANDATE_APPROVAL_WEBHOOK_SECRET".into(), HOOK_SECRET.into())],
-    });
+    let server = Server::start_configured(&toml, vec![("MANDATE_APPROVAL_WEBHOOK_SECRET".into(), HOOK_SECRET.into())]);
     server.admin().put_secret("demo-tools-token", UPSTREAM_SECRET, "demo tool server bearer").await.unwrap();
     let agent = register_agent(&server.admin(), "deploy-bot", &[]).await;
     let t = server.admin().create_token("approver", "carol@example.com").await.unwrap();
     let approver = server.admin().with_token(Some(t.token));
-    Setup { server, tools, agent, approver, _cfg: cfg }
+    Setup { server, tools, agent, approver }
 }
 
 fn args(version: &str) -> Value {

@@ -14,9 +14,7 @@ use rusqlite::Connection;
 use sha2::{Digest, Sha256};
 
 fn config_with_checkpoints(dir: &Path, every: u64) -> Options {
-    let path = dir.join("mandate.toml");
-    std::fs::write(&path, format!("[audit]\ncheckpoint_every = {every}\ncheckpoint_interval_secs = 1\n")).unwrap();
-    Options { extra_args: vec!["--config".into(), path.display().to_string()], envs: vec![] }
+    Options::with_config(dir, &format!("[audit]\ncheckpoint_every = {every}\ncheckpoint_interval_secs = 1\n"))
 }
 
 /// A data directory holding a trail of some 40 events with checkpoints, server stopped.

@@ -50,9 +50,8 @@ async fn unknown_config_keys_are_errors_that_name_the_key() {
 #[tokio::test(flavor = "multi_thread")]
 async fn max_ttl_caps_every_task_lifetime() {
     let tmp = tempfile::tempdir().unwrap();
-    let config = tmp.path().join("mandate.toml");
-    std::fs::write(&config, "[tasks]\nmax_ttl_secs = 120\n").unwrap();
-    let server = Server::start_in(tmp.path(), Options { extra_args: vec!["--config".into(), config.display().to_string()], envs: vec![] });
+    let config = "[tasks]\nmax_ttl_secs = 120\n";
+    let server = Server::start_in(tmp.path(), Options::with_config(tmp.path(), config));
     let agent = register_agent(&server.admin(), "capped", &[]).await;
 
     // Asking for longer than the cap gets the cap.
@@ -80,14 +79,10 @@ async fn max_ttl_caps_every_task_lifetime() {
 #[tokio::test(flavor = "multi_thread")]
 async fn environment_overrides_the_config_file() {
     let tmp = tempfile::tempdir().unwrap();
-    let config = tmp.path().join("mandate.toml");
-    std::fs::write(&config, "trust_domain = \"file.example\"\naudience = \"tools.example\"\n").unwrap();
+    let config = "trust_domain = \"file.example\"\naudience = \"tools.example\"\n";
     let server = Server::start_in(
         tmp.path(),
-        Options {
-            extra_args: vec!["--config".into(), config.display().to_string()],
-            envs: vec![("MANDATE_TRUST_DOMAIN".into(), "env.example".into())],
-        },
+        Options { envs: vec![("MANDATE_TRUST_DOMAIN".into(), "env.example".into())], ..Options::with_config(tmp.path(), config) },
     );
     let meta = server.anon().oauth_metadata().await.unwrap();
     assert_eq!(meta["mandate_trust_domain"], "env.example");

@@ -12,10 +12,11 @@ mod common;
 
 use std::time::Duration;
 
-use common::gateway::{GatewayIdentity, GatewayProcess, bounded, call, eventually, reason as call_reason, rmcp_connect, stateless_request};
+use common::gateway::{
+    GatewayIdentity, GatewayProcess, bounded, call, demo_tools, eventually, reason as call_reason, rmcp_connect, stateless_request,
+};
 use common::{Options, Server, TestAgent, attestation, evaluation, open_task, pep, reason, register_agent};
 use mandate_client::Client;
-use mandate_demo_tools::DemoToolsOptions;
 use mandate_proto::oauth::TokenExchangeResponse;
 use serde_json::{Value, json};
 
@@ -235,10 +236,7 @@ async fn a_grandchild_mandate_carries_the_act_chain() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn depth_is_limited_by_configuration() {
-    let cfg = tempfile::tempdir().unwrap();
-    let path = cfg.path().join("mandate.toml");
-    std::fs::write(&path, "[tasks]\nmax_delegation_depth = 2\n").unwrap();
-    let server = Server::start_with(Options { extra_args: vec!["--config".into(), path.display().to_string()], ..Default::default() });
+    let server = Server::start_configured("[tasks]\nmax_delegation_depth = 2\n", Vec::new());
     let admin = server.admin();
     let agents = [
         register_agent(&admin, "a-bot", &[]).await,
@@ -255,13 +253,14 @@ async fn depth_is_limited_by_configuration() {
     assert_eq!(task_count(&server).await, before);
 
     // 0 turns delegation off; the setting is bounded.
-    std::fs::write(&path, "[tasks]\nmax_delegation_depth = 0\n").unwrap();
-    let off = Server::start_with(Options { extra_args: vec!["--config".into(), path.display().to_string()], ..Default::default() });
+    let off = Server::start_configured("[tasks]\nmax_delegation_depth = 0\n", Vec::new());
     let a = register_agent(&off.admin(), "a-bot", &[]).await;
     let b = register_agent(&off.admin(), "b-bot", &[]).await;
     let (m, _) = open_task(&off, &a, &parent_intent()).await;
     let got = delegate_raw(&off, &m, Some(&attestation(&b, &off.url)), &sub_intent()).await;
     assert_refused(&got, 400, "invalid_request", "delegation_depth_exceeded", &["turned off"]);
+    let cfg = tempfile::tempdir().unwrap();
+    let path = cfg.path().join("mandate.toml");
     std::fs::write(&path, "[tasks]\nmax_delegation_depth = 99\n").unwrap();
     let out = assert_cmd::Command::cargo_bin("mandate")
         .unwrap()
@@ -582,9 +581,7 @@ async fn tree(server: &Server) -> (String, String, TokenExchangeResponse, TokenE
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn revoking_the_root_stops_a_grandchild_at_the_gateway() {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let tools =
-        mandate_demo_tools::spawn(listener, DemoToolsOptions { require_bearer: Some(TOOL_SECRET.into()), ..Default::default() }).unwrap();
+    let tools = demo_tools(Some(TOOL_SECRET)).await;
     let (server, _cfg) =
         common::gateway::serve_with_gateway(&format!("[gateway]\n{}", gateway_tables("gateway.", &tools.mcp_url())), vec![]);
     let admin = server.admin();
@@ -638,9 +635,7 @@ async fn revoking_the_root_stops_a_grandchild_at_a_remote_gateway() {
     let admin = server.admin();
     admin.put_secret("demo-tools-token", TOOL_SECRET, "demo tool server bearer").await.unwrap();
     let identity = GatewayIdentity::register(&admin, "edge", &["demo-tools-token"]).await;
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let tools =
-        mandate_demo_tools::spawn(listener, DemoToolsOptions { require_bearer: Some(TOOL_SECRET.into()), ..Default::default() }).unwrap();
+    let tools = demo_tools(Some(TOOL_SECRET)).await;
     let gw = GatewayProcess::start(
         &gateway_tables("", &tools.mcp_url()),
         &[

@@ -10,9 +10,9 @@ mod common;
 
 use std::time::Duration;
 
-use common::gateway::{McpClient, STEP, bounded, call, intent, reason, rmcp_connect, tool_names};
-use common::{Options, Server, TestAgent, open_task, register_agent};
-use mandate_demo_tools::{DemoToolsHandle, DemoToolsOptions};
+use common::gateway::{McpClient, STEP, bounded, call, demo_tools, intent, reason, rmcp_connect, tool_names};
+use common::{Server, TestAgent, open_task, register_agent};
+use mandate_demo_tools::DemoToolsHandle;
 use serde_json::{Value, json};
 
 const UPSTREAM_SECRET: &str = "upstream-s3cret-value-7781";
@@ -21,7 +21,6 @@ pub struct Setup {
     pub server: Server,
     pub tools: DemoToolsHandle,
     pub agent: TestAgent,
-    _cfg: tempfile::TempDir,
 }
 
 /// The gateway config for the demo tool server at `mcp_url`.
@@ -62,22 +61,16 @@ async fn setup(agent_attrs: &[(&str, &str)]) -> Setup {
 
 /// `settings`: lines for the `[gateway]` table itself; `upstream`: lines for the upstream's.
 async fn setup_with(agent_attrs: &[(&str, &str)], settings: &str, upstream: &str) -> Setup {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let tools =
-        mandate_demo_tools::spawn(listener, DemoToolsOptions { require_bearer: Some(UPSTREAM_SECRET.into()), ..Default::default() })
-            .unwrap();
-    let cfg = tempfile::tempdir().unwrap();
-    let path = cfg.path().join("mandate.toml");
+    let tools = demo_tools(Some(UPSTREAM_SECRET)).await;
     let toml = gateway_toml(&tools.mcp_url(), "").replacen("[gateway]\n", &format!("[gateway]\n{settings}\n"), 1).replacen(
         "type = \"mcp\"\n",
         &format!("type = \"mcp\"\n{upstream}\n"),
         1,
     );
-    std::fs::write(&path, toml).unwrap();
-    let server = Server::start_with(Options { extra_args: vec!["--config".into(), path.display().to_string()], ..Default::default() });
+    let server = Server::start_configured(&toml, Vec::new());
     server.admin().put_secret("demo-tools-token", UPSTREAM_SECRET, "demo tool server bearer").await.unwrap();
     let agent = register_agent(&server.admin(), "support-bot", agent_attrs).await;
-    Setup { server, tools, agent, _cfg: cfg }
+    Setup { server, tools, agent }
 }
 
 async fn connect(url: String, mandate: &str, modern: bool) -> McpClient {

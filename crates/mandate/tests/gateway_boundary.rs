@@ -13,11 +13,10 @@ mod common;
 use std::time::Duration;
 
 use common::gateway::{
-    Hook, Proxy, Seen, bounded, call, eventually, intent, reason, rmcp_connect, serve_with_gateway, tool_calls, tool_names,
+    Hook, Proxy, Seen, bounded, call, demo_tools, eventually, intent, reason, rmcp_connect, serve_with_gateway, tool_calls, tool_names,
 };
 use common::python::{PROTOCOLS, PyServer, PyServerOptions};
 use common::{open_task, register_agent};
-use mandate_demo_tools::DemoToolsOptions;
 use rmcp::model::ReadResourceRequestParams;
 use serde_json::{Value, json};
 
@@ -91,9 +90,7 @@ fn notifications(proxy: &Proxy) -> Vec<(String, Value)> {
 
 #[tokio::test]
 async fn only_client_notifications_are_relayed_and_a_cancel_names_the_upstreams_request() {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let tools =
-        mandate_demo_tools::spawn(listener, DemoToolsOptions { require_bearer: Some(SECRET.into()), ..Default::default() }).unwrap();
+    let tools = demo_tools(Some(SECRET)).await;
     let proxy = Proxy::start(&format!("http://{}", tools.addr()), Some(hold_slow_calls())).await;
     let (server, _cfg) = serve_with_gateway(&config(&format!("{}/mcp", proxy.url)), Vec::new());
     let admin = server.admin();

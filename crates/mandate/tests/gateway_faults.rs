@@ -14,7 +14,7 @@ use axum::body::Bytes;
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
-use common::{Options, Server, open_task, register_agent};
+use common::{Server, open_task, register_agent};
 use serde_json::{Value, json};
 
 /// How each fake upstream misbehaves.
@@ -131,10 +131,7 @@ async fn misbehaving_upstreams_get_clear_errors_and_are_recorded() {
         format!("http://{}/mcp", l.local_addr().unwrap())
     };
     toml.push_str(&upstream_toml("dead", &dead));
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("mandate.toml");
-    std::fs::write(&path, toml).unwrap();
-    let server = Server::start_with(Options { extra_args: vec!["--config".into(), path.display().to_string()], ..Default::default() });
+    let server = Server::start_configured(&toml, Vec::new());
     let agent = register_agent(&server.admin(), "fault-bot", &[]).await;
     let actions: Vec<String> = faults.iter().map(|(n, _, _)| format!("{n}.echo")).chain(["dead.echo".to_owned()]).collect();
     let intent = json!({"type": "agent_task", "purpose": "probe faults", "actions": actions, "resources": ["*"], "max_classification": "internal", "lifetime_seconds": 600});

@@ -20,12 +20,11 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use common::gateway::{
-    Hook, McpClient, Proxy, Seen, bounded, call, eventually, intent, reason, rmcp_connect, serve_with_gateway, summary, toml_str,
-    tool_calls, tool_names,
+    Hook, McpClient, Proxy, Seen, bounded, call, demo_tools, eventually, intent, reason, rmcp_connect, serve_with_gateway, summary,
+    toml_str, tool_calls, tool_names,
 };
 use common::python::{PROTOCOLS, PyClient, PyServer, PyServerOptions, stdio_server_command};
-use common::{open_task, register_agent};
-use mandate_demo_tools::DemoToolsOptions;
+use common::{open_task, register_agent, sorted};
 use rmcp::model::{GetPromptRequestParams, ReadResourceRequestParams};
 use serde_json::{Value, json};
 
@@ -33,12 +32,6 @@ const DEMO_SECRET: &str = "demo-upstream-s3cret-5512";
 const PY_SECRET: &str = "py-upstream-s3cret-8830";
 /// The argument that makes the client-side proxy revoke the task before forwarding the call.
 const MARKER: &str = "asked-after-revocation-9f1c";
-
-fn sorted(v: impl IntoIterator<Item = impl Into<String>>) -> Vec<String> {
-    let mut v: Vec<String> = v.into_iter().map(Into::into).collect();
-    v.sort();
-    v
-}
 
 /// The JSON-RPC error of a failed rmcp request, as (code, data).
 fn rpc_error<T: std::fmt::Debug>(r: Result<T, rmcp::ServiceError>) -> (i32, Value) {
@@ -100,9 +93,7 @@ fn revoke_on_marker(admin: mandate_client::Client, task: String) -> Hook {
 }
 
 async fn python_client_through_the_gateway(protocol: &str) {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let demo =
-        mandate_demo_tools::spawn(listener, DemoToolsOptions { require_bearer: Some(DEMO_SECRET.into()), ..Default::default() }).unwrap();
+    let demo = demo_tools(Some(DEMO_SECRET)).await;
     let upstream = Proxy::start(&format!("http://{}", demo.addr()), None).await;
     let (server, _cfg) = serve_with_gateway(&demo_gateway(&format!("{}/mcp", upstream.url)), Vec::new());
     let admin = server.admin();

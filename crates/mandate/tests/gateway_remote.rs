@@ -11,12 +11,12 @@ mod common;
 use std::time::Duration;
 
 use common::gateway::{
-    GatewayIdentity, GatewayProcess, McpClient, Proxy, Recorder, Seen, TcpRelay, bounded, call, claimed_tool_calls, eventually, intent,
-    reason, rmcp_connect, stateless_request, summary, tool_calls, tool_names,
+    GatewayIdentity, GatewayProcess, McpClient, Proxy, Recorder, Seen, TcpRelay, bounded, call, claimed_tool_calls, demo_tools, eventually,
+    intent, reason, rmcp_connect, stateless_request, summary, tool_calls, tool_names,
 };
 use common::{Options, Server, TestAgent, open_task, register_agent};
 use mandate_client::Client;
-use mandate_demo_tools::{DemoToolsHandle, DemoToolsOptions};
+use mandate_demo_tools::DemoToolsHandle;
 use mandate_secrets::MasterKey;
 use serde_json::{Value, json};
 
@@ -81,9 +81,7 @@ impl Setup {
         admin.put_secret("demo-tools-token", DEMO_SECRET, "demo tool server bearer").await.unwrap();
         admin.put_secret("billing-key", API_KEY, "billing API key").await.unwrap();
         let gw = GatewayIdentity::register(&admin, "edge", &["demo-tools-token", "billing-key"]).await;
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let demo = mandate_demo_tools::spawn(listener, DemoToolsOptions { require_bearer: Some(DEMO_SECRET.into()), ..Default::default() })
-            .unwrap();
+        let demo = demo_tools(Some(DEMO_SECRET)).await;
         let demo_seen = Proxy::start(&format!("http://{}", demo.addr()), None).await;
         let api = Recorder::start().await;
         let agent = register_agent(&admin, "support-bot", &[]).await;

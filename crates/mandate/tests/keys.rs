@@ -26,10 +26,8 @@ fn jwks_kids(jwks: &Value) -> BTreeSet<String> {
 #[tokio::test(flavor = "multi_thread")]
 async fn rotation_keeps_old_mandates_and_checkpoints_valid() {
     let tmp = tempfile::tempdir().unwrap();
-    let config = tmp.path().join("mandate.toml");
-    std::fs::write(&config, "[audit]\ncheckpoint_every = 1\ncheckpoint_interval_secs = 1\n").unwrap();
-    let mut server =
-        Server::start_in(tmp.path(), Options { extra_args: vec!["--config".into(), config.display().to_string()], envs: vec![] });
+    let config = "[audit]\ncheckpoint_every = 1\ncheckpoint_interval_secs = 1\n";
+    let mut server = Server::start_in(tmp.path(), Options::with_config(tmp.path(), config));
     let agent = register_agent(&server.admin(), "rotator", &[]).await;
     let pep = pep(&server).await;
 
@@ -94,11 +92,9 @@ async fn rotation_keeps_old_mandates_and_checkpoints_valid() {
 #[tokio::test(flavor = "multi_thread")]
 async fn a_retired_key_leaves_the_jwks_once_its_mandates_have_expired() {
     let tmp = tempfile::tempdir().unwrap();
-    let config = tmp.path().join("mandate.toml");
     // Mandates live one second and no clock skew is tolerated: the overlap is one second.
-    std::fs::write(&config, "[tasks]\nmax_ttl_secs = 1\n[attestation]\nleeway_secs = 0\n[audit]\ncheckpoint_every = 1\n").unwrap();
-    let mut server =
-        Server::start_in(tmp.path(), Options { extra_args: vec!["--config".into(), config.display().to_string()], envs: vec![] });
+    let config = "[tasks]\nmax_ttl_secs = 1\n[attestation]\nleeway_secs = 0\n[audit]\ncheckpoint_every = 1\n";
+    let mut server = Server::start_in(tmp.path(), Options::with_config(tmp.path(), config));
     let old_kid = jwks_kids(&server.anon().jwks().await.unwrap()).into_iter().next().unwrap();
     poll("a checkpoint signed by the first key", || async { checkpoint_kids(&server).await.contains(&old_kid).then_some(()) }).await;
     let rotated = server.admin().rotate_key().await.unwrap();

@@ -9,8 +9,10 @@ mod common;
 use std::future::Future;
 use std::time::Duration;
 
+use common::gateway::demo_tools;
 use common::python::{PROTOCOLS, PY_SERVER_TOOLS, PyClient, PyServer, PyServerOptions, stdio_server_command};
-use mandate_demo_tools::{DemoToolsHandle, DemoToolsOptions, TOOL_NAMES};
+use common::sorted;
+use mandate_demo_tools::TOOL_NAMES;
 use rmcp::model::{CallToolRequestParams, ClientConfig, GetPromptRequestParams, ProtocolVersion, ReadResourceRequestParams};
 use rmcp::service::{RoleClient, RunningService};
 use rmcp::transport::streamable_http_client::StreamableHttpClientTransportConfig;
@@ -31,12 +33,6 @@ async fn bounded<T>(what: &str, fut: impl Future<Output = T>) -> T {
     }
 }
 
-fn sorted(names: impl IntoIterator<Item = impl Into<String>>) -> Vec<String> {
-    let mut v: Vec<String> = names.into_iter().map(Into::into).collect();
-    v.sort();
-    v
-}
-
 fn step_tools(step: &Value) -> Vec<String> {
     sorted(step["tools"].as_array().unwrap_or_else(|| panic!("no tools in {step}")).iter().map(|t| t.as_str().unwrap().to_owned()))
 }
@@ -45,14 +41,8 @@ fn step_tools(step: &Value) -> Vec<String> {
 // (a) The Python SDK's client against the Rust demo tool server
 // ---------------------------------------------------------------------------------------------
 
-async fn start_demo(require_bearer: Option<&str>) -> DemoToolsHandle {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    mandate_demo_tools::spawn(listener, DemoToolsOptions { require_bearer: require_bearer.map(str::to_owned), ..Default::default() })
-        .unwrap()
-}
-
 async fn python_client_drives_demo_tools(protocol: &str) {
-    let server = start_demo(Some(UPSTREAM_SECRET)).await;
+    let server = demo_tools(Some(UPSTREAM_SECRET)).await;
     let out = PyClient::new(server.mcp_url(), protocol)
         .bearer(UPSTREAM_SECRET)
         .steps(json!([
@@ -129,7 +119,7 @@ async fn python_client_drives_demo_tools_2026_07_28() {
 /// failure (401), not as a JSON-RPC error, and nothing runs.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn python_client_sees_a_missing_bearer_as_a_transport_error() {
-    let server = start_demo(Some(UPSTREAM_SECRET)).await;
+    let server = demo_tools(Some(UPSTREAM_SECRET)).await;
     let steps = json!([
         {"op": "list_tools"},
         {"op": "call_tool", "name": "email.send", "arguments": {"to": "eve@example.com", "subject": "s", "body": "b"}},
