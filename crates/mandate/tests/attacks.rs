@@ -25,11 +25,6 @@ fn claims(agent: &TestAgent, aud: &str) -> Value {
             "jti": uuid::Uuid::new_v4().to_string() })
 }
 
-async fn refused(server: &Server, attestation: &str) -> String {
-    let err = server.anon().exchange(attestation, &read_intent()).await.unwrap_err();
-    err.code().unwrap_or("").to_owned()
-}
-
 async fn setup() -> (Server, TestAgent) {
     let server = Server::start();
     let agent = register_agent(&server.admin(), "target", &[]).await;
@@ -48,7 +43,7 @@ async fn forged_signature_is_refused() {
     let (server, agent) = setup().await;
     let (other_private, _) = mandate_token::generate_agent_key(mandate_token::AgentKeyAlg::Ed25519).unwrap();
     let att = sign_ed25519(&other_private, &json!({"alg":"EdDSA","typ":"JWT"}), &claims(&agent, &server.url));
-    assert_eq!(refused(&server, &att).await, "bad_signature");
+    assert_eq!(exchange_refusal(&server, &att).await, "bad_signature");
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -56,7 +51,7 @@ async fn alg_none_is_refused() {
     let (server, agent) = setup().await;
     let c = claims(&agent, &server.url);
     let att = format!("{}.{}.", B64.encode(json!({"alg":"none","typ":"JWT"}).to_string()), B64.encode(c.to_string()));
-    let code = refused(&server, &att).await;
+    let code = exchange_refusal(&server, &att).await;
     assert!(code == "unsupported_alg" || code == "alg_key_mismatch", "{code}");
 }
 
@@ -71,7 +66,7 @@ async fn hs256_keyed_with_the_public_key_is_refused() {
             &jsonwebtoken::EncodingKey::from_secret(&secret),
         )
         .unwrap();
-        let code = refused(&server, &att).await;
+        let code = exchange_refusal(&server, &att).await;
         assert!(code == "alg_key_mismatch" || code == "unsupported_alg", "{code}");
     }
 }
@@ -83,7 +78,7 @@ async fn expired_attestation_is_refused() {
     c["iat"] = json!(now() - 600);
     c["exp"] = json!(now() - 540);
     let att = sign_ed25519(&agent.private_jwk, &json!({"alg":"EdDSA","typ":"JWT"}), &c);
-    assert_eq!(refused(&server, &att).await, "expired");
+    assert_eq!(exchange_refusal(&server, &att).await, "expired");
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -92,14 +87,14 @@ async fn not_yet_valid_attestation_is_refused() {
     let mut c = claims(&agent, &server.url);
     c["nbf"] = json!(now() + 3600);
     let att = sign_ed25519(&agent.private_jwk, &json!({"alg":"EdDSA","typ":"JWT"}), &c);
-    assert_eq!(refused(&server, &att).await, "not_yet_valid");
+    assert_eq!(exchange_refusal(&server, &att).await, "not_yet_valid");
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn wrong_audience_is_refused() {
     let (server, agent) = setup().await;
     let att = sign_ed25519(&agent.private_jwk, &json!({"alg":"EdDSA","typ":"JWT"}), &claims(&agent, "https://another-server.example"));
-    assert_eq!(refused(&server, &att).await, "wrong_audience");
+    assert_eq!(exchange_refusal(&server, &att).await, "wrong_audience");
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -108,7 +103,7 @@ async fn attestation_living_longer_than_five_minutes_is_refused() {
     let mut c = claims(&agent, &server.url);
     c["exp"] = json!(now() + 3600);
     let att = sign_ed25519(&agent.private_jwk, &json!({"alg":"EdDSA","typ":"JWT"}), &c);
-    assert_eq!(refused(&server, &att).await, "lifetime_too_long");
+    assert_eq!(exchange_refusal(&server, &att).await, "lifetime_too_long");
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -118,7 +113,7 @@ async fn replayed_jti_is_refused_also_after_a_restart() {
     let agent = register_agent(&server.admin(), "target", &[]).await;
     let att = attestation(&agent, &server.url);
     server.anon().exchange(&att, &read_intent()).await.unwrap();
-    assert_eq!(refused(&server, &att).await, "replayed_jti");
+    assert_eq!(exchange_refusal(&server, &att).await, "replayed_jti");
     // The attestation names the old address as audience; restart on the same port is not
     // guaranteed, so pin the issuer URL for both runs.
     server.stop();
@@ -131,14 +126,14 @@ async fn replayed_jti_is_refused_also_after_a_restart() {
     first.anon().exchange(&att, &read_intent()).await.unwrap();
     first.stop();
     let again = Server::start_in(tmp2.path(), opts());
-    assert_eq!(refused(&again, &att).await, "replayed_jti");
+    assert_eq!(exchange_refusal(&again, &att).await, "replayed_jti");
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_mandate_is_not_an_attestation() {
     let (server, agent) = setup().await;
     let (mandate, _) = open_task(&server, &agent, &read_intent()).await;
-    let code = refused(&server, &mandate).await;
+    let code = exchange_refusal(&server, &mandate).await;
     assert!(code == "wrong_type" || code == "wrong_issuer" || code == "unknown_issuer" || code == "invalid_issuer", "{code}");
 }
 
@@ -177,7 +172,7 @@ async fn mandate_from_another_trust_domain_is_denied() {
     assert_eq!(reason(&r), "invalid_mandate");
     // An attestation naming the other trust domain is refused too.
     let att = attestation(&foreign_agent, &server.url);
-    assert_eq!(refused(&server, &att).await, "foreign_trust_domain");
+    assert_eq!(exchange_refusal(&server, &att).await, "foreign_trust_domain");
     drop(agent);
 }
 
@@ -213,5 +208,5 @@ async fn unregistered_and_keyless_agents_cannot_attest() {
     let (server, agent) = setup().await;
     let mut ghost = TestAgent { name: "ghost".into(), spiffe_id: "spiffe://mandate.local/agent/ghost".into(), ..agent };
     ghost.name = "ghost".into();
-    assert_eq!(refused(&server, &attestation(&ghost, &server.url)).await, "unknown_agent");
+    assert_eq!(exchange_refusal(&server, &attestation(&ghost, &server.url)).await, "unknown_agent");
 }

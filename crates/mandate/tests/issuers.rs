@@ -71,11 +71,6 @@ async fn register_keyless(server: &Server, name: &str) {
     assert_eq!(r.attestation, "external_issuer");
 }
 
-async fn refused(server: &Server, token: &str) -> String {
-    let err = server.anon().exchange(token, &read_intent()).await.unwrap_err();
-    err.code().unwrap_or("").to_owned()
-}
-
 #[tokio::test(flavor = "multi_thread")]
 async fn spire_svids_attest_keyless_agents_and_bad_tokens_are_refused() {
     let server = Server::start();
@@ -122,36 +117,36 @@ async fn spire_svids_attest_keyless_agents_and_bad_tokens_are_refused() {
 
     // A subject no rule maps to an agent.
     let other_ns = spire.sign(&svid_claims(SPIRE, "spiffe://cluster.example/ns/dev/sa/billing", AUD));
-    assert_eq!(refused(&server, &other_ns).await, "no_rule_matched");
+    assert_eq!(exchange_refusal(&server, &other_ns).await, "no_rule_matched");
     // A rule that maps to an agent nobody registered.
     let ghost = spire.sign(&svid_claims(SPIRE, "spiffe://cluster.example/ns/prod/sa/ghost", AUD));
-    assert_eq!(refused(&server, &ghost).await, "unknown_agent");
+    assert_eq!(exchange_refusal(&server, &ghost).await, "unknown_agent");
     // The same key, but an issuer that is not trusted.
     let untrusted = spire.sign(&svid_claims("https://spire.evil.example", "spiffe://cluster.example/ns/prod/sa/billing", AUD));
-    assert_eq!(refused(&server, &untrusted).await, "unknown_issuer");
+    assert_eq!(exchange_refusal(&server, &untrusted).await, "unknown_issuer");
     // A token meant for someone else.
     let elsewhere = spire.sign(&svid_claims(SPIRE, "spiffe://cluster.example/ns/prod/sa/billing", "another-service"));
-    assert_eq!(refused(&server, &elsewhere).await, "wrong_audience");
+    assert_eq!(exchange_refusal(&server, &elsewhere).await, "wrong_audience");
     // Another key claiming the trusted key's kid.
     let forger = EcIssuerKey::generate("spire-2024-1");
     let forged = forger.sign(&svid_claims(SPIRE, "spiffe://cluster.example/ns/prod/sa/billing", AUD));
-    assert_eq!(refused(&server, &forged).await, "bad_signature");
+    assert_eq!(exchange_refusal(&server, &forged).await, "bad_signature");
     // The accepted token, presented again.
-    assert_eq!(refused(&server, &svid).await, "replayed_jti");
+    assert_eq!(exchange_refusal(&server, &svid).await, "replayed_jti");
     // Longer than the default limit (the attestation one, 300 s), with `iat` or, without it,
     // counted from now.
     let sub = "spiffe://cluster.example/ns/prod/sa/billing";
     let mut long = svid_claims(SPIRE, sub, AUD);
     long["exp"] = json!(now() + 301);
-    assert_eq!(refused(&server, &spire.sign(&long)).await, "lifetime_too_long");
+    assert_eq!(exchange_refusal(&server, &spire.sign(&long)).await, "lifetime_too_long");
     let mut long = svid_claims(SPIRE, sub, AUD);
     long.as_object_mut().unwrap().remove("iat");
     long["exp"] = json!(now() + 400);
-    assert_eq!(refused(&server, &spire.sign(&long)).await, "lifetime_too_long");
+    assert_eq!(exchange_refusal(&server, &spire.sign(&long)).await, "lifetime_too_long");
     // No `jti`, and the issuer does not allow reuse.
     let mut no_jti = svid_claims(SPIRE, sub, AUD);
     no_jti.as_object_mut().unwrap().remove("jti");
-    assert_eq!(refused(&server, &spire.sign(&no_jti)).await, "jti_required");
+    assert_eq!(exchange_refusal(&server, &spire.sign(&no_jti)).await, "jti_required");
 
     // Nothing was issued for the refusals, and each one is in the trail.
     let tasks = server.admin().list_tasks(Some("billing"), None, None).await.unwrap();
@@ -270,7 +265,7 @@ async fn kubernetes_tokens_verify_against_a_jwks_fetched_from_a_url() {
     // Kubernetes tokens live ten minutes or more: above the default limit.
     register_keyless(&server, "billing").await;
     let token = k8s_token(&key, "k8s-sa-1", "system:serviceaccount:prod:billing");
-    assert_eq!(refused(&server, &token).await, "lifetime_too_long");
+    assert_eq!(exchange_refusal(&server, &token).await, "lifetime_too_long");
     let out = server
         .cli()
         .args(["issuer", "add", "--issuer", K8S, "--audience", AUD, "--jwks-file"])
@@ -285,13 +280,13 @@ async fn kubernetes_tokens_verify_against_a_jwks_fetched_from_a_url() {
     assert_eq!(jwt_part(&r.access_token, 1)["agent"], "billing");
 
     let staging = k8s_token(&key, "k8s-sa-1", "system:serviceaccount:staging:billing");
-    assert_eq!(refused(&server, &staging).await, "no_rule_matched");
+    assert_eq!(exchange_refusal(&server, &staging).await, "no_rule_matched");
 
     // Once the issuer is removed, its tokens are no longer trusted.
     let out = server.cli().args(["issuer", "remove", K8S]).output().unwrap();
     assert!(out.status.success(), "{:?}", output_text(&out));
     let after = k8s_token(&key, "k8s-sa-1", "system:serviceaccount:prod:billing");
-    assert_eq!(refused(&server, &after).await, "unknown_issuer");
+    assert_eq!(exchange_refusal(&server, &after).await, "unknown_issuer");
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -365,12 +360,12 @@ async fn an_issuer_that_allows_reuse_accepts_tokens_without_jti_and_audits_each_
     // Still bounded in lifetime, and a token with a `jti` is still accepted once.
     let mut long = claims.clone();
     long["exp"] = json!(now() + 601);
-    assert_eq!(refused(&server, &spire.sign(&long)).await, "lifetime_too_long");
+    assert_eq!(exchange_refusal(&server, &spire.sign(&long)).await, "lifetime_too_long");
     let once = spire.sign(&svid_claims(SPIRE, sub, AUD));
     server.anon().exchange(&once, &read_intent()).await.unwrap();
-    assert_eq!(refused(&server, &once).await, "replayed_jti");
+    assert_eq!(exchange_refusal(&server, &once).await, "replayed_jti");
 
     // Without reuse allowed, the same token is refused.
     server.admin().add_issuer(&add(Some(600), false)).await.unwrap();
-    assert_eq!(refused(&server, &token).await, "jti_required");
+    assert_eq!(exchange_refusal(&server, &token).await, "jti_required");
 }
