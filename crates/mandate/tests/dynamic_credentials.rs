@@ -18,6 +18,7 @@ use std::time::Duration;
 
 use base64::Engine as _;
 use common::gateway::{GatewayIdentity, GatewayProcess, Recorder, bounded, eventually, intent};
+use common::postgres::{Database, test_database_url};
 use common::{Options, Server, TestAgent, open_task, register_agent};
 use hmac::{Hmac, Mac};
 use mandate_client::Client;
@@ -27,24 +28,6 @@ use sqlx::{Connection, PgConnection, Row};
 
 const REAP: Duration = Duration::from_secs(15);
 const SECRET: &str = "orders-db";
-
-fn database_url() -> Option<String> {
-    std::env::var("MANDATE_TEST_DATABASE_URL").ok().filter(|u| !u.is_empty())
-}
-
-macro_rules! require_postgres {
-    () => {
-        match database_url() {
-            Some(url) => url,
-            None => {
-                // Straight to stderr, past the test harness's capture, so a run shows it.
-                use std::io::Write as _;
-                let _ = writeln!(std::io::stderr(), "skipped: MANDATE_TEST_DATABASE_URL is not set (dynamic credential tests)");
-                return;
-            }
-        }
-    };
-}
 
 /// A schema of its own with two tables, dropped (with every role minted on it) at the end.
 struct Fixture {
@@ -198,30 +181,6 @@ fn start_in(dir: &Path, config: &Path, master: &str, store_args: &[String]) -> S
     Server::start_in(dir, Options { extra_args, envs: vec![("MANDATE_MASTER_KEY".into(), master.to_owned())] })
 }
 
-/// A database of its own for a control plane's store, dropped (with its connections) at the end.
-struct StoreDatabase {
-    admin: String,
-    name: String,
-    url: String,
-}
-
-impl StoreDatabase {
-    async fn create(admin: &str) -> StoreDatabase {
-        let name = format!("mandate_dyn_{}", &uuid::Uuid::new_v4().simple().to_string()[..12]);
-        let mut c = PgConnection::connect(admin).await.unwrap();
-        sqlx::query(&format!("CREATE DATABASE {name}")).execute(&mut c).await.unwrap();
-        let _ = c.close().await;
-        let mut url = url::Url::parse(admin).unwrap();
-        url.set_path(&format!("/{name}"));
-        StoreDatabase { admin: admin.to_owned(), name, url: url.to_string() }
-    }
-
-    async fn drop_it(self) {
-        let mut c = PgConnection::connect(&self.admin).await.unwrap();
-        sqlx::query(&format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", self.name)).execute(&mut c).await.unwrap();
-    }
-}
-
 fn reports_intent(lifetime_seconds: u64) -> Value {
     let mut i = intent(&["reports.read"]);
     i["lifetime_seconds"] = json!(lifetime_seconds);
@@ -361,7 +320,7 @@ fn assert_no_leak(haystack: &str, what: &str, fx: &Fixture, passwords: &[&str]) 
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn each_task_gets_a_role_with_exactly_the_template_and_it_dies_with_the_task() {
-    let url = require_postgres!();
+    let Some(url) = test_database_url("dynamic credential tests") else { return };
     let fx = Fixture::new(&url).await;
     let upstream = Recorder::start().await;
     let plane = Plane::start(&upstream.url);
@@ -473,17 +432,16 @@ async fn each_task_gets_a_role_with_exactly_the_template_and_it_dies_with_the_ta
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn expiry_reaps_and_a_restart_in_between_still_reaps() {
-    let url = require_postgres!();
+    let Some(url) = test_database_url("dynamic credential tests") else { return };
     expiry_and_restart(&url, Vec::new()).await;
 }
 
 /// The same with the control plane's own store (tasks, leases) in PostgreSQL.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn on_the_postgresql_store_expiry_and_a_restart_in_between_still_reap() {
-    let url = require_postgres!();
-    let db = StoreDatabase::create(&url).await;
+    let Some(url) = test_database_url("dynamic credential tests") else { return };
+    let db = Database::create(&url, "mandate_dyn").await;
     expiry_and_restart(&url, vec!["--database-url".into(), db.url.clone()]).await;
-    db.drop_it().await;
 }
 
 async fn expiry_and_restart(url: &str, store_args: Vec<String>) {
@@ -530,7 +488,7 @@ fn mandate_now_ms() -> i64 {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_remote_gateway_injects_the_task_credential_without_the_admin_connection() {
-    let url = require_postgres!();
+    let Some(url) = test_database_url("dynamic credential tests") else { return };
     let fx = Fixture::new(&url).await;
     let upstream = Recorder::start().await;
     let plane = Plane::start("http://127.0.0.1:9");
@@ -573,7 +531,7 @@ async fn a_remote_gateway_injects_the_task_credential_without_the_admin_connecti
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bad_input_is_refused_clearly_and_leaves_nothing_behind() {
-    let url = require_postgres!();
+    let Some(url) = test_database_url("dynamic credential tests") else { return };
     let fx = Fixture::new(&url).await;
     let upstream = Recorder::start().await;
     let plane = Plane::start(&upstream.url);

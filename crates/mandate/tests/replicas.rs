@@ -15,11 +15,11 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use common::gateway::{GatewayIdentity, GatewayProcess, Recorder, TcpRelay, bounded, eventually, intent};
+use common::postgres::{Database, test_database_url};
 use common::{Options, Server, TestAgent, evaluation, reason, register_agent};
 use mandate_client::Client;
 use mandate_secrets::MasterKey;
 use serde_json::Value;
-use sqlx::Connection as _;
 
 /// Every replica's issuer URL: the address clients reach the service at (a load balancer).
 const ISSUER: &str = "https://mandate.replicas.test";
@@ -27,71 +27,6 @@ const ISSUER: &str = "https://mandate.replicas.test";
 /// How long a change made through one replica may take to be enforced by another before the
 /// test fails: a liveness bound, far above the measured times (see BENCHMARKS.md).
 const PROPAGATION: Duration = Duration::from_secs(10);
-
-fn admin_url() -> Option<String> {
-    std::env::var("MANDATE_TEST_DATABASE_URL").ok().filter(|u| !u.is_empty())
-}
-
-macro_rules! require_postgres {
-    () => {
-        match admin_url() {
-            Some(url) => url,
-            None => {
-                // Straight to stderr, past the test harness's capture, so a run shows it.
-                use std::io::Write as _;
-                let _ = writeln!(std::io::stderr(), "skipped: MANDATE_TEST_DATABASE_URL is not set (PostgreSQL replica tests)");
-                return;
-            }
-        }
-    };
-}
-
-/// A database of its own for one test, dropped (with its connections) at the end.
-struct Database {
-    admin: String,
-    name: String,
-    /// The test database's URL.
-    url: String,
-}
-
-impl Database {
-    async fn create(admin: &str) -> Database {
-        let name = format!("mandate_replicas_{}", &uuid::Uuid::new_v4().simple().to_string()[..12]);
-        let mut c = sqlx::PgConnection::connect(admin).await.expect("connect to MANDATE_TEST_DATABASE_URL");
-        sqlx::query(&format!("CREATE DATABASE {name}")).execute(&mut c).await.unwrap();
-        let _ = c.close().await;
-        let mut url = url::Url::parse(admin).unwrap();
-        url.set_path(&format!("/{name}"));
-        Database { admin: admin.to_owned(), name, url: url.to_string() }
-    }
-
-    /// The database's URL with the host and port replaced (to go through a relay).
-    fn url_via(&self, port: u16) -> String {
-        let mut url = url::Url::parse(&self.url).unwrap();
-        url.set_port(Some(port)).unwrap();
-        url.to_string()
-    }
-
-    async fn connect(&self) -> sqlx::PgConnection {
-        sqlx::PgConnection::connect(&self.url).await.unwrap()
-    }
-}
-
-impl Drop for Database {
-    fn drop(&mut self) {
-        let (admin, name) = (self.admin.clone(), self.name.clone());
-        // Drop runs inside the test's runtime: a thread of its own can block on another.
-        let _ = std::thread::spawn(move || {
-            let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
-            rt.block_on(async {
-                if let Ok(mut c) = sqlx::PgConnection::connect(&admin).await {
-                    let _ = sqlx::query(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)")).execute(&mut c).await;
-                }
-            });
-        })
-        .join();
-    }
-}
 
 /// A replica on `url` (the database, perhaps through a relay), with the shared master key.
 fn replica(url: &str, master: &str) -> Server {
@@ -174,8 +109,8 @@ where
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn two_replicas_are_one_service() {
-    let admin_url = require_postgres!();
-    let db = Database::create(&admin_url).await;
+    let Some(admin_url) = test_database_url("PostgreSQL replica tests") else { return };
+    let db = Database::create(&admin_url, "mandate_replicas").await;
     let master = master_key();
     let a = replica(&db.url, &master);
     let b = replica(&db.url, &master);
@@ -273,8 +208,8 @@ async fn two_replicas_are_one_service() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn concurrent_decisions_on_both_replicas_form_one_chain() {
-    let admin_url = require_postgres!();
-    let db = Database::create(&admin_url).await;
+    let Some(admin_url) = test_database_url("PostgreSQL replica tests") else { return };
+    let db = Database::create(&admin_url, "mandate_replicas").await;
     let master = master_key();
     let a = replica(&db.url, &master);
     let b = replica(&db.url, &master);
@@ -311,8 +246,8 @@ async fn concurrent_decisions_on_both_replicas_form_one_chain() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_replica_killed_under_load_loses_no_acknowledged_decision() {
-    let admin_url = require_postgres!();
-    let db = Database::create(&admin_url).await;
+    let Some(admin_url) = test_database_url("PostgreSQL replica tests") else { return };
+    let db = Database::create(&admin_url, "mandate_replicas").await;
     let master = master_key();
     let mut a = replica(&db.url, &master);
     let b = replica(&db.url, &master);
@@ -371,8 +306,8 @@ async fn a_replica_killed_under_load_loses_no_acknowledged_decision() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_replica_without_its_database_fails_closed_and_recovers() {
-    let admin_url = require_postgres!();
-    let db = Database::create(&admin_url).await;
+    let Some(admin_url) = test_database_url("PostgreSQL replica tests") else { return };
+    let db = Database::create(&admin_url, "mandate_replicas").await;
     let master = master_key();
     let a = replica(&db.url, &master);
     // B reaches the database through a relay the test can cut.
@@ -418,8 +353,8 @@ async fn a_replica_without_its_database_fails_closed_and_recovers() {
 /// have one winner, and a revocation through either holds on the next request at both.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn remote_gateways_are_one_registry_across_replicas() {
-    let admin_url = require_postgres!();
-    let db = Database::create(&admin_url).await;
+    let Some(admin_url) = test_database_url("PostgreSQL replica tests") else { return };
+    let db = Database::create(&admin_url, "mandate_replicas").await;
     let master = master_key();
     let a = replica(&db.url, &master);
     let b = replica(&db.url, &master);
@@ -454,8 +389,8 @@ async fn remote_gateways_are_one_registry_across_replicas() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn replicas_with_different_master_keys_refuse_to_share_a_store() {
-    let admin_url = require_postgres!();
-    let db = Database::create(&admin_url).await;
+    let Some(admin_url) = test_database_url("PostgreSQL replica tests") else { return };
+    let db = Database::create(&admin_url, "mandate_replicas").await;
     let _a = replica(&db.url, &master_key());
     // The server trusts local connections, so any password is accepted: it must never show.
     let with_password = db.url.replacen("postgres@", "postgres:hunter2-db-pass@", 1);
@@ -475,8 +410,8 @@ async fn replicas_with_different_master_keys_refuse_to_share_a_store() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn mandate_migrate_brings_a_new_database_up_to_date() {
-    let admin_url = require_postgres!();
-    let db = Database::create(&admin_url).await;
+    let Some(admin_url) = test_database_url("PostgreSQL replica tests") else { return };
+    let db = Database::create(&admin_url, "mandate_replicas").await;
     let with_password = db.url.replacen("postgres@", "postgres:hunter2-db-pass@", 1);
     for _ in 0..2 {
         let out =
