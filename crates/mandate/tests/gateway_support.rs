@@ -5,90 +5,17 @@
 
 mod common;
 
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use common::gateway::GatewayIdentity;
+use common::gateway::{GatewayIdentity, TcpRelay};
 use common::*;
 use mandate_client::Client;
 use mandate_client::revocations::{FeedEvent, Subscriber, subscribe};
 use mandate_proto::gateway::{EvidenceEvent, RevocationKind, RevocationStatus};
 use mandate_secrets::{GatewaySealed, MasterKey};
 use serde_json::{Value, json};
-use tokio::net::{TcpListener, TcpStream};
-
-/// A TCP proxy in front of the server whose connections the test can cut, and whose target
-/// can move (a restarted server listens on another port).
-struct Proxy {
-    url: String,
-    open: Arc<AtomicBool>,
-    cut: tokio::sync::watch::Sender<u64>,
-    target: Target,
-}
-
-/// Where the proxy forwards to.
-#[derive(Clone)]
-struct Target(Arc<Mutex<String>>);
-
-impl Target {
-    fn new(url: &str) -> Target {
-        Target(Arc::new(Mutex::new(host_port(url))))
-    }
-
-    fn get(&self) -> String {
-        self.0.lock().unwrap().clone()
-    }
-
-    fn set(&self, url: &str) {
-        *self.0.lock().unwrap() = host_port(url);
-    }
-}
-
-fn host_port(url: &str) -> String {
-    url.strip_prefix("http://").unwrap().trim_end_matches('/').to_owned()
-}
-
-impl Proxy {
-    async fn start(server_url: &str) -> Proxy {
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let url = format!("http://{}", listener.local_addr().unwrap());
-        let open = Arc::new(AtomicBool::new(true));
-        let (cut, _) = tokio::sync::watch::channel(0u64);
-        let target = Target::new(server_url);
-        let (o, c, t) = (open.clone(), cut.clone(), target.clone());
-        tokio::spawn(async move {
-            loop {
-                let Ok((mut inbound, _)) = listener.accept().await else { return };
-                if !o.load(Ordering::SeqCst) {
-                    continue; // dropped: refused
-                }
-                let mut cut_rx = c.subscribe();
-                let target = t.get();
-                tokio::spawn(async move {
-                    let Ok(mut outbound) = TcpStream::connect(target).await else { return };
-                    tokio::select! {
-                        _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound) => {}
-                        _ = cut_rx.changed() => {}
-                    }
-                });
-            }
-        });
-        Proxy { url, open, cut, target }
-    }
-
-    /// Drops every open connection and refuses new ones.
-    fn cut(&self) {
-        self.open.store(false, Ordering::SeqCst);
-        self.cut.send_modify(|n| *n += 1);
-    }
-
-    fn reopen(&self) {
-        self.open.store(true, Ordering::SeqCst);
-    }
-}
 
 async fn next(sub: &mut Subscriber) -> FeedEvent {
     tokio::time::timeout(Duration::from_secs(15), sub.next()).await.expect("no feed event within 15 s")
@@ -116,7 +43,7 @@ async fn the_feed_follows_revocations_across_dropped_connections_and_restarts() 
     let mut server = Server::start();
     let admin = server.admin();
     let pep_token = admin.create_token("pep", "gateway").await.unwrap().token;
-    let proxy = Proxy::start(&server.url).await;
+    let proxy = TcpRelay::start(&server.url).await;
     let via_proxy = Client::new(&proxy.url, Some(pep_token.clone())).unwrap();
     let mut sub = subscribe(&via_proxy, None);
     let connectivity = sub.connectivity();
@@ -164,7 +91,7 @@ async fn the_feed_follows_revocations_across_dropped_connections_and_restarts() 
     // A restarted server is another epoch: the resume point means nothing there, so a reset.
     server.kill9();
     let restarted = Server::start_in(&server.dir, Options::default());
-    proxy.target.set(&restarted.url);
+    proxy.retarget(&restarted.url);
     proxy.cut();
     proxy.reopen();
     let FeedEvent::Hello(hello) = next_connected(&mut sub).await else { panic!("no hello after the restart") };
