@@ -291,17 +291,20 @@ fn input_of(
     let kind = req.action_properties.get("kind").and_then(Value::as_str).and_then(|k| k.parse::<ActionKind>().ok());
     let mut properties = req.resource_properties.clone();
     properties.remove("classification");
-    let mut extra = req.context.clone();
-    // A tool call's arguments arrive whole (canonical, nulls and floats included); policy
-    // sees them as Cedar can hold them.
-    if let Some(args) = extra.get_mut("arguments") {
-        *args = mandate_policy::arguments_view(args);
-    }
-    let environment = match extra.remove("environment") {
-        Some(Value::String(s)) => s,
+    let environment = match req.context.get("environment") {
+        Some(Value::String(s)) => s.clone(),
         _ => view.environment.to_owned(),
     };
-    let risk = extra.remove("risk").and_then(|v| v.as_i64()).unwrap_or(0);
+    let risk = req.context.get("risk").and_then(Value::as_i64).unwrap_or(0);
+    // The rest of the context passes through, but a tool call's arguments, which arrive whole
+    // (canonical, nulls and floats included), are shown to policy as Cedar can hold them:
+    // built once from the request's value, never copied first.
+    let extra = req
+        .context
+        .iter()
+        .filter(|(k, _)| !matches!(k.as_str(), "environment" | "risk"))
+        .map(|(k, v)| (k.clone(), if k == "arguments" { mandate_policy::arguments_view(v) } else { v.clone() }))
+        .collect();
     DecisionInput {
         principal,
         action: ActionInput { name: req.action.clone(), kind },
