@@ -409,7 +409,9 @@ fn parse_classification(name: &str, what: &str, s: &str) -> Result<Classificatio
 
 /// The entries that configure `prompts/get` and `resources/read` rather than a tool: reads
 /// unless they say otherwise (a tool the config names without a kind is an execute).
-pub const READ_ENTRIES: [&str; 2] = ["prompts.get", "resources.read"];
+/// The requests of a server to the client (`sampling.createMessage`, `elicitation.create`,
+/// `roots.list`) are configured the same way, and are reads too.
+pub const READ_ENTRIES: [&str; 5] = ["prompts.get", "resources.read", "sampling.createMessage", "elicitation.create", "roots.list"];
 
 /// Tool names the gateway keeps for methods: every request MCP defines from client to server
 /// (2025-11-25 and 2026-07-28) whose name has a `/`, written with dots. The gateway decides
@@ -418,7 +420,7 @@ pub const READ_ENTRIES: [&str; 2] = ["prompts.get", "resources.read"];
 /// share that method's action (and its settings), so it is never listed nor called.
 /// One-word methods (`ping`, `initialize`) are not reserved: tools of those names are common
 /// and their actions are not method actions.
-pub const RESERVED_TOOL_NAMES: [&str; 17] = [
+pub const RESERVED_TOOL_NAMES: [&str; 20] = [
     "tools.call",
     "tools.list",
     "prompts.get",
@@ -436,6 +438,10 @@ pub const RESERVED_TOOL_NAMES: [&str; 17] = [
     "tasks.cancel",
     "server.discover",
     "subscriptions.listen",
+    // Requests from server to client, decided as `UPSTREAM.` and these.
+    "sampling.createMessage",
+    "elicitation.create",
+    "roots.list",
 ];
 
 /// Whether a tool of this name would take a method's action name.

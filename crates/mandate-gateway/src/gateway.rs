@@ -2,9 +2,9 @@
 //! open sessions. Sessions are bound to the task of the mandate that opened them and die
 //! with it: a revocation announced by the control plane closes them at once.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use axum::http::{HeaderName, HeaderValue};
@@ -21,7 +21,8 @@ use crate::authz::Ask;
 use crate::authz::{EchoRecord, Outcome};
 use crate::config::{GatewayConfig, Inject, InjectFormat, Target, Upstream};
 use crate::control::{ControlPlane, Revoked};
-use crate::mcp::upstream::{ClientIdentity, Link, McpUpstream};
+use crate::mcp::relay::{Outbox, ServerRequests};
+use crate::mcp::upstream::{ClientIdentity, Link, McpUpstream, Side};
 use crate::scrub::{Found, Scrubber};
 
 pub struct Gateway {
@@ -55,9 +56,22 @@ pub struct Session {
     /// Cancelled when the session ends: open streams stop.
     pub ended: CancellationToken,
     /// The client's requests on their way upstream: the client's id (as JSON text) → the
-    /// upstream id the gateway sent it with, so a client's `notifications/cancelled` can name
-    /// the request the upstream knows. An entry lives as long as its request.
-    pub in_flight: Mutex<HashMap<String, Value>>,
+    /// upstream id the gateway sent it with (so a client's `notifications/cancelled` can name
+    /// the request the upstream knows) and what ends the request when the client cancels it.
+    /// An entry lives as long as its request.
+    pub in_flight: Mutex<HashMap<String, (Value, CancellationToken)>>,
+    /// The session's stream of server messages (`GET`), resumable with `Last-Event-ID`.
+    pub outbox: Arc<Outbox>,
+    /// The upstream's requests relayed to the client, waiting for its answer.
+    pub server_requests: ServerRequests,
+    /// The resources the client subscribed to (normalized URIs), each allowed when subscribed.
+    pub subscriptions: Mutex<HashSet<String>>,
+    /// What the upstream says outside any request, raw, for the session's pump to translate,
+    /// decide and scrub into [`Session::outbox`].
+    pub unsolicited: Side,
+    /// Whether the upstream's own `GET` stream is being relayed (HTTP upstreams with sessions:
+    /// opened with the client's first `GET`, reopened with `Last-Event-ID` when it closes).
+    pub upstream_stream: AtomicBool,
 }
 
 impl Session {
@@ -65,9 +79,12 @@ impl Session {
         self.last_used_ms.store(now_ms(), Ordering::Relaxed);
     }
 
-    /// The upstream id of the client's request `client_id`, while it is on its way.
-    pub fn upstream_id_of(&self, client_id: &Value) -> Option<Value> {
-        self.in_flight.lock().get(&client_id.to_string()).cloned()
+    /// The upstream id of the client's request `client_id`, while it is on its way; the
+    /// request ends at once (the client cancelled it).
+    pub fn cancel(&self, client_id: &Value) -> Option<Value> {
+        let (id, token) = self.in_flight.lock().get(&client_id.to_string()).cloned()?;
+        token.cancel();
+        Some(id)
     }
 }
 

@@ -18,7 +18,7 @@ use parking_lot::Mutex;
 use serde_json::{Map, Value, json};
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::process::{Child, ChildStdin, Command};
-use tokio::sync::oneshot;
+use tokio::sync::{mpsc, oneshot};
 
 use super::jsonrpc::{self, LEGACY, META_CLIENT_CAPS, META_CLIENT_INFO, META_PROTOCOL, STATELESS};
 use crate::config::{ProtocolChoice, Target, Upstream};
@@ -51,6 +51,9 @@ pub enum UpstreamError {
     /// The brokered credential could not be had (its stable code): nothing was sent.
     #[error("the upstream's credential is not available ({0})")]
     Credential(&'static str),
+    /// The client cancelled the request on its way; the upstream was told.
+    #[error("the request was cancelled")]
+    Cancelled,
 }
 
 impl UpstreamError {
@@ -63,6 +66,7 @@ impl UpstreamError {
             UpstreamError::TooLarge(_) => "upstream_too_large",
             UpstreamError::SessionGone => "upstream_session_gone",
             UpstreamError::Credential(code) => code,
+            UpstreamError::Cancelled => "cancelled",
         }
     }
 
@@ -136,13 +140,31 @@ pub struct McpUpstream {
     next_id: AtomicI64,
     /// The annotations each tool had in the last `tools/list`: (readOnlyHint, destructiveHint).
     pub annotations: Mutex<HashMap<String, Hints>>,
+    /// The tasks the upstream runs (`taskId`), by the Mandate task whose call created each.
+    tasks: Mutex<HashMap<String, String>>,
 }
+
+/// Upstream tasks remembered at most; past it they are all forgotten (their results
+/// can then no longer be fetched through the gateway).
+const MAX_TASKS: usize = 10_000;
 
 /// A tool's `readOnlyHint` and `destructiveHint`, as the upstream last listed them.
 pub type Hints = (Option<bool>, Option<bool>);
 
-/// Requests waiting for a stdio upstream's answer, by the gateway's id.
-type Pending = Arc<Mutex<HashMap<String, oneshot::Sender<(Value, usize)>>>>;
+/// Where the messages an upstream sends while a request is on its way go (its progress, log
+/// messages, and requests of its own to the client): raw, as the upstream wrote them; the
+/// handler translates, decides and scrubs each before the client sees it.
+pub type Side = mpsc::UnboundedSender<Value>;
+
+/// A request waiting for a stdio upstream's answer, by the gateway's id.
+struct Waiting {
+    answer: oneshot::Sender<(Value, usize)>,
+    side: Option<Side>,
+    /// The order requests were sent in.
+    seq: u64,
+}
+
+type Pending = Arc<Mutex<HashMap<String, Waiting>>>;
 
 /// A reply: the upstream's answer to one request, with our id replaced by the client's.
 pub struct Reply {
@@ -164,7 +186,23 @@ impl McpUpstream {
             revision: Mutex::new(revision),
             next_id: AtomicI64::new(1),
             annotations: Mutex::new(HashMap::new()),
+            tasks: Mutex::new(HashMap::new()),
         }
+    }
+
+    /// Binds the upstream's task `task` to the Mandate task `owner`.
+    pub fn bind_task(&self, task: &str, owner: &str) {
+        let mut tasks = self.tasks.lock();
+        if tasks.len() >= MAX_TASKS {
+            tasks.clear();
+        }
+        // The first call to name a task owns it.
+        tasks.entry(task.to_owned()).or_insert_with(|| owner.to_owned());
+    }
+
+    /// The Mandate task that owns the upstream's task `task`.
+    pub fn task_owner(&self, task: &str) -> Option<String> {
+        self.tasks.lock().get(task).cloned()
     }
 
     /// A fresh id of the gateway's own for a request to this upstream.
@@ -262,10 +300,12 @@ impl McpUpstream {
         params: Option<&Map<String, Value>>,
         inject: Option<&(HeaderName, HeaderValue)>,
     ) -> Result<Reply, UpstreamError> {
-        self.send_as(&self.next_id(), link, method, params, inject).await
+        self.send_as(&self.next_id(), link, method, params, inject, None).await
     }
 
-    /// [`Self::send`] with an id from [`Self::next_id`] the caller already holds.
+    /// [`Self::send`] with an id from [`Self::next_id`] the caller already holds; what the
+    /// upstream sends before its answer (on the request's stream, or for a process, what
+    /// belongs to this request) goes to `side`.
     pub async fn send_as(
         &self,
         id: &Value,
@@ -273,16 +313,17 @@ impl McpUpstream {
         method: &str,
         params: Option<&Map<String, Value>>,
         inject: Option<&(HeaderName, HeaderValue)>,
+        side: Option<Side>,
     ) -> Result<Reply, UpstreamError> {
         let id = id.clone();
         let timeout = self.cfg.timeout;
         let fut = async {
             match link {
-                Link::Stdio(p) => p.request(&id, method, params).await,
+                Link::Stdio(p) => p.request(&id, method, params, side).await,
                 _ => {
                     let msg = jsonrpc::request(&id, method, params);
                     let url = self.url().unwrap_or_default().to_owned();
-                    let (_, mut messages, bytes) = self.post(&url, link, method, params, &msg, inject, Some(&id)).await?;
+                    let (_, mut messages, bytes) = self.post_with(&url, link, method, params, &msg, inject, Some(&id), side).await?;
                     let message = messages.pop().ok_or_else(|| UpstreamError::Garbage(format!("no answer to `{method}`")))?;
                     Ok(Reply { message, bytes })
                 }
@@ -389,6 +430,22 @@ impl McpUpstream {
         inject: Option<&(HeaderName, HeaderValue)>,
         want: Option<&Value>,
     ) -> Result<(Option<String>, Vec<Value>, usize), UpstreamError> {
+        self.post_with(url, link, method, params, msg, inject, want, None).await
+    }
+
+    /// [`Self::post`], relaying the other messages of the request's event stream to `side`.
+    #[allow(clippy::too_many_arguments)]
+    async fn post_with(
+        &self,
+        url: &str,
+        link: &Link,
+        method: &str,
+        params: Option<&Map<String, Value>>,
+        msg: &Value,
+        inject: Option<&(HeaderName, HeaderValue)>,
+        want: Option<&Value>,
+        side: Option<Side>,
+    ) -> Result<(Option<String>, Vec<Value>, usize), UpstreamError> {
         let body = serde_json::to_vec(msg).map_err(|e| UpstreamError::Garbage(e.to_string()))?;
         let mut headers = HeaderMap::new();
         headers.insert("content-type", HeaderValue::from_static("application/json"));
@@ -446,7 +503,7 @@ impl McpUpstream {
             return Ok((session, Vec::new(), 0));
         };
         if content_type.starts_with("text/event-stream") {
-            let (msg, n) = read_sse_answer(resp, want, self.max_bytes).await?;
+            let (msg, n) = read_sse_answer(resp, want, self.max_bytes, side.as_ref()).await?;
             Ok((session, vec![msg], n))
         } else if content_type.starts_with("application/json") {
             let (bytes, n) = read_limited(resp, self.max_bytes).await?;
@@ -517,8 +574,10 @@ async fn read_limited(resp: reqwest::Response, max: usize) -> Result<(Vec<u8>, u
 }
 
 /// Reads an SSE response until the event that answers `want`; the stream may stay open
-/// after it (servers keep per-request streams for notifications), so we stop there.
-async fn read_sse_answer(resp: reqwest::Response, want: &Value, max: usize) -> Result<(Value, usize), UpstreamError> {
+/// after it (servers keep per-request streams for notifications), so we stop there. Every
+/// other message of the stream (progress, log messages, the server's own requests) goes to
+/// `side`, in order; without one it is not relayed.
+async fn read_sse_answer(resp: reqwest::Response, want: &Value, max: usize, side: Option<&Side>) -> Result<(Value, usize), UpstreamError> {
     let mut buf: Vec<u8> = Vec::new();
     let mut total = 0usize;
     let mut stream = resp.bytes_stream();
@@ -536,7 +595,11 @@ async fn read_sse_answer(resp: reqwest::Response, want: &Value, max: usize) -> R
                 drain_in_background(stream, max.saturating_sub(total));
                 return Ok((v, total));
             }
-            // Notifications and server-to-client requests on the request stream are not relayed.
+            if let Some(side) = side
+                && v.get("method").is_some()
+            {
+                let _ = side.send(v);
+            }
         }
         match stream.next().await {
             Some(Ok(chunk)) => {
@@ -620,8 +683,39 @@ pub struct StdioProcess {
     name: String,
     stdin: tokio::sync::Mutex<ChildStdin>,
     pending: Pending,
+    next_seq: std::sync::atomic::AtomicU64,
+    /// Where what the process says outside any request goes (the session's stream).
+    unsolicited: Arc<Mutex<Option<Side>>>,
     child: Mutex<Option<Child>>,
     dead: Arc<AtomicBool>,
+}
+
+/// Messages of a process that belong to its session, not to a request.
+const SESSION_NOTIFICATIONS: [&str; 5] = [
+    "notifications/tools/list_changed",
+    "notifications/prompts/list_changed",
+    "notifications/resources/list_changed",
+    "notifications/resources/updated",
+    "notifications/tasks/status",
+];
+
+/// Where a message a process wrote, that is not an answer, goes. A process has one pipe, so
+/// what a message belongs to is read from it: a progress notification names its request by
+/// its token (the gateway sends each request's token as the request's own id); a log message
+/// or a request of the server's while requests are on their way belongs to the latest of them
+/// (the one whose handler is running, for a server that serves one request at a time); list
+/// changes, resource updates and anything said while nothing is on its way go to the session.
+fn route(pending: &HashMap<String, Waiting>, msg: &Value) -> Option<Side> {
+    let method = msg.get("method").and_then(Value::as_str)?;
+    if SESSION_NOTIFICATIONS.contains(&method) {
+        return None;
+    }
+    if method == "notifications/progress" {
+        let token = msg.get("params").and_then(|p| p.get("progressToken"));
+        let key = token.and_then(Value::as_str).map(str::to_owned).or_else(|| token.map(Value::to_string));
+        return key.and_then(|k| pending.get(&k)).and_then(|w| w.side.clone());
+    }
+    pending.values().filter(|w| w.side.is_some()).max_by_key(|w| w.seq).and_then(|w| w.side.clone())
 }
 
 impl StdioProcess {
@@ -649,10 +743,13 @@ impl StdioProcess {
         let stderr = child.stderr.take();
         let pending: Pending = Arc::default();
         let dead = Arc::new(AtomicBool::new(false));
+        let unsolicited: Arc<Mutex<Option<Side>>> = Arc::default();
         let proc = Arc::new(StdioProcess {
             name: name.to_owned(),
             stdin: tokio::sync::Mutex::new(stdin),
             pending: pending.clone(),
+            next_seq: Default::default(),
+            unsolicited: unsolicited.clone(),
             child: Mutex::new(Some(child)),
             dead: dead.clone(),
         });
@@ -675,18 +772,29 @@ impl StdioProcess {
                             continue;
                         };
                         let id = v.get("id").and_then(Value::as_str).map(str::to_owned);
-                        let is_answer = v.get("result").is_some() || v.get("error").is_some();
-                        if let (Some(id), true) = (&id, is_answer) {
-                            if let Some(tx) = pending.lock().remove(id) {
-                                let _ = tx.send((v, n));
+                        let is_answer = v.get("method").is_none() && (v.get("result").is_some() || v.get("error").is_some());
+                        if is_answer {
+                            if let Some(w) = id.and_then(|id| pending.lock().remove(&id)) {
+                                let _ = w.answer.send((v, n));
                             }
-                        } else if v.get("method").is_some() && v.get("id").is_some() {
-                            // A server-to-client request (sampling, elicitation, roots): not
-                            // relayed through the gateway; refuse it so the server moves on.
+                            continue;
+                        }
+                        if v.get("method").is_none() {
+                            continue;
+                        }
+                        let to = route(&pending.lock(), &v).or_else(|| unsolicited.lock().clone());
+                        let is_request = v.get("id").is_some();
+                        let undelivered = match to {
+                            Some(side) => side.send(v).err().map(|e| e.0),
+                            None => Some(v),
+                        };
+                        if let Some(v) = undelivered.filter(|_| is_request) {
+                            // A request of the server's with nobody to take it: refused at once,
+                            // so the server moves on instead of waiting for its timeout.
                             let answer = jsonrpc::error(
                                 v.get("id").unwrap_or(&Value::Null),
                                 jsonrpc::code::METHOD_NOT_FOUND,
-                                "server-to-client requests are not relayed by the gateway",
+                                "no client stream is open to take this request",
                                 None,
                             );
                             if let Some(p) = weak.upgrade() {
@@ -711,21 +819,33 @@ impl StdioProcess {
         Ok(proc)
     }
 
-    async fn request(&self, id: &Value, method: &str, params: Option<&Map<String, Value>>) -> Result<Reply, UpstreamError> {
+    async fn request(
+        &self,
+        id: &Value,
+        method: &str,
+        params: Option<&Map<String, Value>>,
+        side: Option<Side>,
+    ) -> Result<Reply, UpstreamError> {
         let key = id.as_str().unwrap_or_default().to_owned();
         let (tx, rx) = oneshot::channel();
-        self.pending.lock().insert(key.clone(), tx);
-        if let Err(e) = self.write(&jsonrpc::request(id, method, params)).await {
-            self.pending.lock().remove(&key);
-            return Err(e);
-        }
+        let seq = self.next_seq.fetch_add(1, Ordering::Relaxed);
+        self.pending.lock().insert(key.clone(), Waiting { answer: tx, side, seq });
+        // Answered, failed, timed out or abandoned: the entry goes with the request.
+        let _waiting = Unpend { pending: &self.pending, key: &key };
+        self.write(&jsonrpc::request(id, method, params)).await?;
         match rx.await {
             Ok((message, bytes)) => Ok(Reply { message, bytes }),
             Err(_) => Err(UpstreamError::Unreachable(format!("the `{}` process exited", self.name))),
         }
     }
 
-    async fn write(&self, msg: &Value) -> Result<(), UpstreamError> {
+    /// Where what the process says outside any request goes from now on.
+    pub fn set_unsolicited(&self, side: Side) {
+        *self.unsolicited.lock() = Some(side);
+    }
+
+    /// Writes one message (an answer of the client's, a notification) to the process.
+    pub async fn write(&self, msg: &Value) -> Result<(), UpstreamError> {
         if self.dead.load(Ordering::SeqCst) {
             return Err(UpstreamError::Unreachable(format!("the `{}` process exited", self.name)));
         }
@@ -743,6 +863,18 @@ impl StdioProcess {
                 let _ = child.wait().await;
             });
         }
+    }
+}
+
+/// Removes a request's entry from [`StdioProcess::pending`] when the request ends.
+struct Unpend<'a> {
+    pending: &'a Pending,
+    key: &'a str,
+}
+
+impl Drop for Unpend<'_> {
+    fn drop(&mut self) {
+        self.pending.lock().remove(self.key);
     }
 }
 

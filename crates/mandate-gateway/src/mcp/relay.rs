@@ -1,0 +1,273 @@
+//! What the gateway relays besides answers: the messages an upstream sends while a request is
+//! on its way (on that request's stream), and what it says outside any request (on the
+//! session's stream, `GET /mcp/{name}`).
+//!
+//! - [`respond`] answers a request as JSON while nothing but the answer comes, and turns the
+//!   answer into an event stream the moment the upstream sends something before it (progress,
+//!   a log message, a request of its own): the fast path costs nothing more than before.
+//! - [`Outbox`] is a session's stream: every event has an id of the gateway's own; the last
+//!   [`OUTBOX_EVENTS`] are kept so a client that reconnects with `Last-Event-ID` gets what it
+//!   missed, in order, then what comes next.
+//! - [`ServerRequests`] are the requests an upstream sent the client, under ids of the
+//!   gateway's own (so answers can never be confused between streams and the client can only
+//!   answer what was asked), until the client answers.
+
+use std::collections::{HashMap, VecDeque};
+use std::future::Future;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Instant;
+
+use axum::body::{Body, Bytes};
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use futures_util::StreamExt;
+use parking_lot::Mutex;
+use serde_json::Value;
+use tokio::sync::{broadcast, mpsc};
+
+/// Events a session's stream keeps for clients that reconnect.
+pub const OUTBOX_EVENTS: usize = 512;
+/// Requests of an upstream waiting for the client's answer, per session, at most; past it the
+/// oldest is dropped (its server gets no answer from this client, as if it had gone away).
+const MAX_SERVER_REQUESTS: usize = 256;
+
+/// One SSE event carrying a JSON-RPC message.
+pub fn event(id: Option<&str>, message: &[u8]) -> Bytes {
+    let mut out = Vec::with_capacity(message.len() + 32);
+    out.extend_from_slice(b"event: message\n");
+    if let Some(id) = id {
+        out.extend_from_slice(b"id: ");
+        out.extend_from_slice(id.as_bytes());
+        out.push(b'\n');
+    }
+    out.extend_from_slice(b"data: ");
+    out.extend_from_slice(message);
+    out.extend_from_slice(b"\n\n");
+    Bytes::from(out)
+}
+
+/// Answers a request: `work` produces the final response; whatever arrives on `early` before
+/// it are messages for the client on this request's stream. Nothing early: `work`'s response
+/// as it is (JSON or one event). Something early: an event stream of those messages, then the
+/// answer as the last event. A client that goes away drops the stream, and with it `work`.
+pub async fn respond<F>(work: F, mut early: mpsc::UnboundedReceiver<Value>) -> Response
+where
+    F: Future<Output = Response> + Send + 'static,
+{
+    let mut work = Box::pin(work);
+    let first = tokio::select! {
+        biased;
+        m = early.recv() => m,
+        resp = &mut work => {
+            // Sent just before the answer, in the same read: still ahead of it.
+            match early.try_recv() {
+                Ok(m) => return stream_of(vec![m], early, Box::pin(async move { resp })),
+                Err(_) => return resp,
+            }
+        }
+    };
+    match first {
+        Some(m) => stream_of(vec![m], early, work),
+        // The sender went away without a message: only the answer comes.
+        None => work.await,
+    }
+}
+
+type Work = std::pin::Pin<Box<dyn Future<Output = Response> + Send>>;
+
+fn stream_of(first: Vec<Value>, early: mpsc::UnboundedReceiver<Value>, work: Work) -> Response {
+    enum State {
+        Relaying(Vec<Value>, mpsc::UnboundedReceiver<Value>, Work),
+        Done,
+    }
+    let stream = futures_util::stream::unfold(State::Relaying(first, early, work), |state| async move {
+        let State::Relaying(mut queued, mut early, mut work) = state else { return None };
+        if let Some(m) = queued.pop() {
+            let bytes = serde_json::to_vec(&m).unwrap_or_default();
+            return Some((Ok::<_, std::io::Error>(event(None, &bytes)), State::Relaying(queued, early, work)));
+        }
+        tokio::select! {
+            biased;
+            Some(m) = early.recv() => {
+                let bytes = serde_json::to_vec(&m).unwrap_or_default();
+                Some((Ok(event(None, &bytes)), State::Relaying(queued, early, work)))
+            }
+            resp = &mut work => {
+                let mut out = Vec::new();
+                while let Ok(m) = early.try_recv() {
+                    out.extend_from_slice(&event(None, &serde_json::to_vec(&m).unwrap_or_default()));
+                }
+                out.extend_from_slice(&as_event(resp).await);
+                Some((Ok(Bytes::from(out)), State::Done))
+            }
+        }
+    });
+    Response::builder()
+        .header(header::CONTENT_TYPE, "text/event-stream")
+        .header(header::CACHE_CONTROL, "no-cache")
+        .body(Body::from_stream(stream))
+        .unwrap_or_else(|_| StatusCode::INTERNAL_SERVER_ERROR.into_response())
+}
+
+/// The final answer as an event: a JSON body becomes one, an event body is passed as it is.
+async fn as_event(resp: Response) -> Bytes {
+    let is_sse = resp.headers().get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).is_some_and(|v| v.starts_with("text/event-stream"));
+    let mut body = resp.into_body().into_data_stream();
+    let mut bytes = Vec::new();
+    while let Some(Ok(chunk)) = body.next().await {
+        bytes.extend_from_slice(&chunk);
+    }
+    if is_sse || bytes.is_empty() { Bytes::from(bytes) } else { event(None, &bytes) }
+}
+
+/// A session's stream of server messages, with ids for `Last-Event-ID`.
+pub struct Outbox {
+    next: AtomicU64,
+    kept: Mutex<VecDeque<(u64, Bytes)>>,
+    live: broadcast::Sender<(u64, Bytes)>,
+}
+
+impl Default for Outbox {
+    fn default() -> Self {
+        Outbox { next: AtomicU64::new(1), kept: Mutex::new(VecDeque::new()), live: broadcast::channel(OUTBOX_EVENTS).0 }
+    }
+}
+
+impl Outbox {
+    /// Adds a message (already translated and scrubbed) to the stream.
+    pub fn push(&self, message: &Value) {
+        let data = serde_json::to_vec(message).unwrap_or_default();
+        let mut kept = self.kept.lock();
+        let id = self.next.fetch_add(1, Ordering::Relaxed);
+        let ev = event(Some(&id.to_string()), &data);
+        if kept.len() >= OUTBOX_EVENTS {
+            kept.pop_front();
+        }
+        kept.push_back((id, ev.clone()));
+        // Under the lock, so a subscriber sees every event once: kept, or live.
+        let _ = self.live.send((id, ev));
+    }
+
+    /// The events after `last` (all kept ones for a new stream: nothing, since a new stream
+    /// starts now) and the live ones from here on.
+    pub fn subscribe(&self, last: Option<&str>) -> (Vec<Bytes>, broadcast::Receiver<(u64, Bytes)>) {
+        let kept = self.kept.lock();
+        let rx = self.live.subscribe();
+        let replay = match last.and_then(|l| l.trim().parse::<u64>().ok()) {
+            Some(after) => kept.iter().filter(|(id, _)| *id > after).map(|(_, e)| e.clone()).collect(),
+            None => Vec::new(),
+        };
+        (replay, rx)
+    }
+
+    /// The id of the newest event (0 before any).
+    pub fn newest(&self) -> u64 {
+        self.next.load(Ordering::Relaxed).saturating_sub(1)
+    }
+}
+
+/// A request of the upstream's, relayed to the client under the gateway's id.
+#[derive(Clone)]
+pub struct ServerRequest {
+    /// The id the upstream gave it.
+    pub upstream_id: Value,
+    pub method: String,
+    /// The digest of its params (what the evidence keeps).
+    pub params_sha256: String,
+    pub asked: Instant,
+    /// The call it happened in, if any: its tool and decision.
+    pub within: Option<Within>,
+    /// The decision that let it through.
+    pub decision_id: Option<String>,
+}
+
+/// The call a server request happened in.
+#[derive(Clone, Debug)]
+pub struct Within {
+    pub tool: String,
+    pub decision_id: Option<String>,
+}
+
+/// A session's relayed server requests, by the gateway's id for them.
+#[derive(Default)]
+pub struct ServerRequests {
+    next: AtomicU64,
+    open: Mutex<(HashMap<String, ServerRequest>, VecDeque<String>)>,
+}
+
+impl ServerRequests {
+    /// Keeps `r` and returns the id the client will see.
+    pub fn open(&self, r: ServerRequest) -> Value {
+        let id = format!("mgw-s-{}", self.next.fetch_add(1, Ordering::Relaxed) + 1);
+        let mut g = self.open.lock();
+        let (map, order) = &mut *g;
+        if map.len() >= MAX_SERVER_REQUESTS
+            && let Some(old) = order.pop_front()
+        {
+            map.remove(&old);
+        }
+        map.insert(id.clone(), r);
+        order.push_back(id.clone());
+        Value::String(id)
+    }
+
+    /// The request the client answers with `id`, taken (each is answered once).
+    pub fn take(&self, id: &Value) -> Option<ServerRequest> {
+        let key = id.as_str()?;
+        let mut g = self.open.lock();
+        let (map, order) = &mut *g;
+        let r = map.remove(key)?;
+        order.retain(|k| k != key);
+        Some(r)
+    }
+
+    /// The gateway's id of the request the upstream calls `upstream_id` (for its cancel).
+    pub fn client_id_of(&self, upstream_id: &Value) -> Option<Value> {
+        let g = self.open.lock();
+        g.0.iter().find(|(_, r)| &r.upstream_id == upstream_id).map(|(k, _)| Value::String(k.clone()))
+    }
+}
+
+/// Who is listening: shared by the session and its pump, so a pump ends with its session.
+pub type SharedOutbox = Arc<Outbox>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_reconnecting_client_gets_what_it_missed_and_nothing_twice() {
+        let o = Outbox::default();
+        o.push(&serde_json::json!({"n": 1}));
+        o.push(&serde_json::json!({"n": 2}));
+        let (replay, mut rx) = o.subscribe(Some("1"));
+        assert_eq!(replay.len(), 1);
+        assert!(String::from_utf8_lossy(&replay[0]).contains("id: 2\n"));
+        o.push(&serde_json::json!({"n": 3}));
+        let (id, ev) = rx.try_recv().unwrap();
+        assert_eq!(id, 3);
+        assert!(String::from_utf8_lossy(&ev).contains("\"n\":3"));
+        let (fresh, _) = o.subscribe(None);
+        assert!(fresh.is_empty(), "a new stream starts now");
+        assert_eq!(o.newest(), 3);
+    }
+
+    #[test]
+    fn a_server_request_is_answered_once_under_the_gateway_id() {
+        let s = ServerRequests::default();
+        let r = ServerRequest {
+            upstream_id: serde_json::json!(7),
+            method: "sampling/createMessage".into(),
+            params_sha256: String::new(),
+            asked: Instant::now(),
+            within: None,
+            decision_id: None,
+        };
+        let id = s.open(r);
+        assert_eq!(s.client_id_of(&serde_json::json!(7)), Some(id.clone()));
+        assert!(s.take(&serde_json::json!(7)).is_none(), "the upstream's id is not the client's");
+        assert_eq!(s.take(&id).unwrap().upstream_id, serde_json::json!(7));
+        assert!(s.take(&id).is_none(), "answered once");
+    }
+}
