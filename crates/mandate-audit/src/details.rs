@@ -188,6 +188,13 @@ pub struct ToolCallDetails {
     /// The digest of an HTTP request's canonical view (what was decided and forwarded).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub request_sha256: Option<String>,
+    /// For a request of an MCP server's to the client (sampling, elicitation, roots): the
+    /// decision of the call it happened in. Its own params' digest is `arguments_sha256`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub within_decision_id: Option<String>,
+    /// For a request of an MCP server's to the client: the digest of the client's answer.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub answer_sha256: Option<String>,
 }
 
 impl ToolCallDetails {
@@ -357,6 +364,8 @@ mod tests {
             secret: Some(SecretRef { name: "crm".into(), version: 3 }),
             request_id: Some("req_1".into()),
             request_sha256: Some("cd".repeat(32)),
+            within_decision_id: None,
+            answer_sha256: None,
         }
     }
 
@@ -403,6 +412,8 @@ mod tests {
             secret: None,
             request_id: None,
             request_sha256: None,
+            within_decision_id: None,
+            answer_sha256: None,
             ..full_call()
         };
         let mut old = old_call();

@@ -286,6 +286,8 @@ impl CallRecord<'_> {
             secret: self.secret.map(|(name, version)| SecretRef { name: name.to_owned(), version }),
             request_id: self.request_id.map(str::to_owned),
             request_sha256: self.request_sha256.map(str::to_owned),
+            within_decision_id: None,
+            answer_sha256: None,
         }
         .into_details();
         NewEvent {
