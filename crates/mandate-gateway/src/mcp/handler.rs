@@ -410,10 +410,9 @@ impl Call {
     async fn server_request(&self, session: &Arc<Session>, upstream_id: Value, method: &str, mut message: Value, r: &Relayed<'_>) {
         let started = Instant::now();
         let refuse = |code: i64, text: &str, data: Option<Value>| jsonrpc::error(&upstream_id, code, text, data);
-        let reachable = match r.to {
-            To::Request(Some(_)) => true,
-            _ => session.client_protocol != STATELESS,
-        };
+        // A 2026-07-28 client takes no requests from a server (it is asked through results,
+        // `input_required`), and has no session stream: the upstream hears so at once.
+        let reachable = session.client_protocol != STATELESS;
         if !reachable {
             let e = refuse(code::METHOD_NOT_FOUND, "the client has no stream open to take this request", None);
             self.reply_upstream(session, &e).await;
