@@ -55,6 +55,10 @@ const DECIDED: [&str; 5] = ["tools/call", "prompts/get", "resources/read", "comp
 pub const SERVER_REQUESTS: [(&str, &str); 3] =
     [("sampling/createMessage", "sampling.createMessage"), ("elicitation/create", "elicitation.create"), ("roots/list", "roots.list")];
 
+/// How long a request's upstream may stay silent while one of its questions to the client
+/// (sampling, elicitation) waits for an answer: a person may be typing it.
+const ANSWER_WAIT: std::time::Duration = std::time::Duration::from_secs(600);
+
 /// The state of one request on its way through. It owns what it needs, so a request whose
 /// answer streams can outlive the handler that began it.
 #[derive(Clone)]
@@ -849,12 +853,25 @@ impl Call {
             within: about.tool.map(|t| Within { tool: t.to_owned(), decision_id: about.decision_id.map(str::to_owned) }),
             inject: inject.as_ref(),
         };
+        // The upstream's silence is bounded, not the request: each message it sends starts the
+        // timeout again, and so does waiting for the client to answer one of its questions.
+        let timeout = self.upstream.cfg.timeout;
+        let mut deadline = tokio::time::Instant::now() + timeout;
         let sent = loop {
             tokio::select! {
                 biased;
-                Some(m) = raw_rx.recv() => self.outbound(session, m, &relayed).await,
+                Some(m) = raw_rx.recv() => {
+                    self.outbound(session, m, &relayed).await;
+                    deadline = tokio::time::Instant::now() + timeout;
+                }
                 r = &mut send => break r,
                 _ = cancel.cancelled() => break Err(UpstreamError::Cancelled),
+                _ = tokio::time::sleep_until(deadline) => {
+                    if !session.server_requests.waiting(ANSWER_WAIT) {
+                        break Err(UpstreamError::Timeout(timeout));
+                    }
+                    deadline = tokio::time::Instant::now() + timeout;
+                }
             }
         };
         while let Ok(m) = raw_rx.try_recv() {

@@ -222,6 +222,12 @@ impl ServerRequests {
         Some(r)
     }
 
+    /// Whether a request of the upstream's asked less than `within` ago still waits for the
+    /// client (a person answering an elicitation takes minutes, not the upstream's timeout).
+    pub fn waiting(&self, within: std::time::Duration) -> bool {
+        self.open.lock().0.values().any(|r| r.asked.elapsed() < within)
+    }
+
     /// The gateway's id of the request the upstream calls `upstream_id` (for its cancel).
     pub fn client_id_of(&self, upstream_id: &Value) -> Option<Value> {
         let g = self.open.lock();

@@ -305,7 +305,10 @@ impl McpUpstream {
 
     /// [`Self::send`] with an id from [`Self::next_id`] the caller already holds; what the
     /// upstream sends before its answer (on the request's stream, or for a process, what
-    /// belongs to this request) goes to `side`.
+    /// belongs to this request) goes to `side`. Without a side the whole request is bounded by
+    /// the upstream's timeout; with one, the caller bounds the upstream's silence instead (a
+    /// request that reports progress, or waits for the client's answer to a question, may
+    /// take longer than the timeout and still be alive).
     pub async fn send_as(
         &self,
         id: &Value,
@@ -317,6 +320,7 @@ impl McpUpstream {
     ) -> Result<Reply, UpstreamError> {
         let id = id.clone();
         let timeout = self.cfg.timeout;
+        let streamed = side.is_some();
         let fut = async {
             match link {
                 Link::Stdio(p) => p.request(&id, method, params, side).await,
@@ -329,6 +333,9 @@ impl McpUpstream {
                 }
             }
         };
+        if streamed {
+            return fut.await;
+        }
         match tokio::time::timeout(timeout, fut).await {
             Ok(r) => r,
             Err(_) => Err(UpstreamError::Timeout(timeout)),
