@@ -37,7 +37,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::jsonrpc::{self, LEGACY, META_CLIENT_CAPS, META_CLIENT_INFO, META_SERVER_INFO, Message, STATELESS, SUPPORTED, code};
 use super::relay::{self, ServerRequest, Within};
-use super::upstream::{ClientIdentity, Link, McpUpstream, Reply, UpstreamError, event_end, sse_data, stateless_meta};
+use super::upstream::{ClientIdentity, Link, McpUpstream, Reply, SIDE_CAPACITY, UpstreamError, event_end, sse_data, stateless_meta};
 use super::uri::{self, UriError};
 use crate::authz::{self, Ask, CallRecord, EchoRecord, Outcome};
 use crate::config::{ToolPolicy, is_reserved_tool_name};
@@ -600,7 +600,7 @@ impl Call {
     /// A session over `link`, with its stream and the pump that fills it from what the
     /// upstream says outside any request.
     fn new_session(&self, id: String, client: ClientIdentity, protocol: String, link: Link, described: Value) -> Arc<Session> {
-        let (tx, rx) = mpsc::unbounded_channel();
+        let (tx, rx) = mpsc::channel(SIDE_CAPACITY);
         if let Link::Stdio(p) = &link {
             p.set_unsolicited(tx.clone());
         }
@@ -629,7 +629,7 @@ impl Call {
 
     /// Moves what the upstream says outside any request into the session's stream, each
     /// message translated, decided and scrubbed; ends with the session.
-    async fn pump(self, session: std::sync::Weak<Session>, mut rx: mpsc::UnboundedReceiver<Value>) {
+    async fn pump(self, session: std::sync::Weak<Session>, mut rx: mpsc::Receiver<Value>) {
         loop {
             let Some(ended) = session.upgrade().map(|s| s.ended.clone()) else { return };
             let message = tokio::select! {
@@ -723,8 +723,10 @@ impl Call {
                         }
                     }
                     let data = sse_data(&text);
-                    if let Ok(v) = serde_json::from_str::<Value>(&data) {
-                        let _ = tx.send(v);
+                    if let Ok(v) = serde_json::from_str::<Value>(&data)
+                        && tx.send(v).await.is_err()
+                    {
+                        return;
                     }
                 }
                 if buf.len() > max {
@@ -843,7 +845,7 @@ impl Call {
         // a task's link could collide: only sessions keep the map.
         let key = (!self.stateless).then_some(client_id);
         let mut in_flight = InFlight::new(session.clone(), key, &upstream_id, cancel.clone());
-        let (raw_tx, mut raw_rx) = mpsc::unbounded_channel();
+        let (raw_tx, mut raw_rx) = mpsc::channel(SIDE_CAPACITY);
         let send =
             self.upstream.send_as(&upstream_id, &session.link, method, params.as_ref(), inject.as_ref().map(|i| &i.header), Some(raw_tx));
         tokio::pin!(send);

@@ -153,8 +153,13 @@ pub type Hints = (Option<bool>, Option<bool>);
 
 /// Where the messages an upstream sends while a request is on its way go (its progress, log
 /// messages, and requests of its own to the client): raw, as the upstream wrote them; the
-/// handler translates, decides and scrubs each before the client sees it.
-pub type Side = mpsc::UnboundedSender<Value>;
+/// handler translates, decides and scrubs each before the client sees it. Bounded: a process
+/// that says more than its reader takes has the excess dropped (notifications) or refused
+/// (its requests), and an HTTP stream is read no faster than it is relayed.
+pub type Side = mpsc::Sender<Value>;
+
+/// Messages waiting on a [`Side`] at most.
+pub const SIDE_CAPACITY: usize = 256;
 
 /// A request waiting for a stdio upstream's answer, by the gateway's id.
 struct Waiting {
@@ -605,7 +610,7 @@ async fn read_sse_answer(resp: reqwest::Response, want: &Value, max: usize, side
             if let Some(side) = side
                 && v.get("method").is_some()
             {
-                let _ = side.send(v);
+                let _ = side.send(v).await;
             }
         }
         match stream.next().await {
@@ -792,7 +797,10 @@ impl StdioProcess {
                         let to = route(&pending.lock(), &v).or_else(|| unsolicited.lock().clone());
                         let is_request = v.get("id").is_some();
                         let undelivered = match to {
-                            Some(side) => side.send(v).err().map(|e| e.0),
+                            Some(side) => match side.try_send(v) {
+                                Ok(()) => None,
+                                Err(mpsc::error::TrySendError::Full(v) | mpsc::error::TrySendError::Closed(v)) => Some(v),
+                            },
                             None => Some(v),
                         };
                         if let Some(v) = undelivered.filter(|_| is_request) {
