@@ -34,8 +34,8 @@
 //!
 //! Node.js, npm and the pinned packages come from `scripts/test` (`npm ci` in `tests/js`); a
 //! test that finds them missing fails and says so. Every await is bounded, every server listens
-//! on 127.0.0.1, every process is killed on drop (the shared server-everything exits when the
-//! test binary does: its stdin closes).
+//! on 127.0.0.1, every process is killed on drop (the shared server-everything, which no test
+//! owns, exits when the test binary does).
 
 mod common;
 
@@ -170,8 +170,8 @@ fn conformance_cli() -> PathBuf {
 // ---------------------------------------------------------------------------------------------
 
 /// server-everything on 127.0.0.1, shared by the tests of this binary (it keeps each client's
-/// state in its own session). It exits when this process does: it stops on the end of its
-/// stdin, which this process holds open.
+/// state in its own session). It exits when this process does (`everything_http.mjs` watches
+/// for its parent to go).
 struct Everything {
     /// `http://127.0.0.1:PORT/mcp`
     url: String,
@@ -188,15 +188,15 @@ fn everything() -> &'static Everything {
         let mut child = Command::new(node())
             .arg(js_dir().join("everything_http.mjs"))
             .current_dir(js_dir())
-            .stdin(Stdio::piped())
+            .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(std::fs::File::create(&log).unwrap())
             .spawn()
             .expect("start server-everything");
         let Some(url) = announced(child.stdout.take().unwrap(), "listening on ", Duration::from_secs(60)) else {
             let _ = child.kill();
-            let _ = child.wait();
-            panic!("server-everything did not start:\n{}", std::fs::read_to_string(&log).unwrap_or_default());
+            let status = child.wait();
+            panic!("server-everything did not start ({status:?}):\n{}", std::fs::read_to_string(&log).unwrap_or_default());
         };
         let base = url.trim_end_matches("/mcp").to_owned();
         Everything { url, base, _child: Mutex::new(child) }
@@ -435,10 +435,37 @@ async fn compare_through(gateway_url: &str, mandate: &str, what: &str) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sdk_clients_cannot_tell_the_gateway_from_server_everything_over_http() {
     let ev = everything();
-    let (server, _cfg) = gateway(&[(UP, Target::Url(&ev.url))]);
+    let upstream = Proxy::start(&ev.base, None).await;
+    let (server, _cfg) = gateway(&[(UP, Target::Url(&format!("{}/mcp", upstream.url)))]);
     let agent = writer(&server).await;
     let mandate = mandate(&server, &agent, &all_actions(UP), &["*"]).await;
     compare_through(&format!("{}/mcp/{UP}", server.url), &mandate, "upstream over streamable HTTP").await;
+
+    // What the upstream was sent: each client's abandoned call was cancelled upstream under the
+    // id the gateway gave that call there, and the mandate never left the gateway.
+    let seen = upstream.seen();
+    let messages: Vec<Value> = seen
+        .iter()
+        .filter(|s| s.method == "POST")
+        .filter_map(|s| serde_json::from_slice::<Value>(&s.body).ok())
+        .flat_map(|v| if let Value::Array(a) = v { a } else { vec![v] })
+        .collect();
+    let abandoned: Vec<&Value> = messages
+        .iter()
+        .filter(|m| {
+            m["method"] == "tools/call"
+                && m["params"]["name"] == "trigger-long-running-operation"
+                && m["params"]["arguments"]["duration"] == 60
+        })
+        .map(|m| &m["id"])
+        .collect();
+    let cancelled: Vec<&Value> =
+        messages.iter().filter(|m| m["method"] == "notifications/cancelled").map(|m| &m["params"]["requestId"]).collect();
+    assert_eq!(abandoned.len(), 2, "one abandoned call per client: {:?}", methods(&seen));
+    for id in &abandoned {
+        assert!(cancelled.contains(id), "the call the gateway sent upstream as {id} was not cancelled there: cancelled {cancelled:?}");
+    }
+    assert!(seen.iter().all(|s| !s.contains(&mandate)), "the mandate went upstream");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -520,7 +547,7 @@ type Checks = Vec<(String, String, String)>;
 async fn conformance(url: &str, dir: &Path) -> BTreeMap<String, Checks> {
     let mut cmd = tokio::process::Command::new(node());
     cmd.arg(conformance_cli())
-        .args(["server", "--url", url, "--output-dir"])
+        .args(["server", "--suite", "all", "--url", url, "--output-dir"])
         .arg(dir)
         .current_dir(dir)
         .stdin(Stdio::null())

@@ -2,8 +2,9 @@
 // 127.0.0.1 on a free port. Its CLI (`mcp-server-everything streamableHttp`) listens on every
 // interface on $PORT (default 3001) and cannot be asked for a free port; this launcher makes its
 // `listen` bind 127.0.0.1:0 instead and prints `listening on http://127.0.0.1:PORT/mcp` on
-// stdout once the socket is bound, and exits when its stdin closes (so a test that dies cannot
-// leave it running). Everything else is the package's code.
+// stdout once the socket is bound, and exits when the process that started it is gone (so a
+// test binary that ends, or dies, cannot leave it running). Everything else is the package's
+// code.
 import http from "node:http";
 
 const listen = http.Server.prototype.listen;
@@ -16,8 +17,11 @@ http.Server.prototype.listen = function (...args) {
   return listen.call(this, { port: 0, host: "127.0.0.1" }, callback);
 };
 
-process.stdin.on("end", () => process.exit(0));
-process.stdin.on("error", () => process.exit(0));
-process.stdin.resume();
+// The process that started this one holds it; once that process is gone (this one is handed to
+// another parent), there is nobody left to talk to.
+const parent = process.ppid;
+setInterval(() => {
+  if (process.ppid !== parent) process.exit(0);
+}, 500).unref();
 
 await import("@modelcontextprotocol/server-everything/dist/transports/streamableHttp.js");
