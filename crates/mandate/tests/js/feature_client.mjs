@@ -168,6 +168,9 @@ client.setRequestHandler(CreateMessageRequestSchema, async (req) => {
 });
 client.setRequestHandler(ElicitRequestSchema, async (req) => {
   seen.elicitation.push(req.params);
+  // A task's clarification asks for one of the choices it offers: the first.
+  const choices = req.params.requestedSchema?.properties?.interpretation?.oneOf;
+  if (choices) return { action: "accept", content: { interpretation: choices[0].const } };
   return { action: "accept", content: ELICITED };
 });
 client.setRequestHandler(ListRootsRequestSchema, async () => {
@@ -342,6 +345,21 @@ const features = [
         result: toolOutcome(result),
         listed: listed.tasks.some((t) => t.taskId === id),
       };
+    },
+  ],
+  [
+    "task_elicitation",
+    async () => {
+      // An ambiguous research task asks the client to clarify: the elicitation is queued for the
+      // task and delivered on the stream of the client's tasks/result, which then answers.
+      const before = seen.elicitation.length;
+      const created = await client.request(
+        { method: "tools/call", params: { name: "simulate-research-query", arguments: { topic: "python", ambiguous: true } } },
+        CreateTaskResultSchema,
+        opts({ task: { ttl: 60000 } }),
+      );
+      const result = await client.experimental.tasks.getTaskResult(created.task.taskId, CallToolResultSchema, opts());
+      return { requests: norm(seen.elicitation.slice(before)), result: toolOutcome(result) };
     },
   ],
   [

@@ -160,6 +160,11 @@ class Seen:
 
     async def on_elicitation(self, _ctx: Any, params: Any) -> types.ElicitResult:
         self.elicitation.append(wire(params))
+        # A task's clarification asks for one of the choices it offers: the first.
+        schema = wire(params).get("requestedSchema") or {}
+        choices = (schema.get("properties") or {}).get("interpretation", {}).get("oneOf")
+        if choices:
+            return types.ElicitResult(action="accept", content={"interpretation": choices[0]["const"]})
         return types.ElicitResult(action="accept", content=dict(ELICITED))
 
     async def on_roots(self, _ctx: Any) -> types.ListRootsResult:
@@ -304,6 +309,17 @@ def features(client: Client, seen: Seen, step: float) -> list[tuple[str, Callabl
             "listed": any(t.get("taskId") == task_id for t in listed.get("tasks", [])),
         }
 
+    async def task_elicitation() -> Any:
+        # An ambiguous research task asks the client to clarify: the elicitation is queued for
+        # the task and delivered on the stream of the client's tasks/result, which then answers.
+        before = len(seen.elicitation)
+        created = await raw(
+            "tools/call",
+            {"name": "simulate-research-query", "arguments": {"topic": "python", "ambiguous": True}, "task": {"ttl": 60000}},
+        )
+        result = await raw("tasks/result", {"taskId": created["task"]["taskId"]})
+        return {"requests": norm(seen.elicitation[before:]), "result": tool_outcome(types.CallToolResult.model_validate(result))}
+
     async def cancel() -> Any:
         # A long call, abandoned after its first progress notification: the SDK sends
         # notifications/cancelled for it; the connection goes on working.
@@ -351,6 +367,7 @@ def features(client: Client, seen: Seen, step: float) -> list[tuple[str, Callabl
         ("completion", completion),
         ("subscribe", subscribe),
         ("tasks", tasks),
+        ("task_elicitation", task_elicitation),
         ("cancel", cancel),
     ]
 
