@@ -12,7 +12,9 @@
 //!   exercises every feature (capabilities, listings, a tool call, progress, logging with
 //!   `logging/setLevel`, sampling, elicitation and roots asked by the server during a call or on
 //!   the GET stream, completions, subscriptions and `notifications/resources/updated`, a prompt,
-//!   a resource, tasks, cancellation) and prints one normalized transcript. Each is run directly
+//!   a resource, tasks and an elicitation delivered on the stream of `tasks/result`,
+//!   cancellation; the TypeScript one also whether a call's SSE stream carries event ids to
+//!   resume from) and prints one normalized transcript. Each is run directly
 //!   and through the gateway, and the transcripts must be equal feature by feature; a failure
 //!   prints every differing path.
 //! - The MCP conformance suite (`@modelcontextprotocol/conformance` 0.1.13, the newest release

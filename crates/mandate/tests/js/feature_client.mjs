@@ -181,13 +181,9 @@ client.setRequestHandler(ListRootsRequestSchema, async () => {
 const headers = args.bearer ? { Authorization: `Bearer ${args.bearer}` } : {};
 const transport = new StreamableHTTPClientTransport(new URL(args.url), { requestInit: { headers } });
 
-/** The text blocks of a tool result, and whether it is an error. */
+/** A tool result, whole (normalized), with `isError` always present. */
 function toolOutcome(result) {
-  return norm({
-    isError: result.isError ?? false,
-    content: (result.content ?? []).map((c) => (c.type === "text" ? { type: "text", text: c.text } : { type: c.type })),
-    structuredContent: result.structuredContent,
-  });
+  return norm({ ...result, isError: result.isError ?? false });
 }
 
 async function callTool(name, toolArgs, extra = {}) {
@@ -233,8 +229,15 @@ const features = [
     "progress",
     async () => {
       const notes = [];
-      const result = await callTool("trigger-long-running-operation", { duration: 0.5, steps: 5 }, { onprogress: (p) => notes.push(norm(p)) });
-      return { result: toolOutcome(result), notifications: notes };
+      let eventIds = 0;
+      const result = await callTool(
+        "trigger-long-running-operation",
+        { duration: 0.5, steps: 5 },
+        { onprogress: (p) => notes.push(norm(p)), onresumptiontoken: () => (eventIds += 1) },
+      );
+      // Whether the call's stream carried SSE event ids: what the SDK would resume from
+      // (Last-Event-ID) had the stream broken.
+      return { result: toolOutcome(result), notifications: notes, resumable: eventIds > 0 };
     },
   ],
   [

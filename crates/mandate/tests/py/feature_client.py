@@ -118,13 +118,10 @@ def error_data(exc: BaseException) -> dict[str, Any]:
 
 
 def tool_outcome(result: Any) -> Any:
-    """The text blocks of a tool result, and whether it is an error."""
-    r = wire(result)
-    content = [{"type": "text", "text": c["text"]} if c.get("type") == "text" else {"type": c.get("type")} for c in r.get("content", [])]
-    out: dict[str, Any] = {"isError": r.get("isError", False), "content": content}
-    if r.get("structuredContent") is not None:
-        out["structuredContent"] = r["structuredContent"]
-    return norm(out)
+    """A tool result, whole (normalized), with `isError` always present."""
+    r = dict(wire(result))
+    r.setdefault("isError", False)
+    return norm(r)
 
 
 # ---------------------------------------------------------------------------------------------
