@@ -132,6 +132,13 @@ async function part(run) {
   }
 }
 
+/** `items` as an object keyed by each item's `key`, every item normalized. */
+function byKey(items, key) {
+  const out = {};
+  for (const item of items) out[item[key]] = norm(item);
+  return out;
+}
+
 const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
 const opts = (extra = {}) => ({ timeout: STEP_MS, ...extra });
 
@@ -140,6 +147,7 @@ const opts = (extra = {}) => ({ timeout: STEP_MS, ...extra });
 // ---------------------------------------------------------------------------------------------
 
 const ROOT = { uri: "file:///srv/mandate-peer-root", name: "peer-root" };
+const SECOND_ROOT = { uri: "file:///srv/mandate-peer-second", name: "second-root" };
 const SAMPLED_TEXT = "A sampled answer from the test client.";
 const ELICITED = { name: "Ada Lovelace", check: true, email: "ada@example.com", integer: 7 };
 
@@ -173,9 +181,10 @@ client.setRequestHandler(ElicitRequestSchema, async (req) => {
   if (choices) return { action: "accept", content: { interpretation: choices[0].const } };
   return { action: "accept", content: ELICITED };
 });
+let roots = [ROOT];
 client.setRequestHandler(ListRootsRequestSchema, async () => {
   seen.roots += 1;
-  return { roots: [ROOT] };
+  return { roots };
 });
 
 const headers = args.bearer ? { Authorization: `Bearer ${args.bearer}` } : {};
@@ -209,14 +218,15 @@ const features = [
     },
   ],
   ["ping", async () => norm(await client.ping(opts()))],
-  ["tools", async () => (await client.listTools(undefined, opts())).tools.map((t) => t.name).sort()],
-  ["prompts", async () => (await client.listPrompts(undefined, opts())).prompts.map((p) => p.name).sort()],
-  ["resources", async () => (await client.listResources(undefined, opts())).resources.map((r) => r.uri).sort()],
-  [
-    "resource_templates",
-    async () => (await client.listResourceTemplates(undefined, opts())).resourceTemplates.map((t) => t.uriTemplate).sort(),
-  ],
+  // Listings whole (every definition by its name: schemas, annotations, execution hints).
+  ["tools", async () => byKey((await client.listTools(undefined, opts())).tools, "name")],
+  ["prompts", async () => byKey((await client.listPrompts(undefined, opts())).prompts, "name")],
+  ["resources", async () => byKey((await client.listResources(undefined, opts())).resources, "uri")],
+  ["resource_templates", async () => byKey((await client.listResourceTemplates(undefined, opts())).resourceTemplates, "uriTemplate")],
   ["echo", async () => toolOutcome(await callTool("echo", { message: "hello through Mandate" }))],
+  // Checked by the SDK against the tool's output schema, from the listing.
+  ["structured_content", async () => toolOutcome(await callTool("get-structured-content", { location: "Chicago" }))],
+  ["image_content", async () => toolOutcome(await callTool("get-tiny-image", {}))],
   [
     "read_resource",
     async () => {
@@ -281,6 +291,24 @@ const features = [
     },
   ],
   [
+    "roots_list_changed",
+    async () => {
+      // The client says its roots changed; the server asks for them again (on the GET stream).
+      const asked = seen.roots;
+      roots = [ROOT, SECOND_ROOT];
+      await client.sendRootsListChanged();
+      await until(STEP_MS, "the server asking for the roots again", () => seen.roots > asked);
+      // The tool shows the roots the server holds: poll it until it holds the new ones.
+      let result = toolOutcome(await callTool("get-roots-list", {}));
+      const deadline = Date.now() + STEP_MS;
+      while (!JSON.stringify(result).includes("(2 total)") && Date.now() < deadline) {
+        await sleep(50);
+        result = toolOutcome(await callTool("get-roots-list", {}));
+      }
+      return { asked_again: seen.roots > asked, result };
+    },
+  ],
+  [
     "completion",
     async () => ({
       prompt: await part(async () =>
@@ -342,11 +370,20 @@ const features = [
       }
       const result = await client.experimental.tasks.getTaskResult(id, CallToolResultSchema, opts());
       const listed = await client.experimental.tasks.listTasks(undefined, opts());
+      // A second task, cancelled while it works.
+      const doomed = await client.request(
+        { method: "tools/call", params: { name: "simulate-research-query", arguments: { topic: "cancelled", ambiguous: false } } },
+        CreateTaskResultSchema,
+        opts({ task: { ttl: 60000 } }),
+      );
+      const cancelled = await part(async () => norm((await client.experimental.tasks.cancelTask(doomed.task.taskId, opts())).status));
+      const after = await part(async () => (await client.experimental.tasks.getTask(doomed.task.taskId, opts())).status);
       return {
         created: { status: created.task.status, ttl: created.task.ttl, pollInterval: created.task.pollInterval },
         final_status: task.status,
         result: toolOutcome(result),
         listed: listed.tasks.some((t) => t.taskId === id),
+        cancel: { answered: cancelled, status_after: after },
       };
     },
   ],

@@ -50,6 +50,7 @@ warnings.filterwarnings("ignore", message=r".*as of 2026-07-28")
 
 CLIENT_INFO = types.Implementation(name="mandate-peer-test-py-client", version="1.0.0")
 ROOT = {"uri": "file:///srv/mandate-peer-root", "name": "peer-root"}
+SECOND_ROOT = {"uri": "file:///srv/mandate-peer-second", "name": "second-root"}
 SAMPLED_TEXT = "A sampled answer from the test client."
 ELICITED = {"name": "Ada Lovelace", "check": True, "email": "ada@example.com", "integer": 7}
 
@@ -95,6 +96,15 @@ def norm(value: Any) -> Any:
     return value
 
 
+def by_key(items: Any, key: str) -> dict[str, Any]:
+    """`items` as an object keyed by each item's `key`, every item normalized."""
+    out: dict[str, Any] = {}
+    for item in items:
+        w = wire(item)
+        out[str(w[key])] = norm(w)
+    return out
+
+
 def sha256(text: str) -> str:
     return hashlib.sha256(text.encode("utf-8")).hexdigest()
 
@@ -136,6 +146,7 @@ class Seen:
         self.sampling: list[Any] = []
         self.elicitation: list[Any] = []
         self.roots = 0
+        self.root_list = [ROOT]
 
     async def on_log(self, params: types.LoggingMessageNotificationParams) -> None:
         self.logs.append(wire(params))
@@ -166,7 +177,7 @@ class Seen:
 
     async def on_roots(self, _ctx: Any) -> types.ListRootsResult:
         self.roots += 1
-        return types.ListRootsResult(roots=[types.Root(uri=ROOT["uri"], name=ROOT["name"])])
+        return types.ListRootsResult(roots=[types.Root(uri=r["uri"], name=r["name"]) for r in self.root_list])
 
 
 async def until(seconds: float, what: str, probe: Callable[[], Any]) -> Any:
@@ -197,17 +208,18 @@ def features(client: Client, seen: Seen, step: float) -> list[tuple[str, Callabl
         text = client.instructions
         return None if text is None else {"length": len(text), "sha256": sha256(text)}
 
+    # Listings whole (every definition by its name: schemas, annotations, execution hints).
     async def tools() -> Any:
-        return sorted(t.name for t in (await client.list_tools(cache_mode="refresh")).tools)
+        return by_key((await client.list_tools(cache_mode="refresh")).tools, "name")
 
     async def prompts() -> Any:
-        return sorted(p.name for p in (await client.list_prompts()).prompts)
+        return by_key((await client.list_prompts()).prompts, "name")
 
     async def resources() -> Any:
-        return sorted(str(r.uri) for r in (await client.list_resources()).resources)
+        return by_key((await client.list_resources()).resources, "uri")
 
     async def templates() -> Any:
-        return sorted(t.uri_template for t in (await client.list_resource_templates()).resource_templates)
+        return by_key((await client.list_resource_templates()).resource_templates, "uriTemplate")
 
     async def read_resource() -> Any:
         r = await client.read_resource(STATIC_DOC)
@@ -259,6 +271,20 @@ def features(client: Client, seen: Seen, step: float) -> list[tuple[str, Callabl
         result = await call("get-roots-list", {})
         return {"answered": seen.roots > 0, "result": tool_outcome(result)}
 
+    async def roots_list_changed() -> Any:
+        # The client says its roots changed; the server asks for them again (on the GET stream).
+        asked = seen.roots
+        seen.root_list = [ROOT, SECOND_ROOT]
+        await client.send_roots_list_changed()
+        await until(step, "the server asking for the roots again", lambda: seen.roots > asked)
+        with anyio.move_on_after(step):
+            while True:
+                result = tool_outcome(await call("get-roots-list", {}))
+                if "(2 total)" in json.dumps(result):
+                    break
+                await anyio.sleep(0.05)
+        return {"asked_again": seen.roots > asked, "result": result}
+
     async def completion() -> Any:
         prompt = types.PromptReference(type="ref/prompt", name="completable-prompt")
         template = types.ResourceTemplateReference(type="ref/resource", uri="demo://resource/dynamic/text/{resourceId}")
@@ -299,7 +325,23 @@ def features(client: Client, seen: Seen, step: float) -> list[tuple[str, Callabl
                 task = await raw("tasks/get", {"taskId": task_id})
         result = await raw("tasks/result", {"taskId": task_id})
         listed = await raw("tasks/list", None)
+        # A second task, cancelled while it works.
+        doomed = await raw(
+            "tools/call",
+            {"name": "simulate-research-query", "arguments": {"topic": "cancelled", "ambiguous": False}, "task": {"ttl": 60000}},
+        )
+        doomed_id = doomed["task"]["taskId"]
+
+        async def cancel_it() -> Any:
+            return norm((await raw("tasks/cancel", {"taskId": doomed_id}))["status"])
+
+        async def status_after() -> Any:
+            return (await raw("tasks/get", {"taskId": doomed_id}))["status"]
+
+        cancelled = await part(cancel_it)
+        after = await part(status_after)
         return {
+            "cancel": {"answered": cancelled, "status_after": after},
             "created": {k: created["task"].get(k) for k in ("status", "ttl", "pollInterval")},
             "final_status": task["status"],
             "result": tool_outcome(types.CallToolResult.model_validate(result)),
@@ -354,6 +396,9 @@ def features(client: Client, seen: Seen, step: float) -> list[tuple[str, Callabl
         ("resources", resources),
         ("resource_templates", templates),
         ("echo", lambda: _outcome_await(call("echo", {"message": "hello through Mandate"}))),
+        # Checked by the SDK against the tool's output schema, from the listing.
+        ("structured_content", lambda: _outcome_await(call("get-structured-content", {"location": "Chicago"}))),
+        ("image_content", lambda: _outcome_await(call("get-tiny-image", {}))),
         ("read_resource", read_resource),
         ("prompt_get", prompt_get),
         ("progress", progress),
@@ -361,6 +406,7 @@ def features(client: Client, seen: Seen, step: float) -> list[tuple[str, Callabl
         ("sampling", sampling),
         ("elicitation", elicitation),
         ("roots", roots),
+        ("roots_list_changed", roots_list_changed),
         ("completion", completion),
         ("subscribe", subscribe),
         ("tasks", tasks),
