@@ -185,7 +185,8 @@ struct Everything {
 fn everything() -> &'static Everything {
     static EVERYTHING: OnceLock<Everything> = OnceLock::new();
     EVERYTHING.get_or_init(|| {
-        let log = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(format!("server-everything-{}.log", std::process::id()));
+        // Its stderr (errors it logs) goes to one file, kept for a look after the last run.
+        let log = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("mcp-peers-server-everything.log");
         std::fs::create_dir_all(log.parent().unwrap()).unwrap();
         let mut child = Command::new(node())
             .arg(js_dir().join("everything_http.mjs"))
