@@ -30,7 +30,8 @@
 //!   intent does not allow, a resource template outside its resources), a `resources/subscribe`
 //!   to a resource outside the intent, and sampling and elicitation requests that the intent
 //!   does not list (`UPSTREAM.sampling.createMessage`, `UPSTREAM.elicitation.create`): the client's
-//!   handlers are never invoked and the upstream gets an error answer. Each refusal test also
+//!   handlers are never invoked and the upstream gets an error answer; likewise the roots the
+//!   server asks for on the GET stream (`UPSTREAM.roots.list`). Each refusal test also
 //!   runs the same feature with a mandate that allows it, so "never received" is measured on a
 //!   path that does reach the upstream when allowed.
 //!
@@ -761,4 +762,31 @@ async fn sampling_and_elicitation_the_intent_does_not_list_never_reach_the_clien
     let t = js_client(&url, Some(&wide), &["sampling", "elicitation"]).await;
     assert_eq!((t["handlers"]["sampling"].as_u64(), t["handlers"]["elicitation"].as_u64()), (Some(1), Some(1)), "{t:#}");
     assert_eq!(t["features"]["sampling"]["result"]["isError"], false, "{t:#}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn roots_the_intent_does_not_list_never_reach_the_client() {
+    let (server, _cfg, proxy, agent) = observed_gateway().await;
+    let url = format!("{}/mcp/{UP}", server.url);
+    // The server asks for the roots on the GET stream, outside any call, and again from a tool.
+    let narrow = mandate(
+        &server,
+        &agent,
+        &tools_and(UP, &["prompts.get", "resources.read", "sampling.createMessage", "elicitation.create"]),
+        &["*"],
+    )
+    .await;
+    let t = js_client(&url, Some(&narrow), &["roots"]).await;
+    assert_eq!(t["connect"], json!({"ok": true}), "{t:#}");
+    assert_eq!(t["handlers"]["roots"], false, "the client's roots handler was asked: {t:#}");
+    let text = t["features"]["roots"]["result"]["content"][0]["text"].as_str().unwrap_or("");
+    assert!(text.contains("no roots are currently configured"), "the server should hold no roots: {t:#}");
+    let seen = proxy.seen();
+    assert!(!error_answers(&seen).is_empty(), "the upstream should get an error answer to its roots/list: {:?}", methods(&seen));
+    assert!(!seen.iter().any(|s| s.contains("mandate-peer-root")), "the client's roots went upstream");
+
+    let wide = mandate(&server, &agent, &all_actions(UP), &["*"]).await;
+    let t = js_client(&url, Some(&wide), &["roots"]).await;
+    assert_eq!(t["handlers"]["roots"], true, "{t:#}");
+    assert!(proxy.seen().iter().any(|s| s.contains("mandate-peer-root")), "allowed, the client's roots should reach the upstream");
 }
