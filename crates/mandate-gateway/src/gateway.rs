@@ -21,7 +21,7 @@ use crate::authz::Ask;
 use crate::authz::{EchoRecord, Outcome};
 use crate::config::{GatewayConfig, Inject, InjectFormat, Target, Upstream};
 use crate::control::{ControlPlane, Revoked};
-use crate::mcp::relay::{Outbox, ServerRequests};
+use crate::mcp::relay::{Outbox, ServerRequests, Streams};
 use crate::mcp::upstream::{ClientIdentity, Link, McpUpstream, Side};
 use crate::scrub::{Found, Scrubber};
 
@@ -64,6 +64,8 @@ pub struct Session {
     pub outbox: Arc<Outbox>,
     /// The upstream's requests relayed to the client, waiting for its answer.
     pub server_requests: ServerRequests,
+    /// The session's request streams, kept for a client that resumes one.
+    pub streams: Arc<Streams>,
     /// The resources the client subscribed to (normalized URIs), each allowed when subscribed.
     pub subscriptions: Mutex<HashSet<String>>,
     /// What the upstream says outside any request, raw, for the session's pump to translate,

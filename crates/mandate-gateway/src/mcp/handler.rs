@@ -132,7 +132,17 @@ pub async fn post(State(gw): State<Arc<Gateway>>, Path(name): Path<String>, head
     if matches!(message, Message::Request { .. }) && accepts_sse(&headers) {
         let (tx, rx) = mpsc::unbounded_channel();
         call.side = Some(tx);
-        return relay::respond(call.dispatch(headers, message), rx).await;
+        // In a session, the client may resume the stream (`GET` with `Last-Event-ID`): the
+        // request runs to its end even if the client loses the stream. A stateless client's
+        // closing of the stream is its cancel.
+        let session = match &message {
+            Message::Request { method, .. } if !stateless && method != "initialize" => session_of(&call, &headers, &id).ok(),
+            _ => None,
+        };
+        return match session {
+            Some(s) => relay::respond_resumable(call.dispatch(headers, message), rx, s.streams.clone()).await,
+            None => relay::respond(call.dispatch(headers, message), rx).await,
+        };
     }
     call.dispatch(headers, message).await
 }
@@ -157,6 +167,10 @@ pub async fn get(State(gw): State<Arc<Gateway>>, Path(name): Path<String>, heade
         Err(resp) => return resp,
     };
     let last = headers.get("last-event-id").and_then(|v| v.to_str().ok());
+    // The rest of a request's stream the client lost.
+    if let Some(rest) = last.and_then(|l| session.streams.resume(l)) {
+        return relay::sse(rest.take_until(session.ended.clone().cancelled_owned()));
+    }
     match &session.link {
         Link::Stateless => return (StatusCode::METHOD_NOT_ALLOWED, [(header::ALLOW, "POST, DELETE")]).into_response(),
         Link::Legacy { .. } if !session.upstream_stream.swap(true, Ordering::SeqCst) => {
@@ -619,6 +633,7 @@ impl Call {
             outbox: Default::default(),
             server_requests: Default::default(),
             subscriptions: Default::default(),
+            streams: Default::default(),
             unsolicited: tx,
             upstream_stream: Default::default(),
         });

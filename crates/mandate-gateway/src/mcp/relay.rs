@@ -110,6 +110,163 @@ fn stream_of(first: Vec<Value>, early: mpsc::UnboundedReceiver<Value>, work: Wor
         .unwrap_or_else(|_| StatusCode::INTERNAL_SERVER_ERROR.into_response())
 }
 
+/// [`respond`] for a request of a session, whose stream the client may resume: the work runs
+/// on its own (a client that loses the stream does not end the request), and once it streams,
+/// every event is kept in `streams` under an id `r{stream}.{n}`, so a `GET` with that
+/// `Last-Event-ID` gets the rest ([`Streams::resume`]).
+pub async fn respond_resumable<F>(work: F, mut early: mpsc::UnboundedReceiver<Value>, streams: Arc<Streams>) -> Response
+where
+    F: Future<Output = Response> + Send + 'static,
+{
+    let (first_tx, first_rx) = tokio::sync::oneshot::channel::<Result<Response, Arc<StreamLog>>>();
+    tokio::spawn(async move {
+        let mut work = Box::pin(work);
+        let (first, done) = tokio::select! {
+            biased;
+            m = early.recv() => (m, None),
+            resp = &mut work => match early.try_recv() {
+                Ok(m) => (Some(m), Some(resp)),
+                Err(_) => {
+                    let _ = first_tx.send(Ok(resp));
+                    return;
+                }
+            },
+        };
+        let Some(first) = first else {
+            let _ = first_tx.send(Ok(work.await));
+            return;
+        };
+        let log = streams.open();
+        let _ = first_tx.send(Err(log.clone()));
+        log.push(&serde_json::to_vec(&first).unwrap_or_default());
+        let resp = match done {
+            Some(resp) => resp,
+            None => loop {
+                tokio::select! {
+                    biased;
+                    Some(m) = early.recv() => log.push(&serde_json::to_vec(&m).unwrap_or_default()),
+                    resp = &mut work => break resp,
+                }
+            },
+        };
+        while let Ok(m) = early.try_recv() {
+            log.push(&serde_json::to_vec(&m).unwrap_or_default());
+        }
+        log.push(&as_data(resp).await);
+        log.finish();
+    });
+    match first_rx.await {
+        Ok(Ok(resp)) => resp,
+        Ok(Err(log)) => sse(log.reader(0)),
+        Err(_) => StatusCode::INTERNAL_SERVER_ERROR.into_response(),
+    }
+}
+
+/// An event stream response of `events`.
+pub fn sse<S>(events: S) -> Response
+where
+    S: futures_util::Stream<Item = Bytes> + Send + 'static,
+{
+    Response::builder()
+        .header(header::CONTENT_TYPE, "text/event-stream")
+        .header(header::CACHE_CONTROL, "no-cache")
+        .body(Body::from_stream(events.map(Ok::<_, std::io::Error>)))
+        .unwrap_or_else(|_| StatusCode::INTERNAL_SERVER_ERROR.into_response())
+}
+
+/// The JSON-RPC message of a final answer: a JSON body as it is, an event body's data.
+async fn as_data(resp: Response) -> Vec<u8> {
+    let is_sse = resp.headers().get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).is_some_and(|v| v.starts_with("text/event-stream"));
+    let mut body = resp.into_body().into_data_stream();
+    let mut bytes = Vec::new();
+    while let Some(Ok(chunk)) = body.next().await {
+        bytes.extend_from_slice(&chunk);
+    }
+    if is_sse { crate::mcp::upstream::sse_data(&String::from_utf8_lossy(&bytes)).into_bytes() } else { bytes }
+}
+
+/// Streams of a session's requests kept for resumption: the last [`KEPT_STREAMS`].
+#[derive(Default)]
+pub struct Streams {
+    next: AtomicU64,
+    kept: Mutex<VecDeque<(u64, Arc<StreamLog>)>>,
+}
+
+/// Request streams a session keeps for clients that reconnect.
+pub const KEPT_STREAMS: usize = 64;
+
+impl Streams {
+    fn open(&self) -> Arc<StreamLog> {
+        let n = self.next.fetch_add(1, Ordering::Relaxed) + 1;
+        let log = Arc::new(StreamLog { stream: n, state: Mutex::new((Vec::new(), false)), changed: tokio::sync::Notify::new() });
+        let mut kept = self.kept.lock();
+        if kept.len() >= KEPT_STREAMS {
+            kept.pop_front();
+        }
+        kept.push_back((n, log.clone()));
+        log
+    }
+
+    /// The rest of the request stream that `last_event_id` (`r{stream}.{n}`) names, after that
+    /// event; `None` when it names no stream kept.
+    pub fn resume(&self, last_event_id: &str) -> Option<impl futures_util::Stream<Item = Bytes> + Send + 'static> {
+        let (stream, n) = last_event_id.strip_prefix('r')?.split_once('.')?;
+        let (stream, n) = (stream.parse::<u64>().ok()?, n.parse::<usize>().ok()?);
+        let log = self.kept.lock().iter().find(|(s, _)| *s == stream).map(|(_, l)| l.clone())?;
+        Some(log.reader(n))
+    }
+}
+
+/// The events of one request's stream, as sent.
+pub struct StreamLog {
+    stream: u64,
+    /// The events (SSE bytes, with ids), and whether the answer is among them.
+    state: Mutex<(Vec<Bytes>, bool)>,
+    changed: tokio::sync::Notify,
+}
+
+impl StreamLog {
+    fn push(&self, data: &[u8]) {
+        let mut st = self.state.lock();
+        let n = st.0.len() + 1;
+        st.0.push(event(Some(&format!("r{}.{n}", self.stream)), data));
+        drop(st);
+        self.changed.notify_waiters();
+    }
+
+    fn finish(&self) {
+        self.state.lock().1 = true;
+        self.changed.notify_waiters();
+    }
+
+    /// The events after the `after`-th, then each as it comes, until the answer.
+    fn reader(self: Arc<Self>, after: usize) -> impl futures_util::Stream<Item = Bytes> + Send + 'static {
+        futures_util::stream::unfold((self, after), |(log, next)| async move {
+            loop {
+                let (ev, finished) = {
+                    let notified = log.changed.notified();
+                    tokio::pin!(notified);
+                    notified.as_mut().enable();
+                    let (ev, finished) = {
+                        let st = log.state.lock();
+                        (st.0.get(next).cloned(), st.1)
+                    };
+                    if ev.is_none() && !finished {
+                        notified.await;
+                        continue;
+                    }
+                    (ev, finished)
+                };
+                return match ev {
+                    Some(ev) => Some((ev, (log, next + 1))),
+                    None if finished => None,
+                    None => continue,
+                };
+            }
+        })
+    }
+}
+
 /// The final answer as an event: a JSON body becomes one, an event body is passed as it is.
 async fn as_event(resp: Response) -> Bytes {
     let is_sse = resp.headers().get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).is_some_and(|v| v.starts_with("text/event-stream"));
@@ -257,6 +414,22 @@ mod tests {
         let (fresh, _) = o.subscribe(None);
         assert!(fresh.is_empty(), "a new stream starts now");
         assert_eq!(o.newest(), 3);
+    }
+
+    #[tokio::test]
+    async fn a_request_stream_resumes_after_the_last_event_the_client_saw() {
+        let streams = Streams::default();
+        let log = streams.open();
+        log.push(b"{\"n\":1}");
+        log.push(b"{\"n\":2}");
+        let rest = streams.resume("r1.1").expect("the stream is kept");
+        log.push(b"{\"n\":3}");
+        log.finish();
+        let got: Vec<String> = rest.map(|b| String::from_utf8_lossy(&b).into_owned()).collect().await;
+        assert_eq!(got.len(), 2, "{got:?}");
+        assert!(got[0].contains("id: r1.2\n") && got[0].contains("\"n\":2"));
+        assert!(got[1].contains("id: r1.3\n") && got[1].contains("\"n\":3"));
+        assert!(streams.resume("r9.1").is_none() && streams.resume("7").is_none() && streams.resume("r1.x").is_none());
     }
 
     #[test]
