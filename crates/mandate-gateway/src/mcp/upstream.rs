@@ -275,7 +275,7 @@ impl McpUpstream {
         let id = self.next_id();
         let msg = jsonrpc::request(&id, "initialize", params.as_object());
         let url = self.url().unwrap_or_default().to_owned();
-        let (session, messages, _) = self.post(&url, &link, "initialize", None, &msg, inject, Some(&id)).await?;
+        let (session, messages, _) = self.post(&url, &link, "initialize", None, &msg, inject, Some(&id), None).await?;
         let reply = messages.into_iter().next().ok_or_else(|| UpstreamError::Garbage("no answer to `initialize`".into()))?;
         let init = result_of(reply)?;
         let protocol = init.get("protocolVersion").and_then(Value::as_str).unwrap_or(LEGACY).to_owned();
@@ -332,7 +332,7 @@ impl McpUpstream {
                 _ => {
                     let msg = jsonrpc::request(&id, method, params);
                     let url = self.url().unwrap_or_default().to_owned();
-                    let (_, mut messages, bytes) = self.post_with(&url, link, method, params, &msg, inject, Some(&id), side).await?;
+                    let (_, mut messages, bytes) = self.post(&url, link, method, params, &msg, inject, Some(&id), side).await?;
                     let message = messages.pop().ok_or_else(|| UpstreamError::Garbage(format!("no answer to `{method}`")))?;
                     Ok(Reply { message, bytes })
                 }
@@ -373,7 +373,7 @@ impl McpUpstream {
                 Link::Stdio(p) => p.write(msg).await,
                 _ => {
                     let url = self.url().unwrap_or_default().to_owned();
-                    self.post(&url, link, method, None, msg, inject, None).await.map(|_| ())
+                    self.post(&url, link, method, None, msg, inject, None, None).await.map(|_| ())
                 }
             }
         };
@@ -430,24 +430,10 @@ impl McpUpstream {
     }
 
     /// One POST. Returns the session id the server assigned (if any), the JSON-RPC messages
-    /// that answer `want` (or none for a 202), and the bytes read.
+    /// that answer `want` (or none for a 202), and the bytes read; the other messages of the
+    /// request's event stream go to `side`.
     #[allow(clippy::too_many_arguments)]
     async fn post(
-        &self,
-        url: &str,
-        link: &Link,
-        method: &str,
-        params: Option<&Map<String, Value>>,
-        msg: &Value,
-        inject: Option<&(HeaderName, HeaderValue)>,
-        want: Option<&Value>,
-    ) -> Result<(Option<String>, Vec<Value>, usize), UpstreamError> {
-        self.post_with(url, link, method, params, msg, inject, want, None).await
-    }
-
-    /// [`Self::post`], relaying the other messages of the request's event stream to `side`.
-    #[allow(clippy::too_many_arguments)]
-    async fn post_with(
         &self,
         url: &str,
         link: &Link,
