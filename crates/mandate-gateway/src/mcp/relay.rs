@@ -267,15 +267,9 @@ impl StreamLog {
     }
 }
 
-/// The final answer as an event: a JSON body becomes one, an event body is passed as it is.
+/// The final answer as one event.
 async fn as_event(resp: Response) -> Bytes {
-    let is_sse = resp.headers().get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).is_some_and(|v| v.starts_with("text/event-stream"));
-    let mut body = resp.into_body().into_data_stream();
-    let mut bytes = Vec::new();
-    while let Some(Ok(chunk)) = body.next().await {
-        bytes.extend_from_slice(&chunk);
-    }
-    if is_sse || bytes.is_empty() { Bytes::from(bytes) } else { event(None, &bytes) }
+    event(None, &as_data(resp).await)
 }
 
 /// A session's stream of server messages, with ids for `Last-Event-ID`.
